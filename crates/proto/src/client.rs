@@ -1,0 +1,341 @@
+//! The client side of a connection as a sans-IO state machine (PROTOCOL.md § 14.2).
+//!
+//! It encodes requests, keeps the queue of outstanding ones (requests may be pipelined,
+//! `[REQ-3]`), and checks every reply item against the request it must answer (`[REQ-7]`), the
+//! negotiated version (`[HELLO-7]`) and the name rules (`[NAME-11]`, in the decoder). File data is
+//! handed out as it arrives; verifying it against the frame's digest is the caller's job, because
+//! a resumed download's digest also covers bytes the caller kept from before (`[GET-2]`).
+//!
+//! Driving it: send [`ClientConnection::pending_output`] (the hello is queued at creation), queue
+//! requests with [`ClientConnection::send`] (and a PUT's data with
+//! [`ClientConnection::send_data`]), feed received bytes to [`ClientConnection::handle_input`]
+//! until it returns no item, and call [`ClientConnection::handle_eof`] at EOF.
+
+use std::collections::VecDeque;
+
+use crate::codec::{ClientItem, DecodeError, Decoded, ReplyDecoder, ServerItem};
+use crate::limits::{TOKEN_LEN_MAX, VERSION};
+use crate::message::{ClientHello, Request, RequestKind, ServerHello};
+use crate::name::Name;
+
+/// What a client offers in its hello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The token to present, if any (`[HELLO-2]`: visible ASCII, at most 256 bytes).
+    pub token: Option<String>,
+    pub min_version: u16,
+    pub max_version: u16,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self { token: None, min_version: VERSION, max_version: VERSION }
+    }
+}
+
+/// Why a client gave up on a connection, or refused to send something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    #[error("token must be 1 to 256 visible ASCII characters")]
+    BadToken,
+    #[error("version range {min}..{max} is empty or starts at 0")]
+    BadVersionRange { min: u16, max: u16 },
+    #[error("server broke the protocol: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("server chose version {chosen}, outside the offered {min}..{max}")]
+    VersionOutOfRange { chosen: u16, min: u16, max: u16 },
+    #[error("server sent a {got} reply while {expected} was expected")]
+    UnexpectedReply { expected: String, got: &'static str },
+    #[error("the connection is closed")]
+    Closed,
+    #[error("{0} was requested while a PUT's data is still owed")]
+    PutInProgress(RequestKind),
+    #[error("PUT data exceeds the size announced by {0} bytes")]
+    PutOverrun(u64),
+    #[error("the server closed the connection with {0} request(s) unanswered")]
+    ConnectionLost(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// BYE or SHUTDOWN sent: nothing more may be sent.
+    Leaving,
+    Closed,
+}
+
+/// The client side of one connection.
+#[derive(Debug)]
+pub struct ClientConnection {
+    config: ClientConfig,
+    decoder: ReplyDecoder,
+    state: State,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Requests sent and not yet fully answered, oldest first.
+    outstanding: VecDeque<RequestKind>,
+    /// Data bytes still owed for the PUT being sent.
+    put_owed: u64,
+    /// The server's hello; `None` until it arrives, so a reply before it answers the hello.
+    server: Option<ServerHello>,
+    /// A legacy-profile connection: no hello at all.
+    legacy: bool,
+}
+
+impl ClientConnection {
+    /// A version 1 connection: the hello is queued for sending.
+    ///
+    /// # Errors
+    /// The configuration breaks `[HELLO-2]` or has an empty version range.
+    pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        if let Some(t) = &config.token {
+            if t.is_empty() || t.len() > TOKEN_LEN_MAX || !t.bytes().all(|b| (0x21..=0x7E).contains(&b)) {
+                return Err(ClientError::BadToken);
+            }
+        }
+        if config.min_version == 0 || config.min_version > config.max_version {
+            return Err(ClientError::BadVersionRange { min: config.min_version, max: config.max_version });
+        }
+        let mut out = Vec::new();
+        let hello = ClientHello {
+            min_version: config.min_version,
+            max_version: config.max_version,
+            token: config.token.clone(),
+        };
+        hello.encode(&mut out);
+        Ok(Self {
+            config,
+            decoder: ReplyDecoder::new(),
+            state: State::Open,
+            legacy: false,
+            out,
+            out_pos: 0,
+            outstanding: VecDeque::new(),
+            put_owed: 0,
+            server: None,
+        })
+    }
+
+    /// A legacy-profile connection (§ 15) that downloads `name`: the request is queued, and the
+    /// reply arrives as [`ServerItem::LegacyOk`] and data, or [`ServerItem::LegacyErrorStart`]
+    /// and the message's bytes up to EOF.
+    pub fn legacy(name: &Name) -> Self {
+        let mut out = Vec::new();
+        ClientItem::LegacyGet(name.clone()).encode(&mut out);
+        Self {
+            config: ClientConfig::default(),
+            decoder: ReplyDecoder::legacy(),
+            state: State::Leaving,
+            legacy: true,
+            out,
+            out_pos: 0,
+            outstanding: VecDeque::from([RequestKind::LegacyGet]),
+            put_owed: 0,
+            server: None,
+        }
+    }
+
+    /// The server's hello, once it has arrived.
+    pub fn server(&self) -> Option<&ServerHello> {
+        self.server.as_ref()
+    }
+
+    /// Requests sent and not yet fully answered.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Whether the connection is over.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Bytes to send to the server.
+    pub fn pending_output(&self) -> &[u8] {
+        &self.out[self.out_pos..]
+    }
+
+    /// Reports that the first `n` bytes of [`Self::pending_output`] were sent.
+    pub fn consume_output(&mut self, n: usize) {
+        self.out_pos = (self.out_pos + n).min(self.out.len());
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+    }
+
+    /// Queues a request. Requests may be queued before the server's hello arrives and before
+    /// earlier replies do (`[HELLO-11]`, `[REQ-3]`). A PUT's data must follow with
+    /// [`Self::send_data`] before the next request.
+    ///
+    /// # Errors
+    /// The connection is closed or leaving (`[BYE-2]`), or a PUT's data is still owed.
+    pub fn send(&mut self, request: &Request) -> Result<(), ClientError> {
+        if matches!(self.state, State::Leaving | State::Closed) {
+            return Err(ClientError::Closed);
+        }
+        if self.put_owed > 0 {
+            return Err(ClientError::PutInProgress(request.kind()));
+        }
+        request.encode(&mut self.out);
+        self.outstanding.push_back(request.kind());
+        match request {
+            Request::Put(head) => self.put_owed = head.frame.size,
+            Request::Bye | Request::Shutdown => self.state = State::Leaving,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Queues data of the PUT being sent.
+    ///
+    /// # Errors
+    /// More data than the PUT announced.
+    pub fn send_data(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        let n = data.len() as u64;
+        if n > self.put_owed {
+            return Err(ClientError::PutOverrun(n - self.put_owed));
+        }
+        self.put_owed -= n;
+        self.out.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Data bytes still owed for the PUT being sent.
+    pub fn put_owed(&self) -> u64 {
+        self.put_owed
+    }
+
+    /// Decodes the next reply item from the start of `input` and checks it against what was
+    /// asked. Returns the bytes used and the item, if a whole one arrived. The request an item
+    /// answers is the one [`Self::answering`] named just before the call.
+    ///
+    /// # Errors
+    /// The server broke the protocol; the connection is then closed.
+    pub fn handle_input<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Option<ServerItem<'a>>), ClientError> {
+        if self.state == State::Closed {
+            return Ok((0, None));
+        }
+        let at_reply_start = self.decoder.at_boundary();
+        let answers_hello = self.awaiting_hello();
+        let (item, consumed) = match self.decoder.decode(input) {
+            Ok(Decoded::NeedMore) => return Ok((0, None)),
+            Ok(Decoded::Item { item, consumed }) => (item, consumed),
+            Err(e) => return Err(self.broken(e.into())),
+        };
+        if let Err(e) = self.check(&item, at_reply_start) {
+            return Err(self.broken(e));
+        }
+        if self.decoder.at_boundary() && !answers_hello {
+            self.outstanding.pop_front();
+        }
+        match &item {
+            ServerItem::Error(e) if e.code.is_fatal() => self.state = State::Closed,
+            ServerItem::ByeOk | ServerItem::ShutdownOk => self.state = State::Closed,
+            _ => {}
+        }
+        Ok((consumed, Some(item)))
+    }
+
+    /// The request the next reply item answers, if any.
+    pub fn answering(&self) -> Option<RequestKind> {
+        self.outstanding.front().copied()
+    }
+
+    fn check(&mut self, item: &ServerItem<'_>, at_reply_start: bool) -> Result<(), ClientError> {
+        if let ServerItem::Hello(hello) = item {
+            let (min, max) = (self.config.min_version, self.config.max_version);
+            if !(min..=max).contains(&hello.version) {
+                return Err(ClientError::VersionOutOfRange { chosen: hello.version, min, max });
+            }
+            if !self.awaiting_hello() {
+                return Err(unexpected("no second hello", item));
+            }
+            self.server = Some(*hello);
+            return Ok(());
+        }
+        if self.awaiting_hello() {
+            // Before the hello only a (fatal) error may come (`[HELLO-10]`).
+            return match item {
+                ServerItem::Error(_) => Ok(()),
+                other => Err(unexpected("the server hello", other)),
+            };
+        }
+        if !at_reply_start {
+            // Entries, records and data: the decoder already ties them to their reply's head.
+            return Ok(());
+        }
+        let Some(expected) = self.answering() else {
+            // A fatal error may arrive unasked: a deadline or a shutdown (§ 12.5, § 13).
+            return match item {
+                ServerItem::Error(e) if e.code.is_fatal() => Ok(()),
+                other => Err(unexpected("nothing", other)),
+            };
+        };
+        let fits = match item {
+            ServerItem::Error(_) => expected != RequestKind::LegacyGet,
+            ServerItem::ListStart { .. } => expected == RequestKind::List,
+            ServerItem::Stat(_) => expected == RequestKind::Stat,
+            ServerItem::GetHead { .. } => expected == RequestKind::Get,
+            ServerItem::PutOk { .. } => expected == RequestKind::Put,
+            ServerItem::DeleteOk => expected == RequestKind::Delete,
+            ServerItem::StatusStart { .. } => expected == RequestKind::Status,
+            ServerItem::Help(_) => expected == RequestKind::Help,
+            ServerItem::ByeOk => expected == RequestKind::Bye,
+            ServerItem::ShutdownOk => expected == RequestKind::Shutdown,
+            ServerItem::LegacyOk(_) | ServerItem::LegacyErrorStart => expected == RequestKind::LegacyGet,
+            _ => true,
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(unexpected(expected.as_str(), item))
+        }
+    }
+
+    fn awaiting_hello(&self) -> bool {
+        !self.legacy && self.server.is_none()
+    }
+
+    fn broken(&mut self, e: ClientError) -> ClientError {
+        self.state = State::Closed;
+        e
+    }
+
+    /// The server closed the connection. `unused` is input never consumed.
+    ///
+    /// # Errors
+    /// EOF inside a reply, or with requests unanswered (§ 14.2): the connection was broken. A
+    /// legacy error message ends at EOF and is not an error.
+    pub fn handle_eof(&mut self, unused: &[u8]) -> Result<(), ClientError> {
+        let was_closed = self.state == State::Closed;
+        self.state = State::Closed;
+        self.decoder.finish(unused)?;
+        if self.outstanding.front() == Some(&RequestKind::LegacyGet) {
+            self.outstanding.clear();
+        }
+        if !was_closed && !self.outstanding.is_empty() {
+            return Err(ClientError::ConnectionLost(self.outstanding.len()));
+        }
+        Ok(())
+    }
+}
+
+fn unexpected(expected: &str, got: &ServerItem<'_>) -> ClientError {
+    let got = match got {
+        ServerItem::Hello(_) => "hello",
+        ServerItem::Error(_) => "error",
+        ServerItem::ListStart { .. } | ServerItem::Entry(_) => "LIST",
+        ServerItem::Stat(_) => "STAT",
+        ServerItem::GetHead { .. } => "GET",
+        ServerItem::PutOk { .. } => "PUT",
+        ServerItem::DeleteOk => "DELETE",
+        ServerItem::StatusStart { .. } | ServerItem::Connection(_) => "STATUS",
+        ServerItem::Help(_) => "HELP",
+        ServerItem::ByeOk => "BYE",
+        ServerItem::ShutdownOk => "SHUTDOWN",
+        ServerItem::LegacyOk(_) | ServerItem::LegacyErrorStart => "legacy",
+        ServerItem::Data(_) | ServerItem::DataEnd => "data",
+    };
+    ClientError::UnexpectedReply { expected: expected.to_owned(), got }
+}

@@ -1,0 +1,640 @@
+//! The server side of a connection as a sans-IO state machine (PROTOCOL.md § 14.1).
+//!
+//! It owns everything the protocol decides — the handshake, roles, names, order of checks, which
+//! error ends a connection, deadlines, digests of uploads, the shutdown drain — and nothing about
+//! sockets or storage. An engine drives it like this:
+//!
+//! 1. Feed received bytes to [`ServerConnection::handle_input`] until it returns no event; act on
+//!    each [`Event`] (a [`Command`] must be answered with one `respond_*` call, or
+//!    [`ServerConnection::accept_put`] for an upload, before more input is processed).
+//! 2. Send [`ServerConnection::pending_output`], then report it with `consume_output`. After
+//!    [`ServerConnection::respond_get`], send the file's bytes yourself (sendfile, copy) and report
+//!    them with [`ServerConnection::body_sent`].
+//! 3. Wait for more input no later than [`ServerConnection::poll_timeout`]; when it passes, call
+//!    [`ServerConnection::handle_timeout`]. On EOF call [`ServerConnection::handle_eof`].
+//! 4. When [`ServerConnection::is_closed`], flush the pending output and close the socket. An
+//!    upload not completed by then is discarded by the engine.
+//!
+//! Time is always an argument, so tests run on simulated time.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::codec::{ClientItem, Decoded, RequestDecoder, ServerItem};
+use crate::digest::Hasher;
+use crate::limits::{ReadLimits, VERSION};
+use crate::message::{
+    Capabilities, ConnRecord, Entry, ErrorCode, ErrorReply, FrameHead, PutHead, Request, RequestKind, Role, ServerHello,
+};
+use crate::name::Name;
+
+/// What a server connection needs to know about its server. Shared by all connections.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Name length and file size limits, announced in the hello (§ 3.2).
+    pub limits: ReadLimits,
+    /// Announced in the hello; the engine enforces it (§ 12.1). 0: not announced.
+    pub max_clients: u32,
+    /// How long a new connection has to complete its hello (`[TIME-1]`).
+    pub handshake_timeout: Duration,
+    /// How long a connection may wait between requests (`[TIME-2]`). `None`: forever.
+    pub idle_timeout: Option<Duration>,
+    /// How long one request may take to arrive, PUT data included (`[TIME-3]`). `None`: forever.
+    pub request_timeout: Option<Duration>,
+    /// Optional features offered (§ 4.5); `LEGACY` also switches the legacy profile on.
+    pub capabilities: Capabilities,
+    /// The role of a client without a token; `None` refuses such clients (`[AUTH-2]`).
+    pub anonymous: Option<Role>,
+    /// Tokens and their roles (`[AUTH-1]`). Never logged (`[SEC-1]`).
+    pub tokens: HashMap<String, Role>,
+    /// Refuse every PUT and DELETE (`[ROLE-2]`).
+    pub read_only: bool,
+    /// The HELP reply (§ 7.7).
+    pub help_text: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            limits: ReadLimits { max_name_len: 255, max_file_size: 64 << 30 },
+            max_clients: 64,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(300)),
+            request_timeout: Some(Duration::from_secs(3600)),
+            capabilities: Capabilities::ALL_V1,
+            anonymous: Some(Role::Write),
+            tokens: HashMap::new(),
+            read_only: false,
+            help_text: default_help_text(),
+        }
+    }
+}
+
+/// A summary of the commands, for HELP.
+pub fn default_help_text() -> String {
+    "Ferry file server, protocol version 1.\n\
+     LIST              list files: name, size, modification time, MD5 where known\n\
+     STAT name         one file's entry\n\
+     GET name [offset] download a file, or resume it from an offset\n\
+     PUT name          upload a file (overwrite, or create-only); published only once verified\n\
+     DELETE name       remove a file\n\
+     STATUS            the server's recent connections\n\
+     HELP              this text\n\
+     BYE               say goodbye and close\n\
+     SHUTDOWN          stop the server gracefully (admin only)\n"
+        .to_owned()
+}
+
+impl ServerConfig {
+    fn hello(&self, role: Role) -> ServerHello {
+        let ms = |d: Option<Duration>| d.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX));
+        let limits = self.limits.clamped();
+        ServerHello {
+            version: VERSION,
+            role,
+            capabilities: Capabilities(self.capabilities.0 & Capabilities::ALL_V1.0),
+            max_name_len: limits.max_name_len,
+            max_file_size: limits.max_file_size,
+            max_clients: self.max_clients,
+            idle_timeout_ms: ms(self.idle_timeout),
+            request_timeout_ms: ms(self.request_timeout),
+        }
+    }
+
+    fn legacy(&self) -> bool {
+        self.capabilities.contains(Capabilities::LEGACY)
+    }
+}
+
+/// A request the host must carry out and answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Answer with [`ServerConnection::respond_list`].
+    List,
+    /// Answer with [`ServerConnection::respond_stat`], or `NOT_FOUND`.
+    Stat(Name),
+    /// Answer with [`ServerConnection::respond_get`], or `NOT_FOUND`. Also a legacy request.
+    Get { name: Name, offset: u64 },
+    /// Prepare a temporary file and [`ServerConnection::accept_put`], or refuse (`EXISTS`,
+    /// `STORAGE_FULL`) with [`ServerConnection::respond_error`].
+    Put(PutHead),
+    /// Answer with [`ServerConnection::respond_delete`], or `NOT_FOUND`.
+    Delete(Name),
+    /// Answer with [`ServerConnection::respond_status`].
+    Status,
+}
+
+/// What the host must act on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// The handshake succeeded.
+    Connected { role: Role },
+    /// A request to carry out.
+    Command(Command),
+    /// Data of the accepted upload: write it to the temporary file.
+    PutData(&'a [u8]),
+    /// The upload's data is complete. If `verified`, publish the file and answer with
+    /// [`ServerConnection::respond_put`] (or an error); if not, the mismatch has been answered
+    /// already (`[PUT-3]`): discard the temporary file.
+    PutComplete { verified: bool },
+    /// A request the connection refused by itself (bad name, role, unsupported), for the log.
+    Refused { kind: RequestKind, error: ErrorReply },
+    /// An admin asked the server to shut down (`[SHUT-1]`): start the drain.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    Command(RequestKind),
+    Get { offset: u64 },
+    PutDecision,
+    PutCommit,
+}
+
+#[derive(Debug)]
+enum State {
+    AwaitHello,
+    Ready,
+    /// Waiting for the host to answer a request.
+    Serving(Awaiting),
+    Receiving {
+        hasher: Hasher,
+        head: PutHead,
+    },
+    Discarding,
+    /// The host is sending a GET's data.
+    Sending {
+        remaining: u64,
+    },
+    Closed,
+}
+
+/// The server side of one connection.
+#[derive(Debug)]
+pub struct ServerConnection {
+    config: std::sync::Arc<ServerConfig>,
+    decoder: RequestDecoder,
+    state: State,
+    role: Option<Role>,
+    /// The connection speaks the legacy profile (§ 15): its replies have the legacy shape.
+    legacy: bool,
+    /// Reply bytes not yet handed to the socket; `out_pos` of them already were.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// When the current deadline passes, if there is one.
+    deadline: Option<Instant>,
+    /// Set when the first byte of the current request arrived (`[TIME-3]`).
+    in_request: bool,
+    shutting_down: bool,
+    /// How the connection ended, when it has: the error sent, if any.
+    close_reason: Option<ErrorCode>,
+}
+
+impl ServerConnection {
+    /// A new connection, accepted at `now`.
+    pub fn new(config: std::sync::Arc<ServerConfig>, now: Instant) -> Self {
+        let deadline = Some(now + config.handshake_timeout);
+        Self {
+            decoder: RequestDecoder::new(config.limits),
+            config,
+            state: State::AwaitHello,
+            role: None,
+            legacy: false,
+            out: Vec::new(),
+            out_pos: 0,
+            deadline,
+            in_request: false,
+            shutting_down: false,
+            close_reason: None,
+        }
+    }
+
+    /// The bytes that turn away a connection over capacity (`[CAP-1]`): sent without reading.
+    pub fn busy_reply() -> Vec<u8> {
+        let mut out = Vec::new();
+        ErrorReply::new(ErrorCode::BUSY, "server at capacity, try again later").encode(&mut out);
+        out
+    }
+
+    /// The role granted at the handshake.
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
+    /// Whether this connection speaks the legacy profile.
+    pub fn is_legacy(&self) -> bool {
+        self.legacy
+    }
+
+    /// Whether the connection is over: flush [`Self::pending_output`] and close the socket.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The fatal error the connection was closed with, if any.
+    pub fn close_reason(&self) -> Option<ErrorCode> {
+        self.close_reason
+    }
+
+    /// Whether the connection wants more input now (not while the host is answering or sending).
+    pub fn wants_input(&self) -> bool {
+        matches!(self.state, State::AwaitHello | State::Ready | State::Receiving { .. } | State::Discarding)
+    }
+
+    /// Whether a request is under way (for the drain: a transfer in flight).
+    pub fn is_busy(&self) -> bool {
+        self.in_request || matches!(self.state, State::Serving(_) | State::Sending { .. } | State::Receiving { .. })
+    }
+
+    /// Bytes to send to the client.
+    pub fn pending_output(&self) -> &[u8] {
+        &self.out[self.out_pos..]
+    }
+
+    /// Reports that the first `n` bytes of [`Self::pending_output`] were sent.
+    pub fn consume_output(&mut self, n: usize) {
+        self.out_pos = (self.out_pos + n).min(self.out.len());
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+    }
+
+    /// The next deadline, when the engine must call [`Self::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::AwaitHello | State::Ready | State::Receiving { .. } | State::Discarding => self.deadline,
+            State::Serving(Awaiting::PutDecision) => self.deadline,
+            _ => None,
+        }
+    }
+
+    /// Closes the connection with `TIMEOUT` if its deadline has passed (`[TIME-1]`..`[TIME-4]`).
+    /// Returns whether it did.
+    pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        match self.poll_timeout() {
+            Some(deadline) if now >= deadline => {
+                let what = match self.state {
+                    State::AwaitHello => "handshake",
+                    State::Ready if !self.in_request => "idle",
+                    _ => "request",
+                };
+                self.fatal(ErrorCode::TIMEOUT, &format!("{what} deadline passed"));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The peer closed its side. Returns whether that was at a message boundary (a clean close)
+    /// given the `unused` input; either way the connection is over, and an upload in progress
+    /// is discarded (`[STORE-2]`).
+    pub fn handle_eof(&mut self, unused: &[u8]) -> bool {
+        let clean = self.decoder.finish(unused).is_ok() && !matches!(self.state, State::Receiving { .. });
+        self.state = State::Closed;
+        clean
+    }
+
+    /// Starts the graceful drain (§ 13): an idle connection is told and closed now; a busy one
+    /// after its current request is answered (`[SHUT-3]`).
+    pub fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        let idle = matches!(self.state, State::AwaitHello) || (matches!(self.state, State::Ready) && !self.in_request);
+        if idle {
+            self.fatal(ErrorCode::SHUTTING_DOWN, "server shutting down");
+        }
+    }
+
+    /// Processes input from the start of `input`: returns how many bytes were used and the next
+    /// event, if one arose. Call again with the rest until it returns `None`.
+    pub fn handle_input<'a>(&mut self, input: &'a [u8], now: Instant) -> (usize, Option<Event<'a>>) {
+        if !self.wants_input() {
+            return (0, None);
+        }
+        if matches!(self.state, State::AwaitHello) && input.first() == Some(&0) && !self.config.legacy() {
+            // `[LEG-5]`: the legacy profile is switched off.
+            self.legacy = true;
+            self.fatal(ErrorCode::UNSUPPORTED, "the legacy profile is disabled on this server");
+            return (0, None);
+        }
+        let mut used = 0;
+        while self.wants_input() {
+            if matches!(self.state, State::Ready) && used < input.len() && !self.in_request {
+                // `[TIME-3]`: the whole-request deadline starts at the request's first byte.
+                self.in_request = true;
+                self.deadline = self.config.request_timeout.map(|t| now + t);
+            }
+            match self.decoder.decode(&input[used..]) {
+                Ok(Decoded::NeedMore) => break,
+                Ok(Decoded::Item { item, consumed }) => {
+                    used += consumed;
+                    if let Some(event) = self.on_item(item, now) {
+                        return (used, Some(event));
+                    }
+                }
+                Err(e) => {
+                    self.fatal(e.code(), &e.to_string());
+                    break;
+                }
+            }
+        }
+        (used, None)
+    }
+
+    fn on_item<'a>(&mut self, item: ClientItem<'a>, now: Instant) -> Option<Event<'a>> {
+        match item {
+            ClientItem::Hello(hello) => self.on_hello(hello, now),
+            ClientItem::LegacyGet(name) => {
+                self.legacy = true;
+                self.in_request = true;
+                match self.config.anonymous {
+                    Some(role) => {
+                        self.role = Some(role);
+                        self.state = State::Serving(Awaiting::Get { offset: 0 });
+                        Some(Event::Command(Command::Get { name, offset: 0 }))
+                    }
+                    None => {
+                        self.fatal(ErrorCode::UNAUTHORIZED, "this server needs a token; the legacy profile has none");
+                        None
+                    }
+                }
+            }
+            ClientItem::Rejected { kind, error } => {
+                if kind == RequestKind::LegacyGet {
+                    self.legacy = true;
+                    self.fatal(ErrorCode::BAD_NAME, &error.to_string());
+                    return None;
+                }
+                self.refuse(kind, ErrorCode::BAD_NAME, error.to_string(), now)
+            }
+            ClientItem::Request(request) => self.on_request(request, now),
+            ClientItem::Data(data) => match &mut self.state {
+                State::Receiving { hasher, .. } => {
+                    hasher.update(data);
+                    Some(Event::PutData(data))
+                }
+                _ => None,
+            },
+            ClientItem::DataEnd => match std::mem::replace(&mut self.state, State::Ready) {
+                State::Receiving { hasher, head } => {
+                    // `[PUT-3]`, `[FRAME-5]`: published only if the digest matches.
+                    let verified = hasher.finish() == head.frame.md5;
+                    if verified {
+                        self.in_request = false;
+                        self.state = State::Serving(Awaiting::PutCommit);
+                    } else {
+                        self.reply(ServerItem::Error(ErrorReply::new(
+                            ErrorCode::CHECKSUM_MISMATCH,
+                            "the data does not match its MD5; nothing was stored",
+                        )));
+                        self.request_done(now);
+                    }
+                    Some(Event::PutComplete { verified })
+                }
+                _ => {
+                    self.request_done(now);
+                    None
+                }
+            },
+        }
+    }
+
+    fn on_hello(&mut self, hello: crate::message::ClientHello, now: Instant) -> Option<Event<'static>> {
+        // `[HELLO-4]`, `[HELLO-5]`: version 1 is all this server speaks.
+        if !(hello.min_version..=hello.max_version).contains(&VERSION) {
+            self.fatal(ErrorCode::UNSUPPORTED_VERSION, "this server speaks protocol version 1 only");
+            return None;
+        }
+        let role = match &hello.token {
+            // `[AUTH-1]`: an unknown token never falls back to the anonymous role.
+            Some(token) => self.config.tokens.get(token).copied(),
+            None => self.config.anonymous,
+        };
+        let Some(role) = role else {
+            let why = if hello.token.is_some() { "unknown token" } else { "this server needs a token" };
+            self.fatal(ErrorCode::UNAUTHORIZED, why);
+            return None;
+        };
+        self.role = Some(role);
+        self.reply(ServerItem::Hello(self.config.hello(role)));
+        self.request_done(now);
+        Some(Event::Connected { role })
+    }
+
+    fn on_request<'a>(&mut self, request: Request, now: Instant) -> Option<Event<'a>> {
+        let kind = request.kind();
+        let caps = self.config.capabilities;
+        let role = self.role.unwrap_or(Role::Read);
+        // `[ERR-7]`: BAD_NAME (decided by the decoder) before FORBIDDEN before UNSUPPORTED.
+        if role < kind.required_role() {
+            return self.refuse(kind, ErrorCode::FORBIDDEN, format!("the {role} role may not {kind}"), now);
+        }
+        if self.config.read_only && matches!(kind, RequestKind::Put | RequestKind::Delete) {
+            return self.refuse(kind, ErrorCode::FORBIDDEN, "this server is read-only".into(), now);
+        }
+        let unsupported = match kind {
+            RequestKind::Status => !caps.contains(Capabilities::STATUS),
+            RequestKind::Shutdown => !caps.contains(Capabilities::SHUTDOWN),
+            _ => false,
+        };
+        if unsupported {
+            return self.refuse(kind, ErrorCode::UNSUPPORTED, format!("this server does not offer {kind}"), now);
+        }
+        let command = match request {
+            Request::Help => {
+                self.reply(ServerItem::Help(self.config.help_text.clone()));
+                self.request_done(now);
+                return None;
+            }
+            Request::Bye => {
+                // `[BYE-1]`
+                self.reply(ServerItem::ByeOk);
+                self.state = State::Closed;
+                return None;
+            }
+            Request::Shutdown => {
+                // `[SHUT-1]`
+                self.reply(ServerItem::ShutdownOk);
+                self.state = State::Closed;
+                return Some(Event::Shutdown);
+            }
+            Request::Get { offset, .. } if offset > 0 && !caps.contains(Capabilities::RESUME) => {
+                return self.refuse(kind, ErrorCode::BAD_OFFSET, "this server does not resume downloads".into(), now);
+            }
+            Request::List => Command::List,
+            Request::Stat(name) => Command::Stat(name),
+            Request::Get { name, offset } => Command::Get { name, offset },
+            Request::Delete(name) => Command::Delete(name),
+            Request::Status => Command::Status,
+            Request::Put(head) => {
+                self.state = State::Serving(Awaiting::PutDecision);
+                return Some(Event::Command(Command::Put(head)));
+            }
+        };
+        // The request has fully arrived: no client deadline while the host works.
+        self.in_request = false;
+        self.state = State::Serving(match &command {
+            Command::Get { offset, .. } => Awaiting::Get { offset: *offset },
+            _ => Awaiting::Command(kind),
+        });
+        Some(Event::Command(command))
+    }
+
+    /// Answers a request with a recoverable error; a refused PUT's data is then read and dropped
+    /// (`[PUT-5]`).
+    fn refuse<'a>(&mut self, kind: RequestKind, code: ErrorCode, message: String, now: Instant) -> Option<Event<'a>> {
+        let error = ErrorReply::new(code, message);
+        self.reply(ServerItem::Error(error.clone()));
+        if kind == RequestKind::Put {
+            self.state = State::Discarding;
+        } else {
+            self.request_done(now);
+        }
+        Some(Event::Refused { kind, error })
+    }
+
+    fn reply(&mut self, item: ServerItem<'_>) {
+        item.encode(&mut self.out);
+    }
+
+    /// Sends a fatal error and ends the connection (`[ERR-4]`), in the legacy shape for a legacy
+    /// connection (`[LEG-2]`).
+    fn fatal(&mut self, code: ErrorCode, message: &str) {
+        if self.legacy {
+            ServerItem::LegacyErrorStart.encode(&mut self.out);
+            ServerItem::Data(message.as_bytes()).encode(&mut self.out);
+        } else {
+            self.reply(ServerItem::Error(ErrorReply::new(code, message)));
+        }
+        self.close_reason = Some(code);
+        self.state = State::Closed;
+    }
+
+    /// The current request is answered: back to waiting, or closing for a legacy connection or
+    /// a drain.
+    fn request_done(&mut self, now: Instant) {
+        self.in_request = false;
+        if self.legacy {
+            // `[LEG-3]`
+            self.state = State::Closed;
+        } else if self.shutting_down {
+            self.fatal(ErrorCode::SHUTTING_DOWN, "server shutting down");
+        } else {
+            self.state = State::Ready;
+            self.deadline = self.config.idle_timeout.map(|t| now + t);
+        }
+    }
+
+    fn awaiting(&self) -> Option<Awaiting> {
+        match self.state {
+            State::Serving(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Answers LIST. `entries` must be sorted by name (`[LIST-2]`).
+    pub fn respond_list(&mut self, entries: &[Entry], now: Instant) {
+        debug_assert_eq!(self.awaiting(), Some(Awaiting::Command(RequestKind::List)));
+        debug_assert!(entries.windows(2).all(|w| w[0].name < w[1].name), "[LIST-2] entries unsorted");
+        self.reply(ServerItem::ListStart { count: entries.len() as u32 });
+        for e in entries {
+            self.reply(ServerItem::Entry(e.clone()));
+        }
+        self.request_done(now);
+    }
+
+    /// Answers STAT.
+    pub fn respond_stat(&mut self, entry: &Entry, now: Instant) {
+        debug_assert_eq!(self.awaiting(), Some(Awaiting::Command(RequestKind::Stat)));
+        self.reply(ServerItem::Stat(entry.clone()));
+        self.request_done(now);
+    }
+
+    /// Answers DELETE.
+    pub fn respond_delete(&mut self, now: Instant) {
+        debug_assert_eq!(self.awaiting(), Some(Awaiting::Command(RequestKind::Delete)));
+        self.reply(ServerItem::DeleteOk);
+        self.request_done(now);
+    }
+
+    /// Answers STATUS with the connection history, oldest first (`[STATUS-1]`).
+    pub fn respond_status(&mut self, records: &[ConnRecord], now: Instant) {
+        debug_assert_eq!(self.awaiting(), Some(Awaiting::Command(RequestKind::Status)));
+        self.reply(ServerItem::StatusStart { count: records.len() as u32 });
+        for r in records {
+            self.reply(ServerItem::Connection(r.clone()));
+        }
+        self.request_done(now);
+    }
+
+    /// Answers GET with the file that will be sent: `frame` describes the whole file as it will be
+    /// read (`[GET-5]`). Returns the offset and length of the bytes the host must now send, then
+    /// report with [`Self::body_sent`]; or `None` when the request was answered with `BAD_OFFSET`
+    /// (`[GET-4]`).
+    pub fn respond_get(&mut self, frame: FrameHead, now: Instant) -> Option<(u64, u64)> {
+        let Some(Awaiting::Get { offset }) = self.awaiting() else {
+            debug_assert!(false, "respond_get without a GET");
+            return None;
+        };
+        if offset > frame.size {
+            let message = format!("offset {offset} is past the end of the file ({} bytes)", frame.size);
+            self.reply(ServerItem::Error(ErrorReply::new(ErrorCode::BAD_OFFSET, message)));
+            self.request_done(now);
+            return None;
+        }
+        let remaining = frame.size - offset;
+        if self.legacy {
+            self.reply(ServerItem::LegacyOk(frame));
+        } else {
+            self.reply(ServerItem::GetHead { offset, frame });
+        }
+        self.state = State::Sending { remaining };
+        if remaining == 0 {
+            self.request_done(now);
+        }
+        Some((offset, remaining))
+    }
+
+    /// Reports that `n` more bytes of the GET's data were sent.
+    pub fn body_sent(&mut self, n: u64, now: Instant) {
+        if let State::Sending { remaining } = &mut self.state {
+            *remaining = remaining.saturating_sub(n);
+            if *remaining == 0 {
+                self.request_done(now);
+            }
+        }
+    }
+
+    /// Accepts the PUT just announced: its data follows as [`Event::PutData`].
+    pub fn accept_put(&mut self, head: PutHead) {
+        debug_assert_eq!(self.awaiting(), Some(Awaiting::PutDecision));
+        self.state = State::Receiving { hasher: Hasher::new(), head };
+    }
+
+    /// Answers a verified PUT once the file is published (`[PUT-2]`).
+    pub fn respond_put(&mut self, replaced: bool, now: Instant) {
+        debug_assert_eq!(self.awaiting(), Some(Awaiting::PutCommit));
+        self.reply(ServerItem::PutOk { replaced });
+        self.request_done(now);
+    }
+
+    /// Answers the request being served with a recoverable error (`NOT_FOUND`, `EXISTS`,
+    /// `STORAGE_FULL`, `INTERNAL`). For a PUT not yet accepted, its data is then dropped.
+    pub fn respond_error(&mut self, code: ErrorCode, message: impl Into<String>, now: Instant) {
+        debug_assert!(!code.is_fatal());
+        let Some(awaiting) = self.awaiting() else {
+            debug_assert!(false, "respond_error with nothing to answer");
+            return;
+        };
+        if self.legacy {
+            self.fatal(code, &message.into());
+            return;
+        }
+        self.reply(ServerItem::Error(ErrorReply::new(code, message)));
+        if awaiting == Awaiting::PutDecision {
+            self.state = State::Discarding;
+        } else {
+            self.request_done(now);
+        }
+    }
+}

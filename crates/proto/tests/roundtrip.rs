@@ -1,0 +1,200 @@
+//! Property tests: every message encodes and decodes back to itself, however the bytes are split.
+
+use ferry_proto::limits::{ReadLimits, FILE_SIZE_CEILING};
+use ferry_proto::vector::{client_item_json, decode, server_item_json, Direction, End, Start};
+use ferry_proto::*;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+fn name() -> impl Strategy<Value = Name> {
+    // Printable names of 1..=40 bytes, including dots, spaces and non-ASCII; invalid ones filtered.
+    "[a-zA-Z0-9 ._\\-é名]{1,40}".prop_filter_map("valid name", |s| Name::parse(&s).ok())
+}
+
+fn digest() -> impl Strategy<Value = Digest> {
+    any::<[u8; 16]>().prop_map(Digest)
+}
+
+fn data() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![Just(Vec::new()), Just(b"EOF\0EOF".to_vec()), proptest::collection::vec(any::<u8>(), 0..300),]
+}
+
+/// A request with the data that follows it (PUT only).
+fn request() -> impl Strategy<Value = (Request, Vec<u8>)> {
+    prop_oneof![
+        Just((Request::List, vec![])),
+        Just((Request::Status, vec![])),
+        Just((Request::Help, vec![])),
+        Just((Request::Bye, vec![])),
+        Just((Request::Shutdown, vec![])),
+        name().prop_map(|n| (Request::Stat(n), vec![])),
+        name().prop_map(|n| (Request::Delete(n), vec![])),
+        (name(), 0..=FILE_SIZE_CEILING).prop_map(|(name, offset)| (Request::Get { name, offset }, vec![])),
+        (name(), data(), any::<bool>(), digest()).prop_map(|(name, data, create, md5)| {
+            let mode = if create { PutMode::CreateOnly } else { PutMode::Overwrite };
+            let frame = FrameHead { name, size: data.len() as u64, md5 };
+            (Request::Put(PutHead { mode, frame }), data)
+        }),
+    ]
+}
+
+fn token() -> impl Strategy<Value = Option<String>> {
+    proptest::option::of("[!-~]{1,256}")
+}
+
+fn splits() -> impl Strategy<Value = Vec<usize>> {
+    proptest::collection::vec(0usize..4000, 0..12).prop_map(|mut v| {
+        v.sort_unstable();
+        v
+    })
+}
+
+fn push_data(expected: &mut Vec<Value>, data: &[u8]) {
+    if !data.is_empty() {
+        expected.push(json!({ "type": "data", "hex": hex::encode(data) }));
+    }
+    expected.push(json!({ "type": "data_end" }));
+}
+
+proptest! {
+    #[test]
+    fn client_stream_roundtrips(
+        min in 1u16..5, span in 0u16..5, token in token(),
+        requests in proptest::collection::vec(request(), 0..8), splits in splits(),
+    ) {
+        let hello = ClientHello { min_version: min, max_version: min + span, token };
+        let mut wire = Vec::new();
+        let mut expected = Vec::new();
+        let item = ClientItem::Hello(hello);
+        item.encode(&mut wire);
+        expected.push(client_item_json(&item));
+        for (req, data) in requests {
+            let item = ClientItem::Request(req.clone());
+            item.encode(&mut wire);
+            expected.push(client_item_json(&item));
+            if let Request::Put(_) = req {
+                wire.extend_from_slice(&data);
+                push_data(&mut expected, &data);
+            }
+        }
+        let limits = ReadLimits { max_name_len: 255, max_file_size: FILE_SIZE_CEILING };
+        let (items, end) = decode(Direction::ClientToServer, Start::Handshake, limits, &wire, &splits);
+        prop_assert_eq!(end, End::Clean);
+        prop_assert_eq!(items, expected);
+    }
+
+    #[test]
+    fn legacy_request_roundtrips(name in name(), splits in splits()) {
+        let item = ClientItem::LegacyGet(name);
+        let mut wire = Vec::new();
+        item.encode(&mut wire);
+        let (items, end) = decode(Direction::ClientToServer, Start::Handshake, ReadLimits::default(), &wire, &splits);
+        prop_assert_eq!(end, End::Clean);
+        prop_assert_eq!(items, vec![client_item_json(&item)]);
+    }
+
+    #[test]
+    fn server_stream_roundtrips(replies in proptest::collection::vec(reply(), 0..8), hello in server_hello(), splits in splits()) {
+        let mut wire = Vec::new();
+        let mut expected = Vec::new();
+        let hello = ServerItem::Hello(hello);
+        hello.encode(&mut wire);
+        expected.push(server_item_json(&hello));
+        for (items, data) in &replies {
+            for item in items {
+                item.encode(&mut wire);
+                expected.push(server_item_json(item));
+            }
+            if let Some(data) = data {
+                wire.extend_from_slice(data);
+                push_data(&mut expected, data);
+            }
+        }
+        let (items, end) = decode(Direction::ServerToClient, Start::Handshake, ReadLimits::default(), &wire, &splits);
+        prop_assert_eq!(end, End::Clean);
+        prop_assert_eq!(items, expected);
+    }
+
+    #[test]
+    fn legacy_reply_roundtrips(name in name(), data in data(), md5 in digest(), message in ".{0,200}", ok in any::<bool>(), splits in splits()) {
+        let mut wire = Vec::new();
+        let expected = if ok {
+            let item = ServerItem::LegacyOk(FrameHead { name, size: data.len() as u64, md5 });
+            item.encode(&mut wire);
+            wire.extend_from_slice(&data);
+            let mut e = vec![server_item_json(&item)];
+            push_data(&mut e, &data);
+            e
+        } else {
+            ServerItem::LegacyErrorStart.encode(&mut wire);
+            wire.extend_from_slice(message.as_bytes());
+            vec![json!({ "type": "legacy_error", "message": message })]
+        };
+        let (items, end) = decode(Direction::ServerToClient, Start::Legacy, ReadLimits::default(), &wire, &splits);
+        prop_assert_eq!(end, End::Clean);
+        prop_assert_eq!(items, expected);
+    }
+}
+
+fn server_hello() -> impl Strategy<Value = ServerHello> {
+    (1u16..4, 1u8..=3, any::<u32>(), 1u32..=4096, any::<u64>(), any::<[u32; 3]>()).prop_map(
+        |(version, role, caps, max_name_len, max_file_size, [max_clients, idle, request])| ServerHello {
+            version,
+            role: Role::from_wire(role).unwrap(),
+            capabilities: Capabilities(caps),
+            max_name_len,
+            max_file_size,
+            max_clients,
+            idle_timeout_ms: idle,
+            request_timeout_ms: request,
+        },
+    )
+}
+
+fn entry() -> impl Strategy<Value = Entry> {
+    (name(), 0..=FILE_SIZE_CEILING, any::<i64>(), proptest::option::of(digest()))
+        .prop_map(|(name, size, mtime_ms, md5)| Entry { name, size, mtime_ms, md5 })
+}
+
+fn record() -> impl Strategy<Value = ConnRecord> {
+    (any::<u64>(), "[!-~]{0,64}", any::<i64>(), proptest::option::of(any::<i64>()), any::<u64>(), any::<u64>())
+        .prop_map(|(id, peer, connected_ms, disconnected_ms, bytes_in, bytes_out)| ConnRecord {
+            id,
+            peer,
+            connected_ms,
+            disconnected_ms,
+            bytes_in,
+            bytes_out,
+        })
+}
+
+type Reply = (Vec<ServerItem<'static>>, Option<Vec<u8>>);
+
+/// One whole reply: its items, and the data that follows them (GET only).
+fn reply() -> impl Strategy<Value = Reply> {
+    prop_oneof![
+        (any::<u16>(), ".{0,100}")
+            .prop_map(|(code, m)| (vec![ServerItem::Error(ErrorReply::new(ErrorCode(code), m))], None)),
+        proptest::collection::vec(entry(), 0..5).prop_map(|entries| {
+            let mut items = vec![ServerItem::ListStart { count: entries.len() as u32 }];
+            items.extend(entries.into_iter().map(ServerItem::Entry));
+            (items, None)
+        }),
+        entry().prop_map(|e| (vec![ServerItem::Stat(e)], None)),
+        (name(), data(), digest(), any::<prop::sample::Index>()).prop_map(|(name, data, md5, at)| {
+            let offset = at.index(data.len() + 1);
+            let frame = FrameHead { name, size: data.len() as u64, md5 };
+            (vec![ServerItem::GetHead { offset: offset as u64, frame }], Some(data[offset..].to_vec()))
+        }),
+        any::<bool>().prop_map(|replaced| (vec![ServerItem::PutOk { replaced }], None)),
+        Just((vec![ServerItem::DeleteOk], None)),
+        Just((vec![ServerItem::ByeOk], None)),
+        Just((vec![ServerItem::ShutdownOk], None)),
+        ".{0,300}".prop_map(|t| (vec![ServerItem::Help(t)], None)),
+        proptest::collection::vec(record(), 0..4).prop_map(|records| {
+            let mut items = vec![ServerItem::StatusStart { count: records.len() as u32 }];
+            items.extend(records.into_iter().map(ServerItem::Connection));
+            (items, None)
+        }),
+    ]
+}

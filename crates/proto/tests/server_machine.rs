@@ -1,0 +1,368 @@
+//! The server state machine driven in memory on simulated time (no sockets, no clock): each test
+//! names the PROTOCOL.md requirement it checks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_proto::client::{ClientConfig, ClientConnection};
+use ferry_proto::limits::ReadLimits;
+use ferry_proto::memory::{MemoryConnection, MemoryStore};
+use ferry_proto::server::ServerConfig;
+use ferry_proto::vector::{decode, Direction, Start};
+use ferry_proto::*;
+use serde_json::{json, Value};
+
+fn name(s: &str) -> Name {
+    Name::parse(s).unwrap()
+}
+
+fn hello(token: Option<&str>) -> Vec<u8> {
+    let c = ClientConnection::new(ClientConfig { token: token.map(str::to_owned), ..Default::default() }).unwrap();
+    c.pending_output().to_vec()
+}
+
+fn put(mode: PutMode, n: &str, data: &[u8], md5: Digest) -> Vec<u8> {
+    let mut out = Vec::new();
+    Request::Put(PutHead { mode, frame: FrameHead { name: name(n), size: data.len() as u64, md5 } }).encode(&mut out);
+    out.extend_from_slice(data);
+    out
+}
+
+fn req(r: Request) -> Vec<u8> {
+    let mut out = Vec::new();
+    r.encode(&mut out);
+    out
+}
+
+/// Runs `input` through a fresh connection at time `t0`; returns the decoded replies (hello
+/// dropped) and whether the connection closed.
+fn run(config: ServerConfig, store: &mut MemoryStore, input: &[u8]) -> (Vec<Value>, bool) {
+    let t0 = Instant::now();
+    let mut conn = MemoryConnection::new(Arc::new(config), t0);
+    let used = conn.feed(store, input, t0);
+    let closed = conn.connection().is_closed();
+    assert!(closed || used == input.len(), "input left unread on an open connection");
+    let out = conn.take_output();
+    let (mut items, _) = decode(Direction::ServerToClient, Start::Handshake, ReadLimits::default(), &out, &[]);
+    if items.first().is_some_and(|i| i["type"] == "hello_ok") {
+        items.remove(0);
+    }
+    (items, closed)
+}
+
+fn codes(items: &[Value]) -> Vec<Value> {
+    items.iter().map(|i| if i["type"] == "error" { i["code"].clone() } else { i["type"].clone() }).collect()
+}
+
+#[test]
+fn a_whole_session_in_memory_req_1_put_2_get_1() {
+    let mut store = MemoryStore::default();
+    let data = b"EOF\0binary";
+    let mut input = hello(None);
+    input.extend(req(Request::List));
+    input.extend(put(PutMode::Overwrite, "a.bin", data, Digest::of(data)));
+    input.extend(req(Request::Stat(name("a.bin"))));
+    input.extend(req(Request::Get { name: name("a.bin"), offset: 0 }));
+    input.extend(req(Request::Get { name: name("a.bin"), offset: 4 }));
+    input.extend(req(Request::Get { name: name("a.bin"), offset: 10 }));
+    input.extend(req(Request::Delete(name("a.bin"))));
+    input.extend(req(Request::Bye));
+    let (items, closed) = run(ServerConfig::default(), &mut store, &input);
+    assert!(closed, "[BYE-1] the server closes after BYE");
+    assert_eq!(
+        codes(&items),
+        [
+            "list_start",
+            "put_ok",
+            "stat_ok",
+            "get_ok",
+            "data",
+            "data_end",
+            "get_ok",
+            "data",
+            "data_end",
+            "get_ok",
+            "data_end",
+            "delete_ok",
+            "bye_ok"
+        ]
+    );
+    assert_eq!(items[4]["hex"], hex::encode(data));
+    assert_eq!(items[7]["hex"], hex::encode(&data[4..]), "[GET-1] resumed data starts at the offset");
+    assert_eq!(items[6]["md5"], Digest::of(data).to_string(), "[GET-2] the digest covers the whole file");
+    assert!(store.files.is_empty());
+}
+
+#[test]
+fn a_wrong_digest_stores_nothing_and_the_connection_survives_put_3() {
+    let mut store = MemoryStore::default();
+    let mut input = hello(None);
+    input.extend(put(PutMode::Overwrite, "a", b"hello", Digest::of(b"other")));
+    input.extend(req(Request::Stat(name("a"))));
+    let (items, closed) = run(ServerConfig::default(), &mut store, &input);
+    assert_eq!(codes(&items), [json!(0x0204), json!(0x0200)]);
+    assert!(!closed && store.files.is_empty());
+}
+
+#[test]
+fn a_refused_put_has_its_data_discarded_put_5_role_1() {
+    let mut store = MemoryStore::default();
+    let config = ServerConfig { anonymous: Some(Role::Read), ..Default::default() };
+    let mut input = hello(None);
+    // The data contains what would be a BYE if it were read as a request.
+    input.extend(put(PutMode::Overwrite, "a", &[0x08; 3], Digest::of(&[0x08; 3])));
+    input.extend(req(Request::Delete(name("a"))));
+    input.extend(req(Request::List));
+    let (items, closed) = run(config, &mut store, &input);
+    assert_eq!(codes(&items), [json!(0x0202), json!(0x0202), json!("list_start")]);
+    assert!(!closed && store.files.is_empty());
+}
+
+#[test]
+fn read_only_refuses_writes_whatever_the_role_role_2() {
+    let mut store = MemoryStore::default();
+    let config = ServerConfig { read_only: true, anonymous: Some(Role::Admin), ..Default::default() };
+    let mut input = hello(None);
+    input.extend(put(PutMode::Overwrite, "a", b"x", Digest::of(b"x")));
+    input.extend(req(Request::Delete(name("a"))));
+    let (items, _) = run(config, &mut store, &input);
+    assert_eq!(codes(&items), [json!(0x0202), json!(0x0202)]);
+}
+
+#[test]
+fn create_only_refuses_an_existing_name_store_6() {
+    let mut store = MemoryStore::default();
+    store.files.insert(name("a"), b"old".to_vec());
+    let mut input = hello(None);
+    input.extend(put(PutMode::CreateOnly, "a", b"new", Digest::of(b"new")));
+    input.extend(put(PutMode::Overwrite, "a", b"new", Digest::of(b"new")));
+    let (items, _) = run(ServerConfig::default(), &mut store, &input);
+    assert_eq!(codes(&items), [json!(0x0203), json!("put_ok")]);
+    assert_eq!(items[1]["replaced"], true);
+    assert_eq!(store.files[&name("a")], b"new");
+}
+
+#[test]
+fn bad_names_are_refused_and_the_connection_goes_on_name_7() {
+    let mut store = MemoryStore::default();
+    let mut input = hello(None);
+    for raw in [&b".."[..], b"a/b", b"a\0b", b".ferry-x", b""] {
+        input.push(0x02);
+        input.extend((raw.len() as u32).to_be_bytes());
+        input.extend(raw);
+    }
+    input.extend(req(Request::Help));
+    let (items, closed) = run(ServerConfig::default(), &mut store, &input);
+    assert_eq!(codes(&items)[..5], vec![json!(0x0201); 5]);
+    assert_eq!(items[5]["type"], "help_ok");
+    assert!(!closed);
+}
+
+#[test]
+fn fatal_errors_close_and_later_requests_go_unanswered_req_2_req_5() {
+    let mut store = MemoryStore::default();
+    let mut input = hello(None);
+    input.push(0x0A);
+    input.extend(req(Request::List));
+    let (items, closed) = run(ServerConfig::default(), &mut store, &input);
+    assert_eq!(codes(&items), [json!(0x0100)]);
+    assert!(closed);
+}
+
+#[test]
+fn tokens_map_to_roles_and_unknown_ones_are_refused_auth_1_auth_2() {
+    let config = ServerConfig {
+        anonymous: None,
+        tokens: [("s3cret".to_owned(), Role::Admin)].into_iter().collect(),
+        ..Default::default()
+    };
+    let mut store = MemoryStore::default();
+    let (items, closed) = run(config.clone(), &mut store, &hello(Some("wrong")));
+    assert_eq!((codes(&items), closed), (vec![json!(0x0102)], true));
+    let (items, closed) = run(config.clone(), &mut store, &hello(None));
+    assert_eq!((codes(&items), closed), (vec![json!(0x0102)], true));
+    let mut input = hello(Some("s3cret"));
+    input.extend(req(Request::Shutdown));
+    let (items, closed) = run(config, &mut store, &input);
+    assert_eq!((codes(&items), closed), (vec![json!("shutdown_ok")], true));
+    assert!(store.shutdown_requested, "[SHUT-1]");
+}
+
+#[test]
+fn shutdown_needs_admin_shut_2() {
+    let mut store = MemoryStore::default();
+    let mut input = hello(None);
+    input.extend(req(Request::Shutdown));
+    input.extend(req(Request::List));
+    let (items, closed) = run(ServerConfig::default(), &mut store, &input);
+    assert_eq!(codes(&items), [json!(0x0202), json!("list_start")]);
+    assert!(!closed && !store.shutdown_requested);
+}
+
+#[test]
+fn no_common_version_is_refused_hello_5() {
+    let mut store = MemoryStore::default();
+    let mut input = Vec::new();
+    ClientHello { min_version: 2, max_version: 3, token: None }.encode(&mut input);
+    let (items, closed) = run(ServerConfig::default(), &mut store, &input);
+    assert_eq!((codes(&items), closed), (vec![json!(0x0101)], true));
+}
+
+#[test]
+fn deadlines_on_simulated_time_time_1_time_2_time_3() {
+    let config = Arc::new(ServerConfig {
+        handshake_timeout: Duration::from_secs(5),
+        idle_timeout: Some(Duration::from_secs(30)),
+        request_timeout: Some(Duration::from_secs(10)),
+        ..Default::default()
+    });
+    let t0 = Instant::now();
+    let mut store = MemoryStore::default();
+
+    // Handshake: half a hello, then silence.
+    let mut c = MemoryConnection::new(config.clone(), t0);
+    c.feed(&mut store, b"FER", t0);
+    assert_eq!(c.connection().poll_timeout(), Some(t0 + Duration::from_secs(5)));
+    assert!(!c.connection_mut().handle_timeout(t0 + Duration::from_secs(4)));
+    assert!(c.connection_mut().handle_timeout(t0 + Duration::from_secs(5)));
+    assert!(c.connection().is_closed());
+    assert_eq!(c.connection().close_reason(), Some(ErrorCode::TIMEOUT), "[TIME-4]");
+
+    // Idle: a hello, then nothing.
+    let mut c = MemoryConnection::new(config.clone(), t0);
+    c.feed(&mut store, &hello(None), t0);
+    assert_eq!(c.connection().poll_timeout(), Some(t0 + Duration::from_secs(30)));
+
+    // Whole request: a PUT trickling one byte a second never gets past the request deadline,
+    // however recent its last byte.
+    let mut input = put(PutMode::Overwrite, "slow", &[b'x'; 100], Digest::of(&[b'x'; 100]));
+    let mut c = MemoryConnection::new(config, t0);
+    c.feed(&mut store, &hello(None), t0);
+    let start = t0 + Duration::from_secs(1);
+    let mut now = start;
+    let mut sent = 0;
+    while !c.connection().is_closed() {
+        assert!(now < start + Duration::from_secs(11), "the deadline did not fire");
+        sent += c.feed(&mut store, &input[sent..sent + 1], now);
+        now += Duration::from_secs(1);
+        c.connection_mut().handle_timeout(now);
+    }
+    assert!(store.files.is_empty(), "[STORE-2] a PUT cut off by the deadline leaves nothing");
+    input.clear();
+}
+
+#[test]
+fn the_drain_finishes_a_transfer_then_closes_shut_3() {
+    let config = Arc::new(ServerConfig::default());
+    let t0 = Instant::now();
+    let mut store = MemoryStore::default();
+    let data = vec![7u8; 1000];
+    let upload = put(PutMode::Overwrite, "big", &data, Digest::of(&data));
+
+    let mut idle = MemoryConnection::new(config.clone(), t0);
+    idle.feed(&mut store, &hello(None), t0);
+    let mut busy = MemoryConnection::new(config, t0);
+    busy.feed(&mut store, &hello(None), t0);
+    busy.feed(&mut store, &upload[..500], t0);
+
+    idle.connection_mut().begin_shutdown();
+    busy.connection_mut().begin_shutdown();
+    assert!(idle.connection().is_closed(), "an idle connection is told at once");
+    assert!(!busy.connection().is_closed(), "[SHUT-4] a transfer in flight is not cut");
+    busy.feed(&mut store, &upload[500..], t0);
+    assert!(busy.connection().is_closed());
+    let (items, _) =
+        decode(Direction::ServerToClient, Start::Handshake, ReadLimits::default(), &busy.take_output(), &[]);
+    assert_eq!(codes(&items[1..]), [json!("put_ok"), json!(0x0104)]);
+    assert_eq!(store.files[&name("big")], data);
+}
+
+#[test]
+fn eof_mid_upload_publishes_nothing_store_2() {
+    let t0 = Instant::now();
+    let mut store = MemoryStore::default();
+    let mut c = MemoryConnection::new(Arc::new(ServerConfig::default()), t0);
+    c.feed(&mut store, &hello(None), t0);
+    let upload = put(PutMode::Overwrite, "cut", b"0123456789", Digest::of(b"0123456789"));
+    let used = c.feed(&mut store, &upload[..upload.len() - 1], t0);
+    assert!(!c.connection_mut().handle_eof(&upload[used..upload.len() - 1]), "EOF mid-message is not clean");
+    assert!(store.files.is_empty());
+}
+
+#[test]
+fn legacy_profile_serves_one_download_and_closes_leg_1_leg_3() {
+    let mut store = MemoryStore::default();
+    store.files.insert(name("old.txt"), b"legacy".to_vec());
+    let mut input = Vec::new();
+    ClientItem::LegacyGet(name("old.txt")).encode(&mut input);
+    let t0 = Instant::now();
+    let mut c = MemoryConnection::new(Arc::new(ServerConfig::default()), t0);
+    c.feed(&mut store, &input, t0);
+    assert!(c.connection().is_closed());
+    let (items, _) = decode(Direction::ServerToClient, Start::Legacy, ReadLimits::default(), &c.take_output(), &[]);
+    assert_eq!(items[0]["type"], "legacy_ok");
+    assert_eq!(items[1]["hex"], hex::encode(b"legacy"));
+
+    for (config, file) in [
+        (ServerConfig::default(), "missing"),
+        (ServerConfig { capabilities: Capabilities::RESUME, ..Default::default() }, "old.txt"),
+    ] {
+        let mut input = Vec::new();
+        ClientItem::LegacyGet(name(file)).encode(&mut input);
+        let mut c = MemoryConnection::new(Arc::new(config), t0);
+        c.feed(&mut store, &input, t0);
+        assert!(c.connection().is_closed(), "[LEG-5]");
+        let (items, _) = decode(Direction::ServerToClient, Start::Legacy, ReadLimits::default(), &c.take_output(), &[]);
+        assert_eq!(items[0]["type"], "legacy_error", "{file}");
+    }
+}
+
+#[test]
+fn client_and_server_machines_agree_in_memory() {
+    // A pair, as quinn tests do: the client machine's bytes go to the server machine and back.
+    let t0 = Instant::now();
+    let mut store = MemoryStore::default();
+    let mut server = MemoryConnection::new(Arc::new(ServerConfig::default()), t0);
+    let mut client = ClientConnection::new(ClientConfig::default()).unwrap();
+    let data = b"pipelined";
+    client
+        .send(&Request::Put(PutHead {
+            mode: PutMode::CreateOnly,
+            frame: FrameHead { name: name("p"), size: 9, md5: Digest::of(data) },
+        }))
+        .unwrap();
+    client.send_data(data).unwrap();
+    client.send(&Request::Get { name: name("p"), offset: 0 }).unwrap();
+    client.send(&Request::Status).unwrap();
+    client.send(&Request::Bye).unwrap();
+    assert!(client.send(&Request::List).is_err(), "[BYE-2] nothing after BYE");
+
+    let wire = client.pending_output().to_vec();
+    server.feed(&mut store, &wire, t0);
+    let reply = server.take_output();
+    let mut seen = Vec::new();
+    let mut pos = 0;
+    loop {
+        let answering = client.answering();
+        let (n, item) = client.handle_input(&reply[pos..]).unwrap();
+        pos += n;
+        match item {
+            Some(item) => seen.push((answering, ferry_proto::vector::server_item_json(&item)["type"].clone())),
+            None => break,
+        }
+    }
+    client.handle_eof(&reply[pos..]).unwrap();
+    let kinds: Vec<_> = seen.iter().map(|(k, t)| (k.map(|k| k.as_str()), t.as_str().unwrap().to_owned())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (Some("PUT"), "hello_ok".into()),
+            (Some("PUT"), "put_ok".into()),
+            (Some("GET"), "get_ok".into()),
+            (Some("GET"), "data".into()),
+            (Some("GET"), "data_end".into()),
+            (Some("STATUS"), "status_start".into()),
+            (Some("BYE"), "bye_ok".into()),
+        ]
+    );
+}
