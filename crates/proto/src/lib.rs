@@ -16,7 +16,9 @@ pub mod limits;
 pub mod memory;
 pub mod message;
 pub mod name;
+pub mod requirements;
 pub mod server;
+pub mod transcript;
 pub mod vector;
 
 pub use codec::{ClientItem, DecodeError, Decoded, ReplyDecoder, RequestDecoder, ServerItem};

@@ -311,11 +311,14 @@ impl ServerConnection {
         if !self.wants_input() {
             return (0, None);
         }
-        if matches!(self.state, State::AwaitHello) && input.first() == Some(&0) && !self.config.legacy() {
-            // `[LEG-5]`: the legacy profile is switched off.
+        if matches!(self.state, State::AwaitHello) && input.first() == Some(&0) {
+            // `[LEG-2]`: from its first byte on, every reply on this connection has the legacy shape.
             self.legacy = true;
-            self.fatal(ErrorCode::UNSUPPORTED, "the legacy profile is disabled on this server");
-            return (0, None);
+            if !self.config.legacy() {
+                // `[LEG-5]`: the legacy profile is switched off.
+                self.fatal(ErrorCode::UNSUPPORTED, "the legacy profile is disabled on this server");
+                return (0, None);
+            }
         }
         let mut used = 0;
         while self.wants_input() {
