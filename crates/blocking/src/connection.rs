@@ -1,0 +1,128 @@
+//! One client connection on its own thread: bytes between the socket and the session, with
+//! every wait bounded by the session's deadline.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_core::{Server, Session};
+use tracing::{debug, info};
+
+use crate::admission::Ticket;
+use crate::body;
+
+/// Reads wake at least this often, so a connection notices a shutdown while it waits.
+const TICK: Duration = Duration::from_millis(250);
+/// Socket reads go into a buffer of this size (a connection's main memory cost).
+const READ_BUF: usize = 64 * 1024;
+
+/// Serves one connection until it closes. The ticket's drop frees its place.
+pub(crate) fn serve(server: &Arc<Server>, stream: TcpStream, peer: SocketAddr, _ticket: Ticket) {
+    let mut session = Session::new(server.clone(), peer, Instant::now());
+    let span = session.span().clone();
+    let _entered = span.enter();
+    match run(server, &stream, &mut session) {
+        Ok(Ending::ServerClosed) => linger_close(&stream, server.settings.linger),
+        Ok(Ending::PeerClosed) => {}
+        Err(e) => debug!(error = %e, "connection dropped"),
+    }
+}
+
+enum Ending {
+    /// The session ended the connection (BYE, a fatal error, the drain).
+    ServerClosed,
+    /// The client closed its side.
+    PeerClosed,
+}
+
+fn run(server: &Server, stream: &TcpStream, session: &mut Session) -> io::Result<Ending> {
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(server.settings.write_timeout))?;
+    let mut buf = vec![0u8; READ_BUF];
+    let mut told_shutdown = false;
+    loop {
+        write_pending(stream, session)?;
+        if let Some(mut body) = session.take_body() {
+            while body.len > 0 {
+                let n = body::send_some(stream, &mut body)?;
+                session.body_sent(n, Instant::now());
+            }
+            // Input pipelined behind the GET may have produced more to send.
+            continue;
+        }
+        if session.is_closed() {
+            return Ok(Ending::ServerClosed);
+        }
+        if server.is_shutting_down() && !told_shutdown {
+            told_shutdown = true;
+            session.begin_shutdown();
+            continue;
+        }
+        if !session.wants_input() {
+            // Nothing to send, nothing to read: the machine is stuck, which is a bug.
+            return Err(io::Error::other("session neither reads nor writes"));
+        }
+        let now = Instant::now();
+        let wait = match session.poll_timeout() {
+            Some(deadline) if deadline <= now => {
+                session.handle_timeout(now);
+                continue;
+            }
+            Some(deadline) => (deadline - now).min(TICK),
+            None => TICK,
+        };
+        stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        match (&*stream).read(&mut buf) {
+            Ok(0) => {
+                session.handle_eof();
+                return Ok(Ending::PeerClosed);
+            }
+            Ok(n) => session.feed(&buf[..n], Instant::now()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                session.handle_timeout(Instant::now());
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                session.handle_eof();
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Writes everything the session has to say. The socket's write timeout bounds each write
+/// (`[TIME-5]`): a client that stops reading is dropped.
+fn write_pending(stream: &TcpStream, session: &mut Session) -> io::Result<()> {
+    while !session.pending_output().is_empty() {
+        match (&*stream).write(session.pending_output()) {
+            Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "socket closed")),
+            Ok(n) => session.consume_output(n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                info!("client stopped reading: dropped");
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Shuts the sending side and drains input until the client closes or `linger` passes
+/// (`[ERR-9]`), so that the last reply is not destroyed by a TCP reset.
+fn linger_close(stream: &TcpStream, linger: Duration) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let until = Instant::now() + linger;
+    let mut buf = [0u8; 4096];
+    loop {
+        let now = Instant::now();
+        if now >= until || stream.set_read_timeout(Some(until - now)).is_err() {
+            return;
+        }
+        match (&*stream).read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}

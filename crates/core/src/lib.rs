@@ -1,0 +1,20 @@
+//! `ferry-core`: everything a Ferry server is, except how it does network I/O.
+//!
+//! - [`store`]: the confined root directory, atomic verified uploads.
+//! - [`digests`]: the MD5 of each file version, computed once.
+//! - [`history`]: the connection history STATUS reports.
+//! - [`settings`]: every limit and switch, named and documented.
+//! - [`session`]: one connection — ferry-proto's state machine driven against the store.
+//!
+//! The blocking and async engines own sockets and threads (or tasks) and nothing else: they feed
+//! received bytes to a [`session::Session`], write what it wants written, send the file ranges it
+//! hands out, and tell it about time and EOF.
+
+pub mod digests;
+pub mod history;
+pub mod session;
+pub mod settings;
+pub mod store;
+
+pub use session::{Body, Server, Session};
+pub use settings::Settings;

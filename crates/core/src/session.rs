@@ -1,0 +1,400 @@
+//! One connection: ferry-proto's [`ServerConnection`] driven against the [`Store`].
+//!
+//! Every protocol decision is the state machine's; a session only turns its commands into store
+//! operations and its events into log lines. An engine owns the socket and calls, in a loop:
+//! [`Session::feed`] with what it read (only while [`Session::wants_input`]), writes
+//! [`Session::pending_output`] and reports it with [`Session::consume_output`], sends any
+//! [`Session::take_body`] file range (sendfile) and reports it with [`Session::body_sent`], waits
+//! no longer than [`Session::poll_timeout`], and stops when [`Session::is_closed`].
+//!
+//! Store calls block (disk I/O); the async engine runs sessions on its blocking pool.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ferry_proto::server::{Command, Event, ServerConfig, ServerConnection};
+use ferry_proto::{ErrorCode, FrameHead, Role};
+use tracing::{debug, info, warn};
+
+use crate::history::{ConnStats, History};
+use crate::settings::Settings;
+use crate::store::{Store, StoreError, Upload};
+
+/// Transfers at least this large log their progress every 10%.
+const PROGRESS_LOG_MIN: u64 = 64 << 20;
+
+/// What all connections of one server share.
+pub struct Server {
+    pub settings: Settings,
+    pub protocol: Arc<ServerConfig>,
+    pub store: Arc<Store>,
+    pub history: History,
+    shutting_down: AtomicBool,
+    /// Called once when a shutdown starts: engines register how to wake their accept loops.
+    on_shutdown: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("root", &self.settings.root).finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the store and builds the shared state.
+    ///
+    /// # Errors
+    /// The root cannot be created or opened.
+    pub fn new(settings: Settings) -> std::io::Result<Arc<Self>> {
+        let store = Arc::new(Store::open(&settings.root, settings.store())?);
+        Ok(Arc::new(Self {
+            protocol: settings.protocol(),
+            history: History::new(settings.history),
+            store,
+            settings,
+            shutting_down: AtomicBool::new(false),
+            on_shutdown: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Starts the graceful shutdown (§ 13): runs the registered hooks, once.
+    pub fn request_shutdown(&self) {
+        if !self.shutting_down.swap(true, Ordering::SeqCst) {
+            info!("shutdown requested: no new connections; draining");
+            for hook in self.on_shutdown.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+                hook();
+            }
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Registers a hook run when a shutdown starts (at once if one already has).
+    pub fn on_shutdown(&self, hook: impl Fn() + Send + Sync + 'static) {
+        if self.is_shutting_down() {
+            hook();
+        }
+        self.on_shutdown.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Box::new(hook));
+    }
+}
+
+/// A range of a file the engine must send to the client now, then report with
+/// [`Session::body_sent`].
+#[derive(Debug)]
+pub struct Body {
+    pub file: std::fs::File,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Progress of a large transfer, for the log.
+#[derive(Debug)]
+struct Progress {
+    what: &'static str,
+    name: String,
+    total: u64,
+    done: u64,
+    next_decile: u64,
+}
+
+impl Progress {
+    fn new(what: &'static str, name: &str, total: u64) -> Option<Self> {
+        (total >= PROGRESS_LOG_MIN).then(|| Self { what, name: name.to_owned(), total, done: 0, next_decile: 1 })
+    }
+
+    fn advance(&mut self, n: u64) {
+        self.done += n;
+        while self.next_decile <= 9 && self.done * 10 >= self.total * self.next_decile {
+            info!(name = %self.name, percent = self.next_decile * 10, bytes = self.done, "{} progress", self.what);
+            self.next_decile += 1;
+        }
+    }
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct Session {
+    server: Arc<Server>,
+    conn: ServerConnection,
+    stats: Arc<ConnStats>,
+    /// Received bytes the machine has not used yet: at most one partial message head, or the
+    /// pipelined input that waits while a reply is produced.
+    inbuf: Vec<u8>,
+    upload: Option<Upload>,
+    /// A write to the upload failed: the rest of its data is dropped and this is the answer.
+    upload_error: Option<StoreError>,
+    upload_progress: Option<Progress>,
+    body: Option<Body>,
+    body_progress: Option<Progress>,
+    span: tracing::Span,
+}
+
+impl Session {
+    /// A connection from `peer`, accepted at `now`.
+    pub fn new(server: Arc<Server>, peer: SocketAddr, now: Instant) -> Self {
+        let stats = server.history.open(&peer.to_string());
+        let span = tracing::info_span!("conn", id = stats.id, %peer);
+        span.in_scope(|| info!("connection opened"));
+        Self {
+            conn: ServerConnection::new(server.protocol.clone(), now),
+            server,
+            stats,
+            inbuf: Vec::new(),
+            upload: None,
+            upload_error: None,
+            upload_progress: None,
+            body: None,
+            body_progress: None,
+            span,
+        }
+    }
+
+    /// The connection's id in the history.
+    pub fn id(&self) -> u64 {
+        self.stats.id
+    }
+
+    /// The tracing span of this connection, for the engine's own log lines.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Feeds bytes read from the socket.
+    pub fn feed(&mut self, data: &[u8], now: Instant) {
+        self.stats.add_in(data.len() as u64);
+        if self.inbuf.is_empty() {
+            let used = self.process(data, now);
+            self.inbuf.extend_from_slice(&data[used..]);
+        } else {
+            self.inbuf.extend_from_slice(data);
+            self.process_buffered(now);
+        }
+    }
+
+    fn process_buffered(&mut self, now: Instant) {
+        let buf = std::mem::take(&mut self.inbuf);
+        let used = self.process(&buf, now);
+        self.inbuf = buf;
+        self.inbuf.drain(..used);
+    }
+
+    /// Runs the machine over `input` until it needs more or waits; returns the bytes used.
+    fn process(&mut self, input: &[u8], now: Instant) -> usize {
+        let span = self.span.clone();
+        let _entered = span.enter();
+        let mut used = 0;
+        loop {
+            let (n, event) = self.conn.handle_input(&input[used..], now);
+            used += n;
+            match event {
+                Some(event) => self.on_event(event, now),
+                None => break,
+            }
+        }
+        if self.conn.is_closed() {
+            self.upload = None;
+        }
+        used
+    }
+
+    fn on_event(&mut self, event: Event<'_>, now: Instant) {
+        let store = &self.server.store;
+        match event {
+            Event::Connected { role } => info!(%role, legacy = self.conn.is_legacy(), "handshake done"),
+            Event::Refused { kind, error } => info!(command = %kind, %error, "refused"),
+            Event::Shutdown => {
+                info!("SHUTDOWN by an admin");
+                self.server.request_shutdown();
+            }
+            Event::PutData(data) => {
+                if let Some(p) = &mut self.upload_progress {
+                    p.advance(data.len() as u64);
+                }
+                if let Some(upload) = &mut self.upload {
+                    if let Err(e) = upload.write(data) {
+                        warn!(error = %e, "upload write failed; discarding the rest");
+                        self.upload = None;
+                        self.upload_error = Some(e);
+                    }
+                }
+            }
+            Event::PutComplete { verified } => {
+                self.upload_progress = None;
+                let upload = self.upload.take();
+                let failed = self.upload_error.take();
+                if !verified {
+                    info!("PUT refused: CHECKSUM_MISMATCH; nothing stored");
+                } else if let Some(e) = failed {
+                    self.conn.respond_error(e.code(), e.to_string(), now);
+                } else if let Some(upload) = upload {
+                    match upload.commit() {
+                        Ok(replaced) => {
+                            info!(replaced, "PUT stored");
+                            self.conn.respond_put(replaced, now);
+                        }
+                        Err(e) => self.fail(e, now),
+                    }
+                }
+            }
+            Event::Command(command) => match command {
+                Command::List => match store.list() {
+                    Ok(entries) => {
+                        info!(entries = entries.len(), "LIST");
+                        self.conn.respond_list(&entries, now);
+                    }
+                    Err(e) => self.fail(e.into(), now),
+                },
+                Command::Stat(name) => match store.stat(&name) {
+                    Ok(entry) => {
+                        info!(name = %name, "STAT");
+                        self.conn.respond_stat(&entry, now);
+                    }
+                    Err(e) => self.fail(e, now),
+                },
+                Command::Delete(name) => match store.delete(&name) {
+                    Ok(()) => {
+                        info!(name = %name, "DELETE");
+                        self.conn.respond_delete(now);
+                    }
+                    Err(e) => self.fail(e, now),
+                },
+                Command::Status => {
+                    info!("STATUS");
+                    self.conn.respond_status(&self.server.history.snapshot(), now);
+                }
+                Command::Get { name, offset } => {
+                    let opened = store.open_file(&name).and_then(|f| Ok((store.digest_of(&f)?, f)));
+                    match opened {
+                        Ok((md5, opened)) => {
+                            let frame = FrameHead { name: name.clone(), size: opened.size, md5 };
+                            if let Some((offset, len)) = self.conn.respond_get(frame, now) {
+                                info!(name = %name, offset, bytes = len, "GET");
+                                self.body_progress = Progress::new("GET", name.as_str(), len);
+                                if len > 0 {
+                                    self.body = Some(Body { file: opened.file, offset, len });
+                                }
+                            } else {
+                                info!(name = %name, offset, "GET refused: BAD_OFFSET");
+                            }
+                        }
+                        Err(e) => self.fail(e, now),
+                    }
+                }
+                Command::Put(head) => match store.begin_upload(&head) {
+                    Ok(upload) => {
+                        debug!(name = %head.frame.name, size = head.frame.size, "PUT receiving");
+                        self.upload_progress = Progress::new("PUT", head.frame.name.as_str(), head.frame.size);
+                        self.upload = Some(upload);
+                        self.conn.accept_put(head);
+                    }
+                    Err(e) => self.fail(e, now),
+                },
+            },
+        }
+    }
+
+    /// Answers the current request with the store's error.
+    fn fail(&mut self, e: StoreError, now: Instant) {
+        match &e {
+            StoreError::Io(io) => warn!(error = %io, "storage error"),
+            other => info!(error = %other, "refused"),
+        }
+        self.conn.respond_error(e.code(), e.to_string(), now);
+    }
+
+    /// Bytes to write to the socket.
+    pub fn pending_output(&self) -> &[u8] {
+        self.conn.pending_output()
+    }
+
+    /// Reports that `n` bytes of [`Self::pending_output`] were written.
+    pub fn consume_output(&mut self, n: usize) {
+        self.stats.add_out(n as u64);
+        self.conn.consume_output(n);
+    }
+
+    /// A file range to send now, after the pending output.
+    pub fn take_body(&mut self) -> Option<Body> {
+        self.body.take()
+    }
+
+    /// Reports that `n` bytes of the body were sent; when the body is complete, input that was
+    /// pipelined behind the GET is processed.
+    pub fn body_sent(&mut self, n: u64, now: Instant) {
+        self.stats.add_out(n);
+        if let Some(p) = &mut self.body_progress {
+            p.advance(n);
+        }
+        self.conn.body_sent(n, now);
+        if self.conn.wants_input() && !self.inbuf.is_empty() {
+            self.process_buffered(now);
+        }
+    }
+
+    /// Whether the engine should read from the socket now.
+    pub fn wants_input(&self) -> bool {
+        self.conn.wants_input()
+    }
+
+    /// Whether a request is being served (the drain waits for these).
+    pub fn is_busy(&self) -> bool {
+        self.conn.is_busy() || self.body.is_some()
+    }
+
+    /// The deadline the engine must wake up at.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conn.poll_timeout()
+    }
+
+    /// Applies deadlines that have passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.conn.handle_timeout(now) {
+            let _e = self.span.enter();
+            info!("deadline passed: TIMEOUT");
+            self.upload = None;
+        }
+    }
+
+    /// The client closed its side.
+    pub fn handle_eof(&mut self) {
+        let clean = self.conn.handle_eof(&self.inbuf);
+        let _e = self.span.enter();
+        if self.upload.take().is_some() {
+            info!("client left mid-upload: discarded");
+        } else if !clean {
+            info!("client left mid-message");
+        }
+    }
+
+    /// Starts the drain for this connection (§ 13).
+    pub fn begin_shutdown(&mut self) {
+        self.conn.begin_shutdown();
+    }
+
+    /// Whether the connection is over: flush the pending output, then close.
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// Whether it ended with a fatal error (the engine lingers before closing, `[ERR-9]`).
+    pub fn close_reason(&self) -> Option<ErrorCode> {
+        self.conn.close_reason()
+    }
+
+    /// The role granted, once known.
+    pub fn role(&self) -> Option<Role> {
+        self.conn.role()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stats.close();
+        let _e = self.span.enter();
+        info!(bytes_in = self.stats.bytes_in(), bytes_out = self.stats.bytes_out(), "connection closed");
+    }
+}

@@ -1,0 +1,163 @@
+//! Every limit and switch of a server, named and documented in one place: the `ferryd` flags map
+//! onto these fields one to one.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_proto::limits::ReadLimits;
+use ferry_proto::server::{default_help_text, ServerConfig};
+use ferry_proto::{Capabilities, Role};
+
+use crate::store::StoreSettings;
+
+/// A server's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The directory served; created if missing.
+    pub root: PathBuf,
+    /// Connections served at once; the next one gets `BUSY` and is closed (`[CAP-1]`). Each
+    /// costs a thread (blocking engine) or a task (async engine) and a 64 KiB read buffer.
+    pub max_clients: u32,
+    /// Connections served at once from one IP address (`[CAP-1]`).
+    pub max_per_ip: u32,
+    /// Time for a new connection to send its hello (`[TIME-1]`).
+    pub handshake_timeout: Duration,
+    /// Time a connection may wait between requests (`[TIME-2]`); `None`: no limit.
+    pub idle_timeout: Option<Duration>,
+    /// Time for one whole request to arrive, PUT data included (`[TIME-3]`); `None`: no limit.
+    pub request_timeout: Option<Duration>,
+    /// Time one write to a client may block before the connection is dropped (`[TIME-5]`).
+    pub write_timeout: Duration,
+    /// After a fatal error, how long input is read and dropped before the socket is closed, so
+    /// the error reply is not destroyed by a TCP reset (`[ERR-9]`).
+    pub linger: Duration,
+    /// Largest file accepted in a PUT, in bytes.
+    pub max_file_size: u64,
+    /// Longest name accepted, in bytes (at most 4096).
+    pub max_name_len: u32,
+    /// Tokens and the roles they grant (`[AUTH-1]`).
+    pub tokens: HashMap<String, Role>,
+    /// The role of a client without a token; `None` refuses them (`[AUTH-2]`).
+    pub anonymous: Option<Role>,
+    /// Refuse every PUT and DELETE (`[ROLE-2]`).
+    pub read_only: bool,
+    /// Serve the legacy profile on the same port (§ 15).
+    pub legacy: bool,
+    /// On shutdown, how long transfers in flight may take to finish (`[SHUT-4]`).
+    pub grace: Duration,
+    /// Connections remembered for STATUS.
+    pub history: usize,
+    /// Files hashed at once, at most (`[SEC-3]`); each hash reads with a 256 KiB buffer.
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("server_files"),
+            max_clients: 64,
+            max_per_ip: 16,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(300)),
+            request_timeout: Some(Duration::from_secs(3600)),
+            write_timeout: Duration::from_secs(30),
+            linger: Duration::from_secs(2),
+            max_file_size: 64 << 30,
+            max_name_len: 255,
+            tokens: HashMap::new(),
+            anonymous: Some(Role::Write),
+            read_only: false,
+            legacy: true,
+            grace: Duration::from_secs(10),
+            history: 100,
+            max_concurrent_hashes: 2,
+        }
+    }
+}
+
+impl Settings {
+    /// What ferry-proto's connection machine needs to know.
+    pub fn protocol(&self) -> Arc<ServerConfig> {
+        let mut capabilities = Capabilities::RESUME | Capabilities::STATUS | Capabilities::SHUTDOWN;
+        if self.legacy {
+            capabilities = capabilities | Capabilities::LEGACY;
+        }
+        Arc::new(ServerConfig {
+            limits: ReadLimits { max_name_len: self.max_name_len, max_file_size: self.max_file_size }.clamped(),
+            max_clients: self.max_clients,
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            request_timeout: self.request_timeout,
+            capabilities,
+            anonymous: self.anonymous,
+            tokens: self.tokens.clone(),
+            read_only: self.read_only,
+            help_text: default_help_text(),
+        })
+    }
+
+    /// What the store needs to know.
+    pub fn store(&self) -> StoreSettings {
+        StoreSettings {
+            max_name_len: self.max_name_len,
+            max_concurrent_hashes: self.max_concurrent_hashes,
+            ..StoreSettings::default()
+        }
+    }
+}
+
+/// A tokens file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct TokensError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Reads a tokens file: one `ROLE TOKEN` per line (roles `read`, `write`, `admin`); blank lines and
+/// lines starting with `#` are ignored. The error never contains a token (`[SEC-1]`).
+///
+/// # Errors
+/// A line that is not `ROLE TOKEN`, an unknown role, a token that is not 1–256 visible ASCII
+/// characters, or a token given twice.
+pub fn parse_tokens(text: &str) -> Result<HashMap<String, Role>, TokensError> {
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let err = |message: &str| TokensError { line: i + 1, message: message.to_owned() };
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(role), Some(token), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(err("expected `ROLE TOKEN`"));
+        };
+        let role: Role = role.parse().map_err(|e: String| err(&e))?;
+        let visible = token.bytes().all(|b| (0x21..=0x7E).contains(&b));
+        if !visible || token.len() > ferry_proto::limits::TOKEN_LEN_MAX {
+            return Err(err("a token is 1 to 256 visible ASCII characters"));
+        }
+        if out.insert(token.to_owned(), role).is_some() {
+            return Err(err("this token is already given a role"));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_file() {
+        let t = parse_tokens("# team\nadmin s3cret\n\nread guest\n").unwrap();
+        assert_eq!(t["s3cret"], Role::Admin);
+        assert_eq!(t["guest"], Role::Read);
+        let e = parse_tokens("root s3cret").unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "[SEC-1] no token in errors");
+        assert!(parse_tokens("read a b").is_err());
+        assert!(parse_tokens("read a\nwrite a").is_err());
+    }
+}

@@ -1,0 +1,352 @@
+//! The store: a root directory holding a flat namespace of files.
+//!
+//! Confinement is the kernel's job, not string comparison's (`[SEC-2]`): every operation goes
+//! through a cap-std [`Dir`] handle (fd-relative, `openat2(RESOLVE_BENEATH)` where the kernel has
+//! it), names are single validated path components, and symbolic links are never followed
+//! (`[NAME-10]`). Uploads are written to temporary files under the reserved `.ferry` prefix that
+//! LIST never shows, fsynced, and published by one rename — or, for create-only, by a hard link,
+//! which the kernel refuses if the name exists, so two racing uploads cannot both win
+//! (`[STORE-1]`, `[STORE-6]`).
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use cap_fs_ext::{FollowSymlinks, MetadataExt, OpenOptionsFollowExt};
+use cap_std::fs::{Dir, Metadata, OpenOptions};
+use ferry_proto::digest::Hasher;
+use ferry_proto::{Digest, Entry, ErrorCode, Name, PutHead, PutMode};
+
+use crate::digests::{DigestCache, FileKey, HashLimiter};
+
+/// Temporary upload files begin with this (inside the reserved `.ferry` prefix, `[NAME-6]`).
+pub const TEMP_PREFIX: &str = ".ferry-tmp-";
+
+/// Why a store operation failed, as a client will hear it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such file")]
+    NotFound,
+    #[error("the file exists")]
+    Exists,
+    #[error("no space left on the server for this file")]
+    Full,
+    #[error("storage error: {0}")]
+    Io(#[source] io::Error),
+}
+
+impl StoreError {
+    /// The protocol's code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound => ErrorCode::NOT_FOUND,
+            Self::Exists => ErrorCode::EXISTS,
+            Self::Full => ErrorCode::STORAGE_FULL,
+            Self::Io(_) => ErrorCode::INTERNAL,
+        }
+    }
+}
+
+impl From<io::Error> for StoreError {
+    fn from(e: io::Error) -> Self {
+        // ENOSPC and EDQUOT: the disk or the quota is full.
+        let full = matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+            || matches!(e.raw_os_error(), Some(28 | 122));
+        match e.kind() {
+            _ if full => Self::Full,
+            io::ErrorKind::NotFound => Self::NotFound,
+            io::ErrorKind::AlreadyExists => Self::Exists,
+            _ => Self::Io(e),
+        }
+    }
+}
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Names longer than this are not listed (they could not be asked for).
+    pub max_name_len: u32,
+    /// Files hashed at once, at most (`[SEC-3]`).
+    pub max_concurrent_hashes: usize,
+    /// Digests remembered, at most.
+    pub digest_cache_entries: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self { max_name_len: 255, max_concurrent_hashes: 2, digest_cache_entries: 100_000 }
+    }
+}
+
+/// A file opened for reading: the handle that is hashed and sent, so both see one version.
+#[derive(Debug)]
+pub struct OpenedFile {
+    pub file: std::fs::File,
+    pub size: u64,
+    pub key: FileKey,
+}
+
+/// The root directory and what is known about its files.
+#[derive(Debug)]
+pub struct Store {
+    root: Dir,
+    settings: StoreSettings,
+    digests: DigestCache,
+    hashing: HashLimiter,
+    tmp_seq: AtomicU64,
+}
+
+fn key_of(meta: &Metadata) -> FileKey {
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128);
+    FileKey { dev: meta.dev(), ino: meta.ino(), size: meta.len(), mtime_ns }
+}
+
+fn mtime_ms(key: &FileKey) -> i64 {
+    i64::try_from(key.mtime_ns / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn read_only_nofollow() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.read(true).follow(FollowSymlinks::No);
+    o
+}
+
+impl Store {
+    /// Opens (creating it if missing) the root directory, and removes temporary files that an
+    /// earlier run left behind (`[STORE-7]`).
+    ///
+    /// # Errors
+    /// The directory cannot be created or opened.
+    pub fn open(path: &Path, settings: StoreSettings) -> io::Result<Self> {
+        std::fs::create_dir_all(path)?;
+        let root = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
+        let store = Self {
+            root,
+            digests: DigestCache::new(settings.digest_cache_entries),
+            hashing: HashLimiter::new(settings.max_concurrent_hashes),
+            settings,
+            tmp_seq: AtomicU64::new(0),
+        };
+        let mut removed = 0;
+        for entry in store.root.entries()? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                entry.remove_file()?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed stale temporary upload files");
+        }
+        Ok(store)
+    }
+
+    /// The digest cache, for figures.
+    pub fn digests(&self) -> &DigestCache {
+        &self.digests
+    }
+
+    /// Every regular file with a valid name, sorted by name (`[LIST-1]`, `[LIST-2]`), with the
+    /// digests already known (`[LIST-3]`: none is computed for a listing).
+    ///
+    /// # Errors
+    /// The directory cannot be read.
+    pub fn list(&self) -> io::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        for entry in self.root.entries()? {
+            let entry = entry?;
+            // file_type does not follow symbolic links: links are neither listed nor served.
+            if !entry.file_type()?.is_file() {
+                continue;
+            }
+            let raw = entry.file_name();
+            let Some(name) = raw.to_str().and_then(|s| Name::new(s.as_bytes(), self.settings.max_name_len).ok()) else {
+                continue;
+            };
+            let Ok(meta) = entry.metadata() else { continue };
+            let key = key_of(&meta);
+            out.push(Entry { name, size: key.size, mtime_ms: mtime_ms(&key), md5: self.digests.get(&key) });
+        }
+        out.sort_by(|a, b| a.name.as_str().as_bytes().cmp(b.name.as_str().as_bytes()));
+        Ok(out)
+    }
+
+    /// One file's entry; its digest if known.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] unless `name` is a regular file.
+    pub fn stat(&self, name: &Name) -> Result<Entry, StoreError> {
+        let meta = self.root.symlink_metadata(name.as_str())?;
+        if !meta.is_file() {
+            return Err(StoreError::NotFound);
+        }
+        let key = key_of(&meta);
+        Ok(Entry { name: name.clone(), size: key.size, mtime_ms: mtime_ms(&key), md5: self.digests.get(&key) })
+    }
+
+    /// Opens a file for a GET, without following links.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] unless `name` is a regular file.
+    pub fn open_file(&self, name: &Name) -> Result<OpenedFile, StoreError> {
+        let file = self.root.open_with(name.as_str(), &read_only_nofollow()).map_err(|e| {
+            // O_NOFOLLOW on a link fails with ELOOP: for the client, there is no such file.
+            if e.raw_os_error() == Some(40) {
+                StoreError::NotFound
+            } else {
+                StoreError::from(e)
+            }
+        })?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(StoreError::NotFound);
+        }
+        let key = key_of(&meta);
+        Ok(OpenedFile { file: file.into_std(), size: key.size, key })
+    }
+
+    /// The digest of an opened file: from the cache, or computed from the open handle (so it
+    /// describes exactly the bytes that will be sent, `[GET-5]`) with bounded concurrency.
+    ///
+    /// # Errors
+    /// Reading the file failed.
+    pub fn digest_of(&self, opened: &OpenedFile) -> io::Result<Digest> {
+        if let Some(d) = self.digests.get(&opened.key) {
+            return Ok(d);
+        }
+        let _permit = self.hashing.acquire();
+        // Another connection may have hashed it while this one waited.
+        if let Some(d) = self.digests.get(&opened.key) {
+            return Ok(d);
+        }
+        let started = std::time::Instant::now();
+        let mut hasher = Hasher::new();
+        let mut reader = (&opened.file).take(opened.size);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = read_at_cursor(&mut reader, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        // Rewind: the handle's position must not matter to whoever sends from it.
+        std::io::Seek::seek(&mut &opened.file, std::io::SeekFrom::Start(0))?;
+        let digest = hasher.finish();
+        self.digests.note_hashed();
+        self.digests.insert(opened.key, digest);
+        tracing::info!(bytes = opened.size, ms = started.elapsed().as_millis() as u64, "hashed a file not seen before");
+        Ok(digest)
+    }
+
+    /// Removes a file.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] unless `name` is a regular file.
+    pub fn delete(&self, name: &Name) -> Result<(), StoreError> {
+        let meta = self.root.symlink_metadata(name.as_str())?;
+        if !meta.is_file() {
+            return Err(StoreError::NotFound);
+        }
+        self.root.remove_file(name.as_str())?;
+        Ok(())
+    }
+
+    /// Starts an upload: a new temporary file that only [`Upload::commit`] publishes.
+    ///
+    /// # Errors
+    /// [`StoreError::Exists`] for a create-only PUT of an existing name (checked again at
+    /// commit), or the temporary file cannot be made.
+    pub fn begin_upload(self: &Arc<Self>, head: &PutHead) -> Result<Upload, StoreError> {
+        if head.mode == PutMode::CreateOnly && self.root.symlink_metadata(head.frame.name.as_str()).is_ok() {
+            return Err(StoreError::Exists);
+        }
+        let tmp_name = format!("{TEMP_PREFIX}{}-{}", std::process::id(), self.tmp_seq.fetch_add(1, Ordering::Relaxed));
+        let mut o = OpenOptions::new();
+        o.write(true).create_new(true).follow(FollowSymlinks::No);
+        let file = self.root.open_with(&tmp_name, &o)?.into_std();
+        Ok(Upload { store: self.clone(), tmp_name: Some(tmp_name), file, head: head.clone() })
+    }
+}
+
+fn read_at_cursor(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// An upload in progress. Dropped without [`Upload::commit`], it removes its temporary file: an
+/// interrupted or refused upload leaves nothing behind (`[STORE-2]`).
+#[derive(Debug)]
+pub struct Upload {
+    store: Arc<Store>,
+    /// `None` once published or removed.
+    tmp_name: Option<String>,
+    file: std::fs::File,
+    head: PutHead,
+}
+
+impl Upload {
+    /// Appends data.
+    ///
+    /// # Errors
+    /// The write failed (a full disk is [`StoreError::Full`]).
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.file.write_all(data)?;
+        Ok(())
+    }
+
+    /// Publishes the verified file under its name, durably (`[STORE-3]`): fsync the file, rename
+    /// (or hard-link, for create-only) it into place, fsync the directory. Returns whether an
+    /// earlier file was replaced.
+    ///
+    /// # Errors
+    /// [`StoreError::Exists`] if a create-only upload lost a race; storage errors.
+    pub fn commit(mut self) -> Result<bool, StoreError> {
+        let Some(tmp) = self.tmp_name.clone() else { return Err(StoreError::NotFound) };
+        self.file.sync_all()?;
+        let key = {
+            let meta = cap_std::fs::File::from_std(self.file.try_clone()?).metadata()?;
+            key_of(&meta)
+        };
+        let name = self.head.frame.name.as_str();
+        let root = &self.store.root;
+        let replaced = match self.head.mode {
+            PutMode::Overwrite => {
+                let existed = root.symlink_metadata(name).is_ok();
+                root.rename(&tmp, root, name)?;
+                existed
+            }
+            PutMode::CreateOnly => {
+                // link(2) fails with EEXIST if the name exists: exactly one racer wins.
+                root.hard_link(&tmp, root, name)?;
+                root.remove_file(&tmp)?;
+                false
+            }
+        };
+        self.tmp_name = None;
+        // The rename is durable only once the directory is.
+        root.try_clone()?.into_std_file().sync_all()?;
+        self.store.digests.insert(key, self.head.frame.md5);
+        Ok(replaced)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp_name.take() {
+            if let Err(e) = self.store.root.remove_file(&tmp) {
+                tracing::warn!(error = %e, "could not remove a temporary upload file");
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! `ferryd`: parses flags, sets up logging and signals, and hands a listener to an engine.
+//! Everything else lives in ferry-core and the engine crates.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use ferry_core::{Server, Settings};
+use ferry_proto::Role;
+use tracing_subscriber::prelude::*;
+
+/// The Ferry file server: serves the files of one directory over the Ferry protocol
+/// (PROTOCOL.md), version 1 and the legacy single-download profile, on one port.
+///
+/// Uploads become visible only whole and verified; SIGINT, SIGTERM or an admin's SHUTDOWN stop
+/// accepting, let transfers in flight finish within --grace, then exit 0.
+#[derive(Debug, Parser)]
+#[command(name = "ferryd", version, max_term_width = 100)]
+struct Cli {
+    /// Address to listen on; port 0 picks a free port (the real one is printed).
+    #[arg(long, default_value = "127.0.0.1:9999")]
+    listen: SocketAddr,
+    /// Directory to serve; created if missing.
+    #[arg(long, default_value = "./server_files")]
+    root: PathBuf,
+    /// I/O engine.
+    #[arg(long, value_enum, default_value_t = Engine::Blocking)]
+    engine: Engine,
+    /// Connections served at once; the next one gets BUSY and is closed.
+    #[arg(long, default_value_t = 64)]
+    max_clients: u32,
+    /// Connections served at once from one IP address.
+    #[arg(long, default_value_t = 16)]
+    max_per_ip: u32,
+    /// Seconds a connection may wait between requests (0: no limit).
+    #[arg(long, default_value_t = 300)]
+    idle_timeout: u64,
+    /// Seconds one whole request may take to arrive, upload data included (0: no limit).
+    #[arg(long, default_value_t = 3600)]
+    request_timeout: u64,
+    /// Seconds a new connection has to send its hello.
+    #[arg(long, default_value_t = 10)]
+    handshake_timeout: u64,
+    /// Seconds one write to a client may block before the client is dropped.
+    #[arg(long, default_value_t = 30)]
+    write_timeout: u64,
+    /// Largest file accepted in an upload, in bytes.
+    #[arg(long, default_value_t = 64 << 30)]
+    max_file_size: u64,
+    /// Longest file name accepted, in bytes (at most 4096).
+    #[arg(long, default_value_t = 255, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    max_name_len: u32,
+    /// File of `ROLE TOKEN` lines (roles: read, write, admin) granting roles to tokens.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// Role of clients that present no token.
+    #[arg(long, value_enum, default_value_t = Anonymous::Write)]
+    anonymous: Anonymous,
+    /// Refuse every upload and delete, whatever the role.
+    #[arg(long)]
+    read_only: bool,
+    /// Do not serve the legacy single-download profile.
+    #[arg(long)]
+    no_legacy: bool,
+    /// Seconds transfers in flight may take to finish once a shutdown starts.
+    #[arg(long, default_value_t = 10)]
+    grace: u64,
+    /// Connections remembered for STATUS.
+    #[arg(long, default_value_t = 100)]
+    history: usize,
+    /// Files hashed at once, at most (first downloads of files copied in by hand).
+    #[arg(long, default_value_t = 2)]
+    max_concurrent_hashes: usize,
+    /// Also write the log to a timestamped file in this directory.
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+    /// Log level: error, warn, info, debug or trace (or a tracing filter).
+    #[arg(long, default_value = "info", env = "FERRYD_LOG")]
+    log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Engine {
+    /// One thread per client (the reference engine).
+    Blocking,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Anonymous {
+    None,
+    Read,
+    Write,
+}
+
+fn secs(n: u64) -> Option<Duration> {
+    (n > 0).then(|| Duration::from_secs(n))
+}
+
+impl Cli {
+    fn settings(&self) -> Result<Settings> {
+        let tokens = match &self.tokens {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                ferry_core::settings::parse_tokens(&text).with_context(|| format!("in {}", path.display()))?
+            }
+            None => Default::default(),
+        };
+        Ok(Settings {
+            root: self.root.clone(),
+            max_clients: self.max_clients,
+            max_per_ip: self.max_per_ip,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
+            idle_timeout: secs(self.idle_timeout),
+            request_timeout: secs(self.request_timeout),
+            write_timeout: Duration::from_secs(self.write_timeout.max(1)),
+            max_file_size: self.max_file_size,
+            max_name_len: self.max_name_len,
+            tokens,
+            anonymous: match self.anonymous {
+                Anonymous::None => None,
+                Anonymous::Read => Some(Role::Read),
+                Anonymous::Write => Some(Role::Write),
+            },
+            read_only: self.read_only,
+            legacy: !self.no_legacy,
+            grace: Duration::from_secs(self.grace),
+            history: self.history,
+            max_concurrent_hashes: self.max_concurrent_hashes,
+            ..Settings::default()
+        })
+    }
+}
+
+fn init_logging(cli: &Cli) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).context("bad --log-level")?;
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let (file, guard) = match &cli.log_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let stamp = ferry_core::history::now_ms();
+            let appender = tracing_appender::rolling::never(dir, format!("ferryd-{stamp}.log"));
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            (Some(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(writer)), Some(guard))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry().with(filter).with(stderr).with(file).init();
+    Ok(guard)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let _log_guard = init_logging(&cli)?;
+    let settings = cli.settings()?;
+    if settings.anonymous.is_none() && settings.tokens.is_empty() {
+        bail!("--anonymous none without --tokens would refuse every client");
+    }
+    let root = settings.root.clone();
+    let server = Server::new(settings).with_context(|| format!("opening the root {}", root.display()))?;
+    let listener = TcpListener::bind(cli.listen).with_context(|| format!("binding {}", cli.listen))?;
+    let addr = listener.local_addr()?;
+
+    let s = server.clone();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .context("installing signal handlers")?;
+    std::thread::Builder::new().name("ferry-signals".into()).spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(signal = sig, "signal received");
+            s.request_shutdown();
+        }
+    })?;
+
+    tracing::info!(%addr, root = %root.display(), engine = ?cli.engine, "serving");
+    // The one line on stdout: scripts and tests read the real address from it.
+    println!("listening on {addr}");
+    std::io::stdout().flush()?;
+    match cli.engine {
+        Engine::Blocking => ferry_blocking::serve(server, listener)?,
+    }
+    Ok(())
+}
