@@ -125,8 +125,6 @@ pub struct Session {
     /// pipelined input that waits while a reply is produced.
     inbuf: Vec<u8>,
     upload: Option<Upload>,
-    /// A write to the upload failed: the rest of its data is dropped and this is the answer.
-    upload_error: Option<StoreError>,
     upload_progress: Option<Progress>,
     body: Option<Body>,
     body_progress: Option<Progress>,
@@ -145,7 +143,6 @@ impl Session {
             stats,
             inbuf: Vec::new(),
             upload: None,
-            upload_error: None,
             upload_progress: None,
             body: None,
             body_progress: None,
@@ -216,20 +213,18 @@ impl Session {
                 }
                 if let Some(upload) = &mut self.upload {
                     if let Err(e) = upload.write(data) {
+                        // Answered at once; the machine drops the rest of the data (`[PUT-5]`).
                         warn!(error = %e, "upload write failed; discarding the rest");
                         self.upload = None;
-                        self.upload_error = Some(e);
+                        self.conn.respond_error(e.code(), e.to_string(), now);
                     }
                 }
             }
             Event::PutComplete { verified } => {
                 self.upload_progress = None;
                 let upload = self.upload.take();
-                let failed = self.upload_error.take();
                 if !verified {
                     info!("PUT refused: CHECKSUM_MISMATCH; nothing stored");
-                } else if let Some(e) = failed {
-                    self.conn.respond_error(e.code(), e.to_string(), now);
                 } else if let Some(upload) = upload {
                     match upload.commit() {
                         Ok(replaced) => {
@@ -289,7 +284,7 @@ impl Session {
                         debug!(name = %head.frame.name, size = head.frame.size, "PUT receiving");
                         self.upload_progress = Progress::new("PUT", head.frame.name.as_str(), head.frame.size);
                         self.upload = Some(upload);
-                        self.conn.accept_put(head);
+                        self.conn.accept_put();
                     }
                     Err(e) => self.fail(e, now),
                 },

@@ -56,6 +56,27 @@ pub enum ClientError {
     ConnectionLost(usize),
 }
 
+/// A request awaiting its reply, with what the reply must echo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Outstanding {
+    kind: RequestKind,
+    /// The name a STAT, GET or legacy reply must carry.
+    name: Option<Name>,
+    /// The offset a GET reply must echo.
+    offset: u64,
+}
+
+impl Outstanding {
+    fn of(request: &Request) -> Self {
+        let (name, offset) = match request {
+            Request::Stat(n) => (Some(n.clone()), 0),
+            Request::Get { name, offset } => (Some(name.clone()), *offset),
+            _ => (None, 0),
+        };
+        Self { kind: request.kind(), name, offset }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
@@ -73,7 +94,7 @@ pub struct ClientConnection {
     out: Vec<u8>,
     out_pos: usize,
     /// Requests sent and not yet fully answered, oldest first.
-    outstanding: VecDeque<RequestKind>,
+    outstanding: VecDeque<Outstanding>,
     /// Data bytes still owed for the PUT being sent.
     put_owed: u64,
     /// The server's hello; `None` until it arrives, so a reply before it answers the hello.
@@ -129,7 +150,11 @@ impl ClientConnection {
             legacy: true,
             out,
             out_pos: 0,
-            outstanding: VecDeque::from([RequestKind::LegacyGet]),
+            outstanding: VecDeque::from([Outstanding {
+                kind: RequestKind::LegacyGet,
+                name: Some(name.clone()),
+                offset: 0,
+            }]),
             put_owed: 0,
             server: None,
         }
@@ -178,7 +203,7 @@ impl ClientConnection {
             return Err(ClientError::PutInProgress(request.kind()));
         }
         request.encode(&mut self.out);
-        self.outstanding.push_back(request.kind());
+        self.outstanding.push_back(Outstanding::of(request));
         match request {
             Request::Put(head) => self.put_owed = head.frame.size,
             Request::Bye | Request::Shutdown => self.state = State::Leaving,
@@ -230,8 +255,19 @@ impl ClientConnection {
             self.outstanding.pop_front();
         }
         match &item {
-            ServerItem::Error(e) if e.code.is_fatal() => self.state = State::Closed,
+            // Before the hello every error is final (`[HELLO-10]`).
+            ServerItem::Error(e) if e.code.is_fatal() || answers_hello => self.state = State::Closed,
+            // A refused BYE or SHUTDOWN leaves the connection usable (`[SHUT-2]`).
+            ServerItem::Error(_) if self.state == State::Leaving && !self.legacy => {
+                let leaving =
+                    self.outstanding.iter().any(|o| matches!(o.kind, RequestKind::Bye | RequestKind::Shutdown));
+                if !leaving {
+                    self.state = State::Open;
+                }
+            }
             ServerItem::ByeOk | ServerItem::ShutdownOk => self.state = State::Closed,
+            // A legacy connection carries one reply (`[LEG-3]`).
+            ServerItem::DataEnd if self.legacy => self.state = State::Closed,
             _ => {}
         }
         Ok((consumed, Some(item)))
@@ -239,7 +275,7 @@ impl ClientConnection {
 
     /// The request the next reply item answers, if any.
     pub fn answering(&self) -> Option<RequestKind> {
-        self.outstanding.front().copied()
+        self.outstanding.front().map(|o| o.kind)
     }
 
     fn check(&mut self, item: &ServerItem<'_>, at_reply_start: bool) -> Result<(), ClientError> {
@@ -265,25 +301,34 @@ impl ClientConnection {
             // Entries, records and data: the decoder already ties them to their reply's head.
             return Ok(());
         }
-        let Some(expected) = self.answering() else {
+        let Some(front) = self.outstanding.front() else {
             // A fatal error may arrive unasked: a deadline or a shutdown (§ 12.5, § 13).
             return match item {
                 ServerItem::Error(e) if e.code.is_fatal() => Ok(()),
                 other => Err(unexpected("nothing", other)),
             };
         };
+        let expected = front.kind;
+        // A reply must be about what was asked (`[GET-1]`, `[STAT-1]`).
+        let same_name = |n: &Name| front.name.as_ref() == Some(n);
         let fits = match item {
             ServerItem::Error(_) => expected != RequestKind::LegacyGet,
             ServerItem::ListStart { .. } => expected == RequestKind::List,
-            ServerItem::Stat(_) => expected == RequestKind::Stat,
-            ServerItem::GetHead { .. } => expected == RequestKind::Get,
-            ServerItem::PutOk { .. } => expected == RequestKind::Put,
+            ServerItem::Stat(e) => expected == RequestKind::Stat && same_name(&e.name),
+            ServerItem::GetHead { offset, frame } => {
+                expected == RequestKind::Get && same_name(&frame.name) && *offset == front.offset
+            }
+            // `[PUT-2]`: never before the data it acknowledges was sent.
+            ServerItem::PutOk { .. } => {
+                expected == RequestKind::Put && (self.outstanding.len() > 1 || self.put_owed == 0)
+            }
             ServerItem::DeleteOk => expected == RequestKind::Delete,
             ServerItem::StatusStart { .. } => expected == RequestKind::Status,
             ServerItem::Help(_) => expected == RequestKind::Help,
             ServerItem::ByeOk => expected == RequestKind::Bye,
             ServerItem::ShutdownOk => expected == RequestKind::Shutdown,
-            ServerItem::LegacyOk(_) | ServerItem::LegacyErrorStart => expected == RequestKind::LegacyGet,
+            ServerItem::LegacyOk(frame) => expected == RequestKind::LegacyGet && same_name(&frame.name),
+            ServerItem::LegacyErrorStart => expected == RequestKind::LegacyGet,
             _ => true,
         };
         if fits {
@@ -311,7 +356,7 @@ impl ClientConnection {
         let was_closed = self.state == State::Closed;
         self.state = State::Closed;
         self.decoder.finish(unused)?;
-        if self.outstanding.front() == Some(&RequestKind::LegacyGet) {
+        if self.legacy {
             self.outstanding.clear();
         }
         if !was_closed && !self.outstanding.is_empty() {

@@ -139,7 +139,7 @@ impl MemoryConnection {
                     if head.mode == PutMode::CreateOnly && store.files.contains_key(&head.frame.name) {
                         conn.respond_error(ErrorCode::EXISTS, "the file exists", now);
                     } else {
-                        conn.accept_put(head.clone());
+                        conn.accept_put();
                         self.upload = Some((head, Vec::new()));
                     }
                 }

@@ -138,7 +138,8 @@ fn sentence_around(block: &str, at: usize) -> String {
         })
         .max()
         .unwrap_or(0);
-    let start = before[..start].rfind("]`").map_or(start, |i| start.max(i + 2));
+    // A sentence never reaches back past an earlier id of the same block.
+    let start = before.rfind("]`").map_or(start, |i| start.max(i + 2));
     let end = block[at..].find("]`").map_or(block.len(), |i| at + i + 2);
     block[start..end].trim_start_matches(['.', ' ', '-']).trim().to_owned()
 }

@@ -87,7 +87,8 @@ pub fn default_help_text() -> String {
 
 impl ServerConfig {
     fn hello(&self, role: Role) -> ServerHello {
-        let ms = |d: Option<Duration>| d.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX));
+        // 0 means "none" on the wire: a deadline under 1 ms is announced as 1 ms, not as none.
+        let ms = |d: Option<Duration>| d.map_or(0, |d| u32::try_from(d.as_millis().max(1)).unwrap_or(u32::MAX));
         let limits = self.limits.clamped();
         ServerHello {
             version: VERSION,
@@ -147,7 +148,6 @@ pub enum Event<'a> {
 enum Awaiting {
     Command(RequestKind),
     Get { offset: u64 },
-    PutDecision,
     PutCommit,
 }
 
@@ -157,6 +157,10 @@ enum State {
     Ready,
     /// Waiting for the host to answer a request.
     Serving(Awaiting),
+    /// Waiting for the host to accept or refuse a PUT; its data has not been read yet.
+    Deciding {
+        head: PutHead,
+    },
     Receiving {
         hasher: Hasher,
         head: PutHead,
@@ -193,7 +197,7 @@ pub struct ServerConnection {
 impl ServerConnection {
     /// A new connection, accepted at `now`.
     pub fn new(config: std::sync::Arc<ServerConfig>, now: Instant) -> Self {
-        let deadline = Some(now + config.handshake_timeout);
+        let deadline = now.checked_add(config.handshake_timeout);
         Self {
             decoder: RequestDecoder::new(config.limits),
             config,
@@ -243,7 +247,11 @@ impl ServerConnection {
 
     /// Whether a request is under way (for the drain: a transfer in flight).
     pub fn is_busy(&self) -> bool {
-        self.in_request || matches!(self.state, State::Serving(_) | State::Sending { .. } | State::Receiving { .. })
+        self.in_request
+            || matches!(
+                self.state,
+                State::Serving(_) | State::Deciding { .. } | State::Sending { .. } | State::Receiving { .. }
+            )
     }
 
     /// Bytes to send to the client.
@@ -264,7 +272,8 @@ impl ServerConnection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::AwaitHello | State::Ready | State::Receiving { .. } | State::Discarding => self.deadline,
-            State::Serving(Awaiting::PutDecision) => self.deadline,
+            // The PUT's data is still to come: the whole-request deadline runs on.
+            State::Deciding { .. } => self.deadline,
             _ => None,
         }
     }
@@ -325,7 +334,7 @@ impl ServerConnection {
             if matches!(self.state, State::Ready) && used < input.len() && !self.in_request {
                 // `[TIME-3]`: the whole-request deadline starts at the request's first byte.
                 self.in_request = true;
-                self.deadline = self.config.request_timeout.map(|t| now + t);
+                self.deadline = self.config.request_timeout.and_then(|t| now.checked_add(t));
             }
             match self.decoder.decode(&input[used..]) {
                 Ok(Decoded::NeedMore) => break,
@@ -470,7 +479,7 @@ impl ServerConnection {
             Request::Delete(name) => Command::Delete(name),
             Request::Status => Command::Status,
             Request::Put(head) => {
-                self.state = State::Serving(Awaiting::PutDecision);
+                self.state = State::Deciding { head: head.clone() };
                 return Some(Event::Command(Command::Put(head)));
             }
         };
@@ -524,20 +533,29 @@ impl ServerConnection {
             self.fatal(ErrorCode::SHUTTING_DOWN, "server shutting down");
         } else {
             self.state = State::Ready;
-            self.deadline = self.config.idle_timeout.map(|t| now + t);
+            self.deadline = self.config.idle_timeout.and_then(|t| now.checked_add(t));
         }
     }
 
-    fn awaiting(&self) -> Option<Awaiting> {
+    /// Whether the host's answer fits the request being served. An answer after the connection
+    /// closed (a deadline or EOF overtook a slow host) is dropped silently; an answer to the wrong
+    /// request is a host bug, dropped too rather than put on the wire.
+    fn expects(&self, awaiting: Awaiting) -> bool {
         match self.state {
-            State::Serving(a) => Some(a),
-            _ => None,
+            State::Serving(a) if a == awaiting => true,
+            State::Closed => false,
+            _ => {
+                debug_assert!(false, "host answered {awaiting:?} in state {:?}", self.state);
+                false
+            }
         }
     }
 
     /// Answers LIST. `entries` must be sorted by name (`[LIST-2]`).
     pub fn respond_list(&mut self, entries: &[Entry], now: Instant) {
-        debug_assert_eq!(self.awaiting(), Some(Awaiting::Command(RequestKind::List)));
+        if !self.expects(Awaiting::Command(RequestKind::List)) {
+            return;
+        }
         debug_assert!(entries.windows(2).all(|w| w[0].name < w[1].name), "[LIST-2] entries unsorted");
         self.reply(ServerItem::ListStart { count: entries.len() as u32 });
         for e in entries {
@@ -548,21 +566,25 @@ impl ServerConnection {
 
     /// Answers STAT.
     pub fn respond_stat(&mut self, entry: &Entry, now: Instant) {
-        debug_assert_eq!(self.awaiting(), Some(Awaiting::Command(RequestKind::Stat)));
-        self.reply(ServerItem::Stat(entry.clone()));
-        self.request_done(now);
+        if self.expects(Awaiting::Command(RequestKind::Stat)) {
+            self.reply(ServerItem::Stat(entry.clone()));
+            self.request_done(now);
+        }
     }
 
     /// Answers DELETE.
     pub fn respond_delete(&mut self, now: Instant) {
-        debug_assert_eq!(self.awaiting(), Some(Awaiting::Command(RequestKind::Delete)));
-        self.reply(ServerItem::DeleteOk);
-        self.request_done(now);
+        if self.expects(Awaiting::Command(RequestKind::Delete)) {
+            self.reply(ServerItem::DeleteOk);
+            self.request_done(now);
+        }
     }
 
     /// Answers STATUS with the connection history, oldest first (`[STATUS-1]`).
     pub fn respond_status(&mut self, records: &[ConnRecord], now: Instant) {
-        debug_assert_eq!(self.awaiting(), Some(Awaiting::Command(RequestKind::Status)));
+        if !self.expects(Awaiting::Command(RequestKind::Status)) {
+            return;
+        }
         self.reply(ServerItem::StatusStart { count: records.len() as u32 });
         for r in records {
             self.reply(ServerItem::Connection(r.clone()));
@@ -573,10 +595,10 @@ impl ServerConnection {
     /// Answers GET with the file that will be sent: `frame` describes the whole file as it will be
     /// read (`[GET-5]`). Returns the offset and length of the bytes the host must now send, then
     /// report with [`Self::body_sent`]; or `None` when the request was answered with `BAD_OFFSET`
-    /// (`[GET-4]`).
+    /// (`[GET-4]`) or is no longer awaited.
     pub fn respond_get(&mut self, frame: FrameHead, now: Instant) -> Option<(u64, u64)> {
-        let Some(Awaiting::Get { offset }) = self.awaiting() else {
-            debug_assert!(false, "respond_get without a GET");
+        let State::Serving(Awaiting::Get { offset }) = self.state else {
+            let _ = self.expects(Awaiting::Get { offset: 0 });
             return None;
         };
         if offset > frame.size {
@@ -608,33 +630,47 @@ impl ServerConnection {
         }
     }
 
-    /// Accepts the PUT just announced: its data follows as [`Event::PutData`].
-    pub fn accept_put(&mut self, head: PutHead) {
-        debug_assert_eq!(self.awaiting(), Some(Awaiting::PutDecision));
-        self.state = State::Receiving { hasher: Hasher::new(), head };
+    /// Accepts the PUT just announced: its data follows as [`Event::PutData`]. Call
+    /// [`Self::handle_input`] again afterwards even with no new bytes: an empty file's end needs
+    /// none.
+    pub fn accept_put(&mut self) {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Deciding { head } => self.state = State::Receiving { hasher: Hasher::new(), head },
+            other => {
+                debug_assert!(matches!(other, State::Closed), "accept_put in state {other:?}");
+                self.state = other;
+            }
+        }
     }
 
     /// Answers a verified PUT once the file is published (`[PUT-2]`).
     pub fn respond_put(&mut self, replaced: bool, now: Instant) {
-        debug_assert_eq!(self.awaiting(), Some(Awaiting::PutCommit));
-        self.reply(ServerItem::PutOk { replaced });
-        self.request_done(now);
+        if self.expects(Awaiting::PutCommit) {
+            self.reply(ServerItem::PutOk { replaced });
+            self.request_done(now);
+        }
     }
 
-    /// Answers the request being served with a recoverable error (`NOT_FOUND`, `EXISTS`,
-    /// `STORAGE_FULL`, `INTERNAL`). For a PUT not yet accepted, its data is then dropped.
+    /// Answers the request being served with an error (`NOT_FOUND`, `EXISTS`, `STORAGE_FULL`,
+    /// `INTERNAL`…). For a PUT not yet accepted, or one whose data is arriving (a write failed),
+    /// the rest of its data is then read and dropped (`[PUT-5]`). A fatal code closes the
+    /// connection. Call [`Self::handle_input`] again afterwards, even with no new bytes.
     pub fn respond_error(&mut self, code: ErrorCode, message: impl Into<String>, now: Instant) {
-        debug_assert!(!code.is_fatal());
-        let Some(awaiting) = self.awaiting() else {
-            debug_assert!(false, "respond_error with nothing to answer");
-            return;
-        };
-        if self.legacy {
-            self.fatal(code, &message.into());
+        let message = message.into();
+        match self.state {
+            State::Closed => return,
+            State::Serving(_) | State::Deciding { .. } | State::Receiving { .. } => {}
+            _ => {
+                debug_assert!(false, "respond_error in state {:?}", self.state);
+                return;
+            }
+        }
+        if code.is_fatal() || self.legacy {
+            self.fatal(code, &message);
             return;
         }
         self.reply(ServerItem::Error(ErrorReply::new(code, message)));
-        if awaiting == Awaiting::PutDecision {
+        if matches!(self.state, State::Deciding { .. } | State::Receiving { .. }) {
             self.state = State::Discarding;
         } else {
             self.request_done(now);

@@ -141,32 +141,33 @@ impl Transcript {
             legacy: false,
             connections: vec![Vec::new()],
         };
-        // Join continuation lines (leading whitespace) onto the step before them.
-        let mut lines: Vec<(usize, String)> = Vec::new();
+        // Strip each physical line's comment (keeping its requirement ids), then join
+        // continuation lines (leading whitespace) onto the step before them.
+        let mut lines: Vec<(usize, String, Vec<String>)> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let n = i + 1;
-            let trimmed = raw.trim();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
+            let (content, ids) = split_comment(raw);
+            let trimmed = content.trim();
+            if trimmed.is_empty() {
                 continue;
             }
             if raw.starts_with([' ', '\t']) {
                 match lines.last_mut() {
-                    Some((_, prev)) if prev.starts_with("C:") || prev.starts_with("S:") => {
+                    Some((_, prev, prev_ids)) if prev.starts_with("C:") || prev.starts_with("S:") => {
                         prev.push(' ');
                         prev.push_str(trimmed);
+                        prev_ids.extend(ids);
                     }
                     _ => {
-                        return Err(ParseError {
-                            line: n,
-                            message: "continuation line with nothing to continue".into(),
-                        })
+                        let message = "continuation line with nothing to continue".into();
+                        return Err(ParseError { line: n, message });
                     }
                 }
             } else {
-                lines.push((n, trimmed.to_owned()));
+                lines.push((n, trimmed.to_owned(), ids));
             }
         }
-        for (line, content) in lines {
+        for (line, content, ids) in lines {
             let err = |message: String| ParseError { line, message };
             if let Some(header) = content.strip_prefix('@') {
                 let (key, value) = header.split_once(char::is_whitespace).unwrap_or((header, ""));
@@ -185,16 +186,15 @@ impl Transcript {
                 }
                 t.connections.push(Vec::new());
             } else if let Some(rest) = content.strip_prefix("C:") {
-                let (fields, requirements) = parse_fields(rest, false).map_err(err)?;
-                push(&mut t, Step { line, requirements, kind: StepKind::Send(fields) });
+                let fields = parse_fields(rest, false).map_err(err)?;
+                push(&mut t, Step { line, requirements: ids, kind: StepKind::Send(fields) });
             } else if let Some(rest) = content.strip_prefix("S:") {
-                let (fields, requirements) = parse_fields(rest, true).map_err(err)?;
-                let kind = if fields.is_empty() && rest.trim_start().starts_with("close") {
+                let kind = if rest.trim() == "close" {
                     StepKind::ExpectClose
                 } else {
-                    StepKind::Expect(fields)
+                    StepKind::Expect(parse_fields(rest, true).map_err(err)?)
                 };
-                push(&mut t, Step { line, requirements, kind });
+                push(&mut t, Step { line, requirements: ids, kind });
             } else {
                 return Err(err(format!("not a header, step or separator: {content:?}")));
             }
@@ -206,7 +206,10 @@ impl Transcript {
     }
 
     /// The transcript's steps with placeholders substituted, per connection.
-    pub fn render(&self, vars: &Vars) -> Vec<Vec<Rendered>> {
+    ///
+    /// # Errors
+    /// A text that, substituted, no longer fits its length field.
+    pub fn render(&self, vars: &Vars) -> Result<Vec<Vec<Rendered>>, ParseError> {
         self.connections.iter().map(|steps| steps.iter().map(|s| render_step(s, vars)).collect()).collect()
     }
 
@@ -228,15 +231,16 @@ fn push(t: &mut Transcript, step: Step) {
     }
 }
 
-fn render_step(step: &Step, vars: &Vars) -> Rendered {
+fn render_step(step: &Step, vars: &Vars) -> Result<Rendered, ParseError> {
     let line = step.line;
-    match &step.kind {
+    let err = |message: String| ParseError { line, message };
+    Ok(match &step.kind {
         StepKind::ExpectClose => Rendered::ExpectClose { line },
         StepKind::Send(fields) => {
             let mut bytes = Vec::new();
             let mut boundaries = Vec::new();
             for f in fields {
-                if let Pattern::Exact(b) = render_field(f, vars) {
+                if let Pattern::Exact(b) = render_field(f, vars).map_err(err)? {
                     bytes.extend(b);
                 }
                 boundaries.push(bytes.len());
@@ -247,24 +251,27 @@ fn render_step(step: &Step, vars: &Vars) -> Rendered {
         StepKind::Expect(fields) => {
             let mut patterns: Vec<Pattern> = Vec::new();
             for f in fields {
-                match (render_field(f, vars), patterns.last_mut()) {
+                match (render_field(f, vars).map_err(err)?, patterns.last_mut()) {
                     (Pattern::Exact(b), Some(Pattern::Exact(prev))) => prev.extend(b),
                     (p, _) => patterns.push(p),
                 }
             }
             Rendered::Expect { patterns, line }
         }
-    }
+    })
 }
 
-fn render_field(f: &Field, vars: &Vars) -> Pattern {
+fn render_field(f: &Field, vars: &Vars) -> Result<Pattern, String> {
     let exact = Pattern::Exact;
-    match f {
+    Ok(match f {
         Field::Int { width, value } => exact(value.to_be_bytes()[8 - width..].to_vec()),
         Field::Hex(b) => exact(b.clone()),
         Field::Text(t) => exact(vars.apply(t).into_bytes()),
         Field::Prefixed { width, text } => {
             let text = vars.apply(text);
+            if *width < 8 && (text.len() as u64) >> (width * 8) != 0 {
+                return Err(format!("a text of {} bytes does not fit a {width}-byte length", text.len()));
+            }
             let mut b = (text.len() as u64).to_be_bytes()[8 - width..].to_vec();
             b.extend(text.as_bytes());
             exact(b)
@@ -274,33 +281,45 @@ fn render_field(f: &Field, vars: &Vars) -> Pattern {
         Field::Any(n) => Pattern::Any(*n),
         Field::AnyPrefixed(w) => Pattern::AnyPrefixed(*w),
         Field::Rest => Pattern::Rest,
-        Field::Opt(inner) => Pattern::Opt(vec![render_field(inner, vars)]),
-    }
+        Field::Opt(inner) => Pattern::Opt(vec![render_field(inner, vars)?]),
+    })
 }
 
-/// Splits a step line into fields and the requirement ids of its trailing comment.
-fn parse_fields(line: &str, expect: bool) -> Result<(Vec<Field>, Vec<String>), String> {
+/// Splits a line into its content and the requirement ids (`[GET-1]`) of its `#` comment; a `#`
+/// inside a quoted string is text.
+fn split_comment(raw: &str) -> (&str, Vec<String>) {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for (i, c) in raw.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            '#' if !in_quotes => {
+                let ids = raw[i + 1..]
+                    .split('[')
+                    .skip(1)
+                    .filter_map(|s| s.split_once(']').map(|(id, _)| id.to_owned()))
+                    .filter(|id| id.contains('-'))
+                    .collect();
+                return (&raw[..i], ids);
+            }
+            _ => {}
+        }
+    }
+    (raw, Vec::new())
+}
+
+/// Splits a step line's content into fields.
+fn parse_fields(line: &str, expect: bool) -> Result<Vec<Field>, String> {
     let mut fields = Vec::new();
-    let mut requirements = Vec::new();
     let mut rest = line.trim_start();
     while !rest.is_empty() {
-        if let Some(comment) = rest.strip_prefix('#') {
-            requirements = comment
-                .split('[')
-                .skip(1)
-                .filter_map(|s| s.split_once(']').map(|(id, _)| id.to_owned()))
-                .filter(|id| id.contains('-'))
-                .collect();
-            break;
-        }
         let (token, after) = next_token(rest)?;
         rest = after.trim_start();
-        if token == "close" && expect && fields.is_empty() {
-            continue;
-        }
         fields.push(parse_field(&token, expect)?);
     }
-    Ok((fields, requirements))
+    Ok(fields)
 }
 
 /// The next whitespace-separated token; quoted strings (JSON syntax) may hold spaces and `#`.
@@ -329,8 +348,8 @@ fn quoted(s: &str) -> Result<String, String> {
 fn number(s: &str) -> Result<u64, String> {
     let parsed = if let Some(h) = s.strip_prefix("0x") {
         u64::from_str_radix(h, 16).map_err(|e| e.to_string())
-    } else if let Some(neg) = s.strip_prefix('-') {
-        neg.parse::<i64>().map(|v| (-v) as u64).map_err(|e| e.to_string())
+    } else if s.starts_with('-') {
+        s.parse::<i64>().map(|v| v as u64).map_err(|e| e.to_string())
     } else {
         s.parse::<u64>().map_err(|e| e.to_string())
     };
@@ -521,7 +540,7 @@ S: "ERROR" rest
         assert_eq!(t.role, Role::Write);
         assert_eq!(t.connections.len(), 2);
         assert_eq!(t.all_requirements(), ["GET-1", "HELLO-1", "PUT-1"]);
-        let r = t.render(&Vars { prefix: "p-".into(), token: String::new() });
+        let r = t.render(&Vars { prefix: "p-".into(), token: String::new() }).unwrap();
         let Rendered::Send { bytes, boundaries, .. } = &r[0][2] else { panic!() };
         let mut want = vec![0x04, 0x00, 0, 0, 0, 7];
         want.extend(b"p-a.txt");
@@ -548,6 +567,18 @@ S: "ERROR" rest
         assert_eq!(match_step(&opt, &[1, b'a', b'b', 9], false), Match::Complete(4));
         assert!(matches!(match_step(&opt, &[2], false), Match::Mismatch(_)));
         assert!(matches!(match_step(&opt, &[1, b'x'], false), Match::Mismatch(_)));
+    }
+
+    #[test]
+    fn a_comment_does_not_swallow_a_continuation_and_lengths_must_fit() {
+        let t = Transcript::parse("C: u8:1 # [A-1] first\n   u8:2 # [B-2]\n").unwrap();
+        let want = vec![Field::Int { width: 1, value: 1 }, Field::Int { width: 1, value: 2 }];
+        assert_eq!(t.connections[0][0].kind, StepKind::Send(want));
+        assert_eq!(t.connections[0][0].requirements, ["A-1", "B-2"]);
+        let long = format!("C: str8:\"{}\"\n", "x".repeat(300));
+        assert!(Transcript::parse(&long).unwrap().render(&Vars::default()).is_err());
+        assert!(Transcript::parse("C: i64:-9223372036854775808\n").is_ok());
+        assert!(Transcript::parse("S: close u8:1\n").is_err());
     }
 
     #[test]

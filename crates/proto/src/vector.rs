@@ -62,7 +62,9 @@ pub fn decode(
         Direction::ClientToServer => {
             let mut d = match start {
                 Start::Session => RequestDecoder::in_session(limits),
-                _ => RequestDecoder::new(limits),
+                Start::Handshake => RequestDecoder::new(limits),
+                // A client never speaks "after a legacy request"; nothing can decode there.
+                Start::Legacy => return (Vec::new(), End::Error("MALFORMED".to_owned())),
             };
             feed(bytes, splits, |buf| d.decode(buf).map(|r| r.map(|item| out.push_client(&item))))
                 .and_then(|unused| d.finish(unused).map_err(|_| End::Truncated))

@@ -366,3 +366,79 @@ fn client_and_server_machines_agree_in_memory() {
         ]
     );
 }
+
+#[test]
+fn a_late_host_answer_cannot_reopen_a_closed_connection_req_5() {
+    // Review finding: a PUT decision arriving after the deadline closed the connection used to
+    // reopen it in release builds and store the file.
+    let config = Arc::new(ServerConfig { request_timeout: Some(Duration::from_secs(1)), ..Default::default() });
+    let t0 = Instant::now();
+    let mut conn = ferry_proto::server::ServerConnection::new(config, t0);
+    let mut input = hello(None);
+    // The PUT's head (50 bytes) but none of its data: the host is asked to decide.
+    input.extend(&put(PutMode::Overwrite, "late", b"data", Digest::of(b"data"))[..50]);
+    let mut used = 0;
+    let mut asked = false;
+    loop {
+        let (n, ev) = conn.handle_input(&input[used..], t0);
+        used += n;
+        match ev {
+            Some(ferry_proto::server::Event::Command(ferry_proto::server::Command::Put(_))) => asked = true,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert!(asked);
+    assert!(conn.handle_timeout(t0 + Duration::from_secs(2)));
+    conn.accept_put();
+    conn.respond_error(ErrorCode::EXISTS, "late", t0);
+    assert!(conn.is_closed());
+    assert!(!conn.wants_input());
+}
+
+#[test]
+fn the_client_matches_replies_to_what_it_asked_get_1_shut_2_hello_10() {
+    let server_bytes = |items: &[ServerItem<'_>]| {
+        let mut out = Vec::new();
+        for i in items {
+            i.encode(&mut out);
+        }
+        out
+    };
+    let hello_ok = ServerItem::Hello(ServerHello {
+        version: 1,
+        role: Role::Write,
+        capabilities: Capabilities::ALL_V1,
+        max_name_len: 255,
+        max_file_size: 1 << 30,
+        max_clients: 0,
+        idle_timeout_ms: 0,
+        request_timeout_ms: 0,
+    });
+    let feed = |c: &mut ClientConnection, bytes: &[u8]| -> Result<(), ferry_proto::client::ClientError> {
+        let mut pos = 0;
+        while let (n, Some(_)) = c.handle_input(&bytes[pos..])? {
+            pos += n;
+        }
+        Ok(())
+    };
+
+    // A GET answered about another file, or from another offset, is refused.
+    let mut c = ClientConnection::new(ClientConfig::default()).unwrap();
+    c.send(&Request::Get { name: name("a"), offset: 3 }).unwrap();
+    let frame = FrameHead { name: name("b"), size: 5, md5: Digest::of(b"hello") };
+    let wire = server_bytes(&[hello_ok.clone(), ServerItem::GetHead { offset: 3, frame }]);
+    assert!(feed(&mut c, &wire).is_err());
+
+    // A refused SHUTDOWN leaves the connection usable.
+    let mut c = ClientConnection::new(ClientConfig::default()).unwrap();
+    c.send(&Request::Shutdown).unwrap();
+    let refused = ServerItem::Error(ErrorReply::new(ErrorCode::FORBIDDEN, "no"));
+    feed(&mut c, &server_bytes(&[hello_ok, refused])).unwrap();
+    assert!(c.send(&Request::List).is_ok());
+
+    // Any error instead of the hello ends the connection.
+    let mut c = ClientConnection::new(ClientConfig::default()).unwrap();
+    feed(&mut c, &server_bytes(&[ServerItem::Error(ErrorReply::new(ErrorCode::NOT_FOUND, "odd"))])).unwrap();
+    assert!(c.is_closed());
+}

@@ -35,7 +35,7 @@ fn replay(t: &Transcript, delivery: Delivery) -> Result<(), String> {
     let config = Arc::new(ServerConfig { anonymous: Some(Role::Write), ..Default::default() });
     let now = Instant::now();
     let mut store = MemoryStore::default();
-    for steps in t.render(&Vars { prefix: "mem-".into(), token: String::new() }) {
+    for steps in t.render(&Vars { prefix: "mem-".into(), token: String::new() }).map_err(|e| e.to_string())? {
         let mut conn = MemoryConnection::new(config.clone(), now);
         let mut pending: Vec<u8> = Vec::new();
         let mut received: Vec<u8> = Vec::new();

@@ -389,6 +389,9 @@ fn frame_head(i: &[u8]) -> PResult<'_, FrameHead> {
 fn entry(i: &[u8]) -> PResult<'_, Entry> {
     let (i, name) = checked_name(i)?;
     let (i, size) = be_u64(i)?;
+    if size > FILE_SIZE_CEILING {
+        return fail(DecodeError::FileTooLarge { size, max: FILE_SIZE_CEILING });
+    }
     let (i, mtime_ms) = be_i64(i)?;
     let (i, has_md5) = presence(i)?;
     let (i, md5) = if has_md5 {
