@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use cap_fs_ext::{FollowSymlinks, MetadataExt, OpenOptionsFollowExt};
+use cap_fs_ext::{FollowSymlinks, MetadataExt, OpenOptionsFollowExt, OpenOptionsMaybeDirExt};
 use cap_std::fs::{Dir, Metadata, OpenOptions};
 use ferry_proto::digest::Hasher;
 use ferry_proto::{Digest, Entry, ErrorCode, Name, PutHead, PutMode};
@@ -334,8 +334,11 @@ impl Upload {
             }
         };
         self.tmp_name = None;
-        // The rename is durable only once the directory is.
-        root.try_clone()?.into_std_file().sync_all()?;
+        // The rename is durable only once the directory is. cap-std's directory handle is an
+        // O_PATH descriptor, which cannot be fsynced: open the directory readable for that.
+        let mut dir = OpenOptions::new();
+        dir.read(true).maybe_dir(true);
+        root.open_with(".", &dir)?.sync_all()?;
         self.store.digests.insert(key, self.head.frame.md5);
         Ok(replaced)
     }

@@ -1,0 +1,236 @@
+//! Every transcript of spec/transcripts/, replayed against the server byte for byte modulo its
+//! placeholders, under five deliveries of the client's bytes. The verdict must not change with
+//! the delivery (`[ENC-5]`).
+
+use std::time::{Duration, Instant};
+
+use ferry_proto::transcript::{match_step, Match, Rendered, Transcript, Vars};
+use ferry_proto::Capabilities;
+
+use crate::case::{Case, Ending, Failure, Needs, Outcome, Profile};
+use crate::context::Ctx;
+use crate::wire::Raw;
+
+/// How the client's bytes are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Each group of consecutive `C:` lines in one write.
+    Whole,
+    /// One byte per write.
+    Bytewise,
+    /// One write per field.
+    Fields,
+    /// All of a connection's client bytes in one write, before any reply is read.
+    Pipelined,
+    /// Whole writes, but replies read a few bytes at a time.
+    SlowReader,
+}
+
+impl Delivery {
+    pub const ALL: [Delivery; 5] = [Self::Whole, Self::Bytewise, Self::Fields, Self::Pipelined, Self::SlowReader];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Whole => "whole",
+            Self::Bytewise => "bytewise",
+            Self::Fields => "fields",
+            Self::Pipelined => "pipelined",
+            Self::SlowReader => "slow-reader",
+        }
+    }
+}
+
+/// The cases: one per transcript and delivery.
+pub fn cases(transcripts: &[(&'static str, &'static str)]) -> Vec<Case> {
+    let mut out = Vec::new();
+    for &(file, text) in transcripts {
+        let stem = file.trim_end_matches(".ft");
+        let t = match Transcript::parse(text) {
+            Ok(t) => t,
+            Err(e) => {
+                let message = format!("{file}: {e}");
+                out.push(Case {
+                    id: format!("transcript.{stem}"),
+                    title: "transcript cannot be read".into(),
+                    requirements: vec![],
+                    needs: Needs::default(),
+                    run: Box::new(move |_| Outcome::HarnessError(message.clone())),
+                });
+                continue;
+            }
+        };
+        let mut capabilities = Capabilities(0);
+        for c in &t.capabilities {
+            capabilities = capabilities | Capabilities::from_name(c).unwrap_or_default();
+        }
+        if t.legacy {
+            capabilities = capabilities | Capabilities::LEGACY;
+        }
+        for delivery in Delivery::ALL {
+            let t = t.clone();
+            let source = text;
+            out.push(Case {
+                id: format!("transcript.{stem}.{}", delivery.as_str()),
+                title: format!("{} ({})", t.title, delivery.as_str()),
+                requirements: t.all_requirements(),
+                needs: Needs { role: t.role, capabilities, profile: Profile::V1 },
+                run: Box::new(move |ctx| replay(&t, source, delivery, ctx)),
+            });
+        }
+    }
+    out
+}
+
+/// Replays `t` against the target; the verdict of the first step that does not match.
+pub fn replay(t: &Transcript, source: &str, delivery: Delivery, ctx: &Ctx) -> Outcome {
+    let vars = Vars { prefix: ctx.prefix.clone(), token: ctx.target.token.clone().unwrap_or_default() };
+    let connections = match t.render(&vars) {
+        Ok(c) => c,
+        Err(e) => return Outcome::HarnessError(e.to_string()),
+    };
+    let fallback_req = t.requires.first().cloned().unwrap_or_default();
+    let req_of = |line: usize| {
+        t.connections
+            .iter()
+            .flatten()
+            .find(|s| s.line == line)
+            .and_then(|s| s.requirements.first().cloned())
+            .unwrap_or_else(|| fallback_req.clone())
+    };
+    for steps in connections {
+        if let Err(mut f) = replay_connection(&steps, delivery, ctx) {
+            if f.requirement.is_none() {
+                f.requirement = Some(req_of(f_line(&f)));
+            }
+            f.transcript = Some(format!(
+                "# Failed under delivery `{}` with ${{P}} = {:?}\n{source}",
+                delivery.as_str(),
+                ctx.prefix
+            ));
+            // A reset where bytes or a close were expected, when the client had sent more than
+            // was read: that is the missing lingering close, a SHOULD (`[ERR-9]`).
+            if f.ending == Some(Ending::Reset) && delivery == Delivery::Pipelined {
+                f.requirement = Some("ERR-9".into());
+                return Outcome::Warn(f);
+            }
+            return Outcome::Fail(f);
+        }
+    }
+    Outcome::Pass
+}
+
+fn f_line(f: &Failure) -> usize {
+    f.message.strip_prefix("line ").and_then(|s| s.split(':').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+#[expect(clippy::result_large_err, reason = "a failure ends the case; its size costs nothing on the passing path")]
+fn replay_connection(steps: &[Rendered], delivery: Delivery, ctx: &Ctx) -> Result<(), Failure> {
+    let mut raw = ctx.raw().map_err(|e| Failure { message: format!("cannot connect: {e}"), ..Default::default() })?;
+    let max_read = if delivery == Delivery::SlowReader { 64 } else { 256 * 1024 };
+    let mut pos = 0;
+    let mut i = 0;
+    if delivery == Delivery::Pipelined {
+        let all: Vec<u8> = steps
+            .iter()
+            .flat_map(|s| match s {
+                Rendered::Send { bytes, .. } => bytes.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        // A writer thread, so that a server answering while it reads cannot deadlock us.
+        let mut writer =
+            raw.stream.try_clone().map_err(|e| Failure { message: e.to_string(), ..Default::default() })?;
+        std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut writer, &all);
+        });
+    }
+    while i < steps.len() {
+        match &steps[i] {
+            Rendered::Send { bytes, boundaries, .. } => {
+                if delivery != Delivery::Pipelined {
+                    let cuts: Vec<usize> = match delivery {
+                        Delivery::Bytewise => (1..bytes.len()).collect(),
+                        Delivery::Fields => boundaries.clone(),
+                        _ => Vec::new(),
+                    };
+                    let mut from = 0;
+                    for to in cuts.into_iter().chain([bytes.len()]) {
+                        raw.send(&bytes[from..to]).map_err(|e| io_failure(&raw, e))?;
+                        from = to;
+                    }
+                }
+            }
+            Rendered::Expect { patterns, line } => {
+                // The deadline bounds each wait for progress; the case deadline bounds them all.
+                let mut deadline = (Instant::now() + ctx.target.io_timeout).min(ctx.deadline);
+                loop {
+                    match match_step(patterns, &raw.received[pos..], raw.eof || raw.reset) {
+                        Match::Complete(n) => {
+                            pos += n;
+                            break;
+                        }
+                        Match::Mismatch(m) => {
+                            return Err(Failure {
+                                message: format!("line {line}: the server's bytes differ at offset {}", m.offset),
+                                expected: Some(m.expected),
+                                actual: Some(m.received),
+                                ending: Some(raw.ending()),
+                                ..Default::default()
+                            });
+                        }
+                        Match::NeedMore => {
+                            if delivery == Delivery::SlowReader {
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                            let progressed = raw.read_more(deadline, max_read);
+                            if progressed {
+                                deadline = (Instant::now() + ctx.target.io_timeout).min(ctx.deadline);
+                            } else if raw.eof || raw.reset || Instant::now() >= deadline {
+                                let ending = if Instant::now() >= deadline { Ending::TimedOut } else { raw.ending() };
+                                if raw.eof || raw.reset {
+                                    // One last match with EOF known (a trailing `rest`).
+                                    if let Match::Complete(n) = match_step(patterns, &raw.received[pos..], true) {
+                                        pos += n;
+                                        break;
+                                    }
+                                }
+                                return Err(Failure {
+                                    message: format!("line {line}: expected more bytes from the server ({ending})"),
+                                    actual: Some(raw.received[pos..].to_vec()),
+                                    ending: Some(ending),
+                                    ..Default::default()
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            Rendered::ExpectClose { line } => {
+                let deadline = (Instant::now() + ctx.target.io_timeout).min(ctx.deadline);
+                let closed = raw.wait_close(deadline);
+                if raw.received.len() > pos {
+                    return Err(Failure {
+                        message: format!("line {line}: the server sent more before closing"),
+                        expected: Some(Vec::new()),
+                        actual: Some(raw.received[pos..].to_vec()),
+                        ending: Some(raw.ending()),
+                        ..Default::default()
+                    });
+                }
+                if !closed {
+                    return Err(Failure {
+                        message: format!("line {line}: the server did not close the connection"),
+                        ending: Some(Ending::Open),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn io_failure(raw: &Raw, e: std::io::Error) -> Failure {
+    Failure { message: format!("sending failed: {e}"), ending: Some(raw.ending()), ..Default::default() }
+}

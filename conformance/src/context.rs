@@ -1,0 +1,67 @@
+//! What a running case can use: the target, the server's hello, a name prefix of its own.
+
+use std::time::Instant;
+
+use ferry_proto::{Name, Request, ServerHello};
+
+use crate::case::{Failure, Target};
+use crate::wire::{Conn, Problem, Raw, Reply};
+
+/// A case's view of the run.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub target: Target,
+    /// The hello the server gave the runner's probe (version 1 runs only).
+    pub server: Option<ServerHello>,
+    /// Names this case creates start with this; they are deleted after the case.
+    pub prefix: String,
+    /// When the case must be done (the runner gives up then).
+    pub deadline: Instant,
+}
+
+impl Ctx {
+    /// A valid name under this case's prefix.
+    pub fn name(&self, suffix: &str) -> Name {
+        Name::parse(&format!("{}{suffix}", self.prefix)).expect("prefix and suffix make a valid name")
+    }
+
+    /// A new version 1 connection, past the handshake, with the run's token.
+    ///
+    /// # Errors
+    /// The server refused or broke the protocol.
+    pub fn conn(&self) -> Result<Conn, Problem> {
+        Conn::open(self.target.addr, self.target.token.as_deref(), self.target.io_timeout)
+    }
+
+    /// A new raw connection.
+    ///
+    /// # Errors
+    /// The connection cannot be made.
+    pub fn raw(&self) -> std::io::Result<Raw> {
+        Raw::connect(self.target.addr, self.target.io_timeout)
+    }
+
+    /// The deadline for one network wait.
+    pub fn io_deadline(&self) -> Instant {
+        (Instant::now() + self.target.io_timeout).min(self.deadline)
+    }
+
+    /// Deletes every file whose name starts with this case's prefix (best effort).
+    pub fn cleanup(&self) {
+        let Ok(mut conn) = self.conn() else { return };
+        if let Ok(Reply::List(entries)) = conn.call(&Request::List) {
+            for e in entries.into_iter().filter(|e| e.name.as_str().starts_with(&self.prefix)) {
+                let _ = conn.call(&Request::Delete(e.name));
+            }
+        }
+    }
+}
+
+/// Turns a problem talking to the server into a failure of `requirement`.
+pub fn broke(requirement: &str, what: &str, p: &Problem) -> Failure {
+    let mut f = Failure::new(requirement, format!("{what}: {p}"));
+    if let Problem::Ended(e) = p {
+        f.ending = Some(e.clone());
+    }
+    f
+}

@@ -1,0 +1,80 @@
+//! Which requirements the cases check: every server MUST that can be observed on the wire needs
+//! at least one case.
+
+use std::fmt::Write;
+
+use ferry_proto::requirements::{Level, Requirement};
+
+use crate::case::Case;
+
+/// Requirements on clients (or receivers in the client role): a server suite cannot observe them.
+/// ferry-proto's client machine and the `ferry` client's tests check them.
+pub const CLIENT_SIDE: &[&str] = &[
+    "ENC-3", "HELLO-7", "HELLO-8", "REQ-7", "GET-7", "PUT-6", "BYE-2", "BYE-3", "ERR-2", "ERR-3", "ERR-5", "NAME-11",
+    "NAME-12", "TIME-6", "LEG-6",
+];
+
+/// Server requirements no client can observe over the wire, and why.
+pub const NOT_ON_THE_WIRE: &[(&str, &str)] = &[
+    ("SEC-1", "what a server writes to its logs"),
+    ("STORE-3", "durability across a power loss"),
+    ("NAME-9", "refusing to start on case-insensitive storage"),
+    ("SEC-3", "how much work a server does at once internally"),
+];
+
+/// One requirement and the cases that cite it.
+#[derive(Debug)]
+pub struct Row<'a> {
+    pub req: &'a Requirement,
+    pub cases: Vec<&'a str>,
+    /// Why no server case is expected, if none is.
+    pub exempt: Option<&'static str>,
+}
+
+/// The coverage table, in PROTOCOL.md's order.
+pub fn table<'a>(spec: &'a [Requirement], cases: &'a [Case]) -> Vec<Row<'a>> {
+    spec.iter()
+        .map(|req| {
+            let mut ids: Vec<&str> =
+                cases.iter().filter(|c| c.requirements.iter().any(|r| r == &req.id)).map(|c| c.id.as_str()).collect();
+            ids.dedup();
+            let exempt = if CLIENT_SIDE.contains(&req.id.as_str()) {
+                Some("client side")
+            } else {
+                NOT_ON_THE_WIRE.iter().find(|(id, _)| *id == req.id).map(|(_, why)| *why)
+            };
+            Row { req, cases: ids, exempt }
+        })
+        .collect()
+}
+
+/// The text of the table and whether every observable server MUST has a case.
+pub fn report(rows: &[Row<'_>]) -> (String, bool) {
+    let mut out = String::new();
+    let mut missing = Vec::new();
+    let mut covered = 0;
+    for row in rows {
+        let level = if row.req.level == Level::Must { "MUST" } else { "SHOULD" };
+        let cases = if row.cases.is_empty() {
+            row.exempt.map_or_else(|| "(none)".to_owned(), |why| format!("(not checked here: {why})"))
+        } else {
+            covered += 1;
+            let shown: Vec<&str> = row.cases.iter().take(4).copied().collect();
+            let more = row.cases.len().saturating_sub(4);
+            if more > 0 {
+                format!("{} … and {more} more", shown.join(", "))
+            } else {
+                shown.join(", ")
+            }
+        };
+        let _ = writeln!(out, "{:<10} {:<6} § {:<5} {}", row.req.id, level, row.req.section, cases);
+        if row.cases.is_empty() && row.exempt.is_none() && row.req.level == Level::Must {
+            missing.push(row.req.id.as_str());
+        }
+    }
+    let _ = writeln!(out, "\n{covered} of {} requirements checked by at least one case", rows.len());
+    if !missing.is_empty() {
+        let _ = writeln!(out, "server MUSTs with no case: {}", missing.join(" "));
+    }
+    (out, missing.is_empty())
+}

@@ -1,0 +1,310 @@
+//! `conformance`: run the suite against a server, list cases, report coverage, replay or record a
+//! transcript. Exit codes: 0 nothing failed, 1 something failed, 2 usage or harness errors.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ferry_conformance::case::{Outcome, Profile, Target, Verdict};
+use ferry_conformance::runner::{self, Selection};
+use ferry_conformance::{cases, coverage, record, report, spec};
+
+/// Checks a Ferry server against PROTOCOL.md and reports by requirement id.
+///
+/// Exit status: 0 when nothing failed, 1 when a case failed (or timed out, or with --baseline, a
+/// verdict changed), 2 for usage errors, an unreachable server or harness errors.
+#[derive(Debug, Parser)]
+#[command(name = "conformance", version, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the cases against a live server.
+    Run(RunArgs),
+    /// List the cases and the requirements they check.
+    List(SelectArgs),
+    /// List every requirement of PROTOCOL.md with the cases that check it; fails if a server MUST
+    /// that can be observed on the wire has none.
+    Coverage,
+    /// Replay one transcript file against a server.
+    Replay {
+        file: PathBuf,
+        server: String,
+        #[arg(long)]
+        token: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Relay one client session to a server and write it as a transcript.
+    Record {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        upstream: String,
+        /// Write the transcript here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct SelectArgs {
+    /// Run only cases whose id starts with this (repeatable).
+    #[arg(long = "case")]
+    case_ids: Vec<String>,
+    /// Run only cases checking a requirement id starting with this (repeatable).
+    #[arg(long = "requirement")]
+    requirements: Vec<String>,
+    /// Skip cases whose id starts with this (repeatable).
+    #[arg(long)]
+    skip: Vec<String>,
+    /// Which protocol the server speaks.
+    #[arg(long, value_enum, default_value_t = ProfileArg::V1)]
+    profile: ProfileArg,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The server, HOST:PORT.
+    server: String,
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Seconds each case may take; each network wait gets at most a third of it.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Cases run in parallel.
+    #[arg(short = 'j', long, default_value_t = 1)]
+    jobs: usize,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Write the report here instead of stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// A token for the role cases need (write and admin cases are skipped without one, unless
+    /// the server grants those roles anonymously).
+    #[arg(long, env = "FERRY_TOKEN")]
+    token: Option<String>,
+    /// Seed for generated sessions (printed with every run, to reproduce it).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Generated sessions to run.
+    #[arg(long, default_value_t = 32)]
+    cases: u32,
+    /// Count warnings (SHOULDs not met) as failures.
+    #[arg(long)]
+    strict: bool,
+    /// Show why cases were skipped or unsupported.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Write a transcript reproducing each failure into this directory.
+    #[arg(long)]
+    save_failures: Option<PathBuf>,
+    /// Expected verdicts (JSON `{"CASE-ID": {"verdict": "fail", "reason": "…"}}`): only differences
+    /// from it fail the run.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProfileArg {
+    V1,
+    Legacy,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Junit,
+}
+
+fn resolve(server: &str) -> Result<SocketAddr, String> {
+    server
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {server}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{server} resolves to no address"))
+}
+
+fn profile(p: ProfileArg) -> Profile {
+    match p {
+        ProfileArg::V1 => Profile::V1,
+        ProfileArg::Legacy => Profile::Legacy,
+    }
+}
+
+fn selected(select: &SelectArgs) -> Vec<ferry_conformance::case::Case> {
+    let sel = Selection {
+        cases: select.case_ids.clone(),
+        requirements: select.requirements.clone(),
+        skip: select.skip.clone(),
+    };
+    let p = profile(select.profile);
+    cases::all().into_iter().filter(|c| c.needs.profile == p && sel.admits(c)).collect()
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("conformance: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> Result<ExitCode, String> {
+    match Cli::parse().command {
+        Command::List(select) => {
+            for c in selected(&select) {
+                println!("{:<60} [{}]  {}", c.id, c.requirements.join(" "), c.title);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Coverage => {
+            let spec = spec::requirements();
+            let all = cases::all();
+            let (text, ok) = coverage::report(&coverage::table(&spec, &all));
+            print!("{text}");
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Record { listen, upstream, out } => {
+            let listener = TcpListener::bind(listen).map_err(|e| format!("binding {listen}: {e}"))?;
+            eprintln!("recording on {}", listener.local_addr().map_err(|e| e.to_string())?);
+            let text = record::record_one(&listener, resolve(&upstream)?, Duration::from_secs(30))
+                .map_err(|e| format!("recording: {e}"))?;
+            match out {
+                Some(p) => std::fs::write(&p, text).map_err(|e| format!("writing {}: {e}", p.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { file, server, token, timeout } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+            let t =
+                ferry_proto::transcript::Transcript::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            let target = target(resolve(&server)?, token, timeout, Profile::V1, 0, 0);
+            let ctx = ferry_conformance::context::Ctx {
+                prefix: target.run_prefix.clone(),
+                deadline: std::time::Instant::now() + target.case_timeout,
+                server: None,
+                target,
+            };
+            let outcome = cases::transcripts::replay(&t, &text, cases::transcripts::Delivery::Whole, &ctx);
+            let result = runner::CaseResult {
+                id: format!("replay.{}", file.display()),
+                title: t.title.clone(),
+                requirements: t.all_requirements(),
+                verdict: match &outcome {
+                    Outcome::Pass => Verdict::Pass,
+                    Outcome::Warn(_) => Verdict::Warn,
+                    Outcome::Fail(_) => Verdict::Fail,
+                    _ => Verdict::HarnessError,
+                },
+                outcome,
+                duration: Duration::ZERO,
+            };
+            print!("{}", report::text(std::slice::from_ref(&result), &spec::requirements(), true));
+            Ok(match result.verdict {
+                Verdict::Pass | Verdict::Warn => ExitCode::SUCCESS,
+                Verdict::Fail => ExitCode::from(1),
+                _ => ExitCode::from(2),
+            })
+        }
+        Command::Run(args) => run(args),
+    }
+}
+
+fn target(addr: SocketAddr, token: Option<String>, timeout: u64, profile: Profile, seed: u64, cases: u32) -> Target {
+    let timeout = timeout.max(3);
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    Target {
+        addr,
+        token,
+        io_timeout: Duration::from_secs(timeout / 3),
+        case_timeout: Duration::from_secs(timeout),
+        profile,
+        seed,
+        model_cases: cases,
+        verbose: false,
+        run_prefix: format!("cf{:x}-", (nonce as u64 ^ u64::from(std::process::id())) & 0xffff_ffff),
+    }
+}
+
+fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let addr = resolve(&args.server)?;
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
+    });
+    let mut target = target(addr, args.token.clone(), args.timeout, profile(args.select.profile), seed, args.cases);
+    target.verbose = args.verbose;
+    let server = runner::probe(&target)?;
+    let cases = selected(&args.select);
+    if cases.is_empty() {
+        return Err("no case selected".into());
+    }
+    eprintln!("running {} cases against {addr} (seed {seed}, prefix {})", cases.len(), target.run_prefix);
+    let results = runner::run(cases, &target, server, args.jobs, args.strict);
+    let spec = spec::requirements();
+    let text = match args.format {
+        Format::Text => report::text(&results, &spec, args.verbose),
+        Format::Json => report::json(&results, seed),
+        Format::Junit => report::junit(&results, &spec),
+    };
+    match &args.output {
+        Some(p) => std::fs::write(p, &text).map_err(|e| format!("writing {}: {e}", p.display()))?,
+        None => print!("{text}"),
+    }
+    if args.output.is_some() || !matches!(args.format, Format::Text) {
+        eprintln!("{}", report::summary_line(&results));
+    }
+    if let Some(dir) = &args.save_failures {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        for r in &results {
+            if let Outcome::Fail(f) | Outcome::Warn(f) = &r.outcome {
+                if let Some(t) = &f.transcript {
+                    let path = dir.join(format!("{}.ft", r.id));
+                    std::fs::write(&path, t).map_err(|e| format!("writing {}: {e}", path.display()))?;
+                }
+            }
+        }
+    }
+    let harness = results.iter().any(|r| r.verdict == Verdict::HarnessError);
+    let failed = match &args.baseline {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let expected: HashMap<String, serde_json::Value> =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut differs = false;
+            for r in &results {
+                let want = expected
+                    .get(&r.id)
+                    .and_then(|v| v.get("verdict"))
+                    .and_then(|v| v.as_str())
+                    .and_then(Verdict::parse)
+                    .unwrap_or(Verdict::Pass);
+                let got = if r.verdict == Verdict::Warn { Verdict::Pass } else { r.verdict };
+                if got != want && !matches!(got, Verdict::Skipped | Verdict::Unsupported) {
+                    eprintln!("baseline: {} is {} (expected {})", r.id, got.as_str(), want.as_str());
+                    differs = true;
+                }
+            }
+            differs
+        }
+        None => results.iter().any(|r| matches!(r.verdict, Verdict::Fail | Verdict::Timeout)),
+    };
+    Ok(if failed {
+        ExitCode::from(1)
+    } else if harness {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

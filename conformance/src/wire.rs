@@ -1,0 +1,356 @@
+//! Talking to the server under test: a raw byte connection for replaying exact bytes, and a
+//! typed connection on ferry-proto's client machine for cases that reason about replies.
+//!
+//! Every wait has a deadline; nothing here can hang a case.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use ferry_proto::client::{ClientConfig, ClientConnection, ClientError};
+use ferry_proto::{ConnRecord, Entry, ErrorReply, FrameHead, Name, PutHead, PutMode, Request, ServerHello, ServerItem};
+
+use crate::case::Ending;
+
+/// A problem talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("the server broke the protocol: {0}")]
+    Protocol(#[from] ClientError),
+    #[error("the connection ended: {0}")]
+    Ended(Ending),
+    #[error("network error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A byte connection with deadlines.
+#[derive(Debug)]
+pub struct Raw {
+    pub stream: TcpStream,
+    pub timeout: Duration,
+    /// Bytes received and not yet taken.
+    pub received: Vec<u8>,
+    pub eof: bool,
+    pub reset: bool,
+}
+
+impl Raw {
+    /// Connects, with `timeout` on the connect and each later wait.
+    ///
+    /// # Errors
+    /// The connection cannot be made.
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(Self { stream, timeout, received: Vec::new(), eof: false, reset: false })
+    }
+
+    /// Writes all of `bytes`. A write error after the server closed is not an error here: the
+    /// verdict comes from what was read.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self.stream.write_all(bytes) {
+            Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {
+                self.reset = true;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Shuts the sending side (a half-close: "the client has nothing more to say").
+    pub fn finish_sending(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// Reads what arrives, up to `max` bytes, waiting until `deadline`. Returns false if nothing
+    /// more can come (EOF or reset) or the deadline passed with nothing.
+    pub fn read_more(&mut self, deadline: Instant, max: usize) -> bool {
+        if self.eof || self.reset {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        let _ = self.stream.set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))));
+        let mut buf = vec![0u8; max.clamp(1, 256 * 1024)];
+        match self.stream.read(&mut buf) {
+            Ok(0) => {
+                self.eof = true;
+                false
+            }
+            Ok(n) => {
+                self.received.extend_from_slice(&buf[..n]);
+                true
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => true,
+            Err(_) => {
+                self.reset = true;
+                false
+            }
+        }
+    }
+
+    /// How the connection stands, for a report.
+    pub fn ending(&self) -> Ending {
+        if self.reset {
+            Ending::Reset
+        } else if self.eof {
+            Ending::OrderlyClose
+        } else {
+            Ending::Open
+        }
+    }
+
+    /// Waits for the server to close; true if it did (orderly or by reset) before the deadline.
+    /// Bytes that arrive meanwhile are kept in `received`.
+    pub fn wait_close(&mut self, deadline: Instant) -> bool {
+        while !self.eof && !self.reset {
+            if !self.read_more(deadline, 64 * 1024) && Instant::now() >= deadline {
+                break;
+            }
+        }
+        self.eof || self.reset
+    }
+}
+
+/// A whole reply, assembled from its items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Error(ErrorReply),
+    List(Vec<Entry>),
+    Stat(Entry),
+    Get { offset: u64, frame: FrameHead, data: Vec<u8> },
+    Put { replaced: bool },
+    Delete,
+    Status(Vec<ConnRecord>),
+    Help(String),
+    Bye,
+    Shutdown,
+}
+
+impl Reply {
+    /// The error code, if this is an error.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            Self::Error(e) => Some(e.code.0),
+            _ => None,
+        }
+    }
+
+    /// A short description, for failure messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Error(e) => format!("error {e}"),
+            Self::List(v) => format!("LIST of {}", v.len()),
+            Self::Stat(e) => format!("STAT {} ({} bytes)", e.name, e.size),
+            Self::Get { offset, frame, data } => {
+                format!("GET {} from {offset}: {} data bytes, md5 {}", frame.name, data.len(), frame.md5)
+            }
+            Self::Put { replaced } => format!("PUT ok (replaced: {replaced})"),
+            Self::Delete => "DELETE ok".into(),
+            Self::Status(v) => format!("STATUS of {}", v.len()),
+            Self::Help(_) => "HELP".into(),
+            Self::Bye => "BYE ok".into(),
+            Self::Shutdown => "SHUTDOWN ok".into(),
+        }
+    }
+}
+
+/// A version 1 connection on ferry-proto's client machine.
+#[derive(Debug)]
+pub struct Conn {
+    pub raw: Raw,
+    pub client: ClientConnection,
+    pub hello: ServerHello,
+}
+
+impl Conn {
+    /// Connects and completes the handshake.
+    ///
+    /// # Errors
+    /// The server refused (an error reply in `Problem::Ended`) or broke the protocol.
+    pub fn open(addr: SocketAddr, token: Option<&str>, timeout: Duration) -> Result<Self, Problem> {
+        let raw = Raw::connect(addr, timeout)?;
+        let client = ClientConnection::new(ClientConfig { token: token.map(str::to_owned), ..Default::default() })?;
+        let mut conn = Self { raw, client, hello: placeholder_hello() };
+        conn.flush()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match conn.next_item(deadline)? {
+                Owned::Item(ServerItem::Hello(h)) => {
+                    conn.hello = h;
+                    return Ok(conn);
+                }
+                Owned::Item(ServerItem::Error(e)) => {
+                    return Err(Problem::Ended(Ending::ErrorReply { code: e.code.0, message: e.message }))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), Problem> {
+        let out = self.client.pending_output().to_vec();
+        self.raw.send(&out)?;
+        self.client.consume_output(out.len());
+        Ok(())
+    }
+
+    /// Sends a request (and for a PUT, `data`).
+    ///
+    /// # Errors
+    /// The client machine refuses (after BYE), or the network fails.
+    pub fn send(&mut self, request: &Request, data: &[u8]) -> Result<(), Problem> {
+        self.client.send(request)?;
+        if let Request::Put(_) = request {
+            self.client.send_data(data)?;
+        }
+        self.flush()
+    }
+
+    fn next_item(&mut self, deadline: Instant) -> Result<Owned, Problem> {
+        loop {
+            let (n, item) = self.client.handle_input(&self.raw.received)?;
+            let owned = item.map(|i| match i {
+                ServerItem::Data(d) => Owned::Data(d.to_vec()),
+                other => Owned::Item(own(other)),
+            });
+            self.raw.received.drain(..n);
+            if let Some(item) = owned {
+                return Ok(item);
+            }
+            if !self.raw.read_more(deadline, 256 * 1024) {
+                if self.raw.eof || self.raw.reset {
+                    self.client.handle_eof(&self.raw.received)?;
+                    return Err(Problem::Ended(self.raw.ending()));
+                }
+                if Instant::now() >= deadline {
+                    return Err(Problem::Ended(Ending::TimedOut));
+                }
+            }
+        }
+    }
+
+    /// Reads one whole reply.
+    ///
+    /// # Errors
+    /// The connection ended, timed out, or the server broke the protocol.
+    pub fn reply(&mut self) -> Result<Reply, Problem> {
+        let deadline = Instant::now() + self.raw.timeout;
+        let Owned::Item(head) = self.next_item(deadline)? else {
+            return Err(Problem::Protocol(ClientError::UnexpectedReply { expected: "a reply".into(), got: "data" }));
+        };
+        Ok(match head {
+            ServerItem::Error(e) => Reply::Error(e),
+            ServerItem::ListStart { count } => {
+                let mut v = Vec::new();
+                for _ in 0..count {
+                    if let Owned::Item(ServerItem::Entry(e)) = self.next_item(deadline)? {
+                        v.push(e);
+                    }
+                }
+                Reply::List(v)
+            }
+            ServerItem::StatusStart { count } => {
+                let mut v = Vec::new();
+                for _ in 0..count {
+                    if let Owned::Item(ServerItem::Connection(c)) = self.next_item(deadline)? {
+                        v.push(c);
+                    }
+                }
+                Reply::Status(v)
+            }
+            ServerItem::Stat(e) => Reply::Stat(e),
+            ServerItem::GetHead { offset, frame } => {
+                let mut data = Vec::new();
+                loop {
+                    // Large bodies get a fresh deadline per read: the deadline bounds waits.
+                    match self.next_item(Instant::now() + self.raw.timeout)? {
+                        Owned::Data(d) => data.extend_from_slice(&d),
+                        Owned::Item(ServerItem::DataEnd) => break,
+                        Owned::Item(_) => {}
+                    }
+                }
+                Reply::Get { offset, frame, data }
+            }
+            ServerItem::PutOk { replaced } => Reply::Put { replaced },
+            ServerItem::DeleteOk => Reply::Delete,
+            ServerItem::Help(t) => Reply::Help(t),
+            ServerItem::ByeOk => Reply::Bye,
+            ServerItem::ShutdownOk => Reply::Shutdown,
+            other => {
+                return Err(Problem::Protocol(ClientError::UnexpectedReply {
+                    expected: "a reply".into(),
+                    got: match other {
+                        ServerItem::Hello(_) => "hello",
+                        _ => "a fragment",
+                    },
+                }))
+            }
+        })
+    }
+
+    /// Sends a request and reads its reply.
+    ///
+    /// # Errors
+    /// As [`Self::reply`].
+    pub fn call(&mut self, request: &Request) -> Result<Reply, Problem> {
+        self.send(request, &[])?;
+        self.reply()
+    }
+
+    /// Uploads `data` as `name`.
+    ///
+    /// # Errors
+    /// As [`Self::reply`].
+    pub fn put(&mut self, name: &Name, mode: PutMode, data: &[u8]) -> Result<Reply, Problem> {
+        let frame = FrameHead { name: name.clone(), size: data.len() as u64, md5: ferry_proto::Digest::of(data) };
+        self.send(&Request::Put(PutHead { mode, frame }), data)?;
+        self.reply()
+    }
+}
+
+/// An item taken out of the receive buffer.
+enum Owned {
+    Item(ServerItem<'static>),
+    Data(Vec<u8>),
+}
+
+fn placeholder_hello() -> ServerHello {
+    ServerHello {
+        version: 0,
+        role: ferry_proto::Role::Read,
+        capabilities: ferry_proto::Capabilities(0),
+        max_name_len: 0,
+        max_file_size: 0,
+        max_clients: 0,
+        idle_timeout_ms: 0,
+        request_timeout_ms: 0,
+    }
+}
+
+/// Items other than data own their contents already; this only re-labels the lifetime.
+fn own(item: ServerItem<'_>) -> ServerItem<'static> {
+    match item {
+        ServerItem::Hello(h) => ServerItem::Hello(h),
+        ServerItem::Error(e) => ServerItem::Error(e),
+        ServerItem::ListStart { count } => ServerItem::ListStart { count },
+        ServerItem::Entry(e) => ServerItem::Entry(e),
+        ServerItem::Stat(e) => ServerItem::Stat(e),
+        ServerItem::GetHead { offset, frame } => ServerItem::GetHead { offset, frame },
+        ServerItem::PutOk { replaced } => ServerItem::PutOk { replaced },
+        ServerItem::DeleteOk => ServerItem::DeleteOk,
+        ServerItem::StatusStart { count } => ServerItem::StatusStart { count },
+        ServerItem::Connection(c) => ServerItem::Connection(c),
+        ServerItem::Help(t) => ServerItem::Help(t),
+        ServerItem::ByeOk => ServerItem::ByeOk,
+        ServerItem::ShutdownOk => ServerItem::ShutdownOk,
+        ServerItem::LegacyOk(f) => ServerItem::LegacyOk(f),
+        ServerItem::LegacyErrorStart => ServerItem::LegacyErrorStart,
+        ServerItem::Data(_) => ServerItem::Data(&[]),
+        ServerItem::DataEnd => ServerItem::DataEnd,
+    }
+}
