@@ -26,9 +26,13 @@ struct Cli {
     /// Directory to serve; created if missing.
     #[arg(long, default_value = "./server_files")]
     root: PathBuf,
-    /// I/O engine.
-    #[arg(long, value_enum, default_value_t = Engine::Blocking)]
+    /// I/O engine: `blocking` (a thread per client, the reference) or `async` (tokio, for many
+    /// clients at once); which are available depends on the build's cargo features.
+    #[arg(long, value_enum, default_value_t = Engine::default())]
     engine: Engine,
+    /// Reactor threads of the async engine (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
     /// Connections served at once; the next one gets BUSY and is closed.
     #[arg(long, default_value_t = 64)]
     max_clients: u32,
@@ -82,10 +86,26 @@ struct Cli {
     log_level: String,
 }
 
+#[cfg(not(any(feature = "blocking", feature = "async")))]
+compile_error!("ferryd needs at least one engine: enable the `blocking` or `async` feature");
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Engine {
     /// One thread per client (the reference engine).
+    #[cfg(feature = "blocking")]
     Blocking,
+    /// Tokio tasks on a few reactor threads.
+    #[cfg(feature = "async")]
+    Async,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        #[cfg(feature = "blocking")]
+        return Self::Blocking;
+        #[cfg(not(feature = "blocking"))]
+        return Self::Async;
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -178,7 +198,10 @@ fn main() -> Result<()> {
     println!("listening on {addr}");
     std::io::stdout().flush()?;
     match cli.engine {
+        #[cfg(feature = "blocking")]
         Engine::Blocking => ferry_blocking::serve(server, listener)?,
+        #[cfg(feature = "async")]
+        Engine::Async => ferry_async::serve_blocking(server, listener, cli.workers)?,
     }
     Ok(())
 }
