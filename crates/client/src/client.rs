@@ -1,0 +1,518 @@
+//! [`Client`]: every command, with retries, on one connection kept open between commands.
+
+use std::fs::File;
+use std::io::{self, Seek};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_proto::{Capabilities, ConnRecord, Digest, Entry, ErrorCode, ErrorReply, FrameHead, Name, PutHead, PutMode};
+use ferry_proto::{RequestKind, ServerHello};
+
+use crate::conn::Connection;
+use crate::error::Error;
+use crate::hashing::{hash_file, HashMode, HashSink};
+use crate::local::Part;
+use crate::progress::Progress;
+use crate::ratelimit::RateLimit;
+use crate::retry::{Budget, RetryPolicy};
+
+/// The port-less default of `--server`.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:9999";
+
+/// How to reach the server and how hard to try.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HOST:PORT`.
+    pub server: String,
+    /// Presented in the hello; `None` asks for the server's anonymous role.
+    pub token: Option<String>,
+    /// The deadline of each connect, read and write.
+    pub timeout: Duration,
+    /// Retries for connecting and for transfers cut off.
+    pub retry: RetryPolicy,
+    /// Where a download's MD5 is computed.
+    pub hash_mode: HashMode,
+    /// Transfers go no faster than this many bytes a second.
+    pub rate_limit: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: DEFAULT_SERVER.to_owned(),
+            token: None,
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            hash_mode: HashMode::default(),
+            rate_limit: None,
+        }
+    }
+}
+
+/// How the client waits between attempts; replaced in tests.
+pub type Sleep = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// A finished, verified download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downloaded {
+    pub name: Name,
+    /// Where the file now is.
+    pub path: PathBuf,
+    pub size: u64,
+    pub md5: Digest,
+    /// The first offset above 0 that a GET asked for, if the download was resumed (from a
+    /// `.part` file left earlier, or after a connection was cut off).
+    pub resumed_from: Option<u64>,
+    /// Times the download started again from byte 0 (the file changed on the server, or a
+    /// resumed file did not verify).
+    pub restarts: u32,
+}
+
+/// A finished upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub name: Name,
+    pub size: u64,
+    pub md5: Digest,
+    /// It replaced a file of that name.
+    pub replaced: bool,
+}
+
+/// What one download attempt ended with.
+enum Step {
+    /// Data complete and its MD5 matches the frame's.
+    Verified(FrameHead),
+    /// Start again from byte 0, for this reason.
+    Restart(&'static str),
+}
+
+/// A download's state that outlives an attempt.
+struct DownloadState {
+    /// The digest of the bytes in the `.part` file so far; `None` until an attempt needs it.
+    sink: Option<HashSink>,
+    resumed_from: Option<u64>,
+    restarts: u32,
+    /// A resumed download that failed to verify is tried once more from byte 0.
+    retried_whole: bool,
+}
+
+/// A Ferry client: one server, one connection at a time, opened when first needed, reopened
+/// when it breaks, and kept between commands (the shell's commands share it).
+pub struct Client {
+    config: Config,
+    conn: Option<Connection>,
+    sleep: Sleep,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("config", &self.config).field("connected", &self.conn.is_some()).finish()
+    }
+}
+
+impl Client {
+    /// A client for `config`; nothing is connected yet.
+    pub fn new(config: Config) -> Self {
+        Self { config, conn: None, sleep: Arc::new(std::thread::sleep) }
+    }
+
+    /// Replaces how the client waits between attempts (tests record the delays instead).
+    #[must_use]
+    pub fn with_sleep(mut self, sleep: Sleep) -> Self {
+        self.sleep = sleep;
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The server's hello, once connected.
+    pub fn server_hello(&self) -> Option<&ServerHello> {
+        self.conn.as_ref().map(Connection::hello)
+    }
+
+    /// Our address as the server sees it, once connected.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.conn.as_ref().and_then(Connection::local_addr)
+    }
+
+    /// Connects now (with retries), rather than at the first command.
+    ///
+    /// # Errors
+    /// No connection could be made within the retries, or the server refused it.
+    pub fn connect(&mut self, progress: &mut dyn Progress) -> Result<ServerHello, Error> {
+        self.run(true, progress, |c| Ok(*c.hello()))
+    }
+
+    /// Says goodbye (`[BYE-3]`) and closes the connection, if one is open.
+    pub fn close(&mut self) {
+        if let Some(mut c) = self.conn.take() {
+            if c.is_usable() {
+                c.bye();
+            }
+        }
+    }
+
+    /// LIST.
+    ///
+    /// # Errors
+    /// As for every command: refused, or the connection failed within the retries.
+    pub fn list(&mut self, progress: &mut dyn Progress) -> Result<Vec<Entry>, Error> {
+        self.run(true, progress, Connection::list)
+    }
+
+    /// STAT.
+    ///
+    /// # Errors
+    /// As for every command.
+    pub fn stat(&mut self, name: &Name, progress: &mut dyn Progress) -> Result<Entry, Error> {
+        self.run(true, progress, |c| c.stat(name))
+    }
+
+    /// STATUS.
+    ///
+    /// # Errors
+    /// As for every command.
+    pub fn status(&mut self, progress: &mut dyn Progress) -> Result<Vec<ConnRecord>, Error> {
+        self.run(true, progress, Connection::status)
+    }
+
+    /// HELP: the server's text, as received (escape it before printing).
+    ///
+    /// # Errors
+    /// As for every command.
+    pub fn help(&mut self, progress: &mut dyn Progress) -> Result<String, Error> {
+        self.run(true, progress, Connection::help)
+    }
+
+    /// DELETE. Not idempotent: repeated only if the server certainly did not get it.
+    ///
+    /// # Errors
+    /// As for every command.
+    pub fn delete(&mut self, name: &Name, progress: &mut dyn Progress) -> Result<(), Error> {
+        self.run(false, progress, |c| c.delete(name))
+    }
+
+    /// SHUTDOWN (needs the admin role); the connection is closed after it.
+    ///
+    /// # Errors
+    /// As for every command; `FORBIDDEN` without an admin token.
+    pub fn shutdown(&mut self, progress: &mut dyn Progress) -> Result<(), Error> {
+        self.connect(progress)?;
+        let conn = self.conn.take().expect("connected");
+        conn.shutdown()
+    }
+
+    /// Downloads `name` to `dest`, through `dest.part`, resuming what an earlier attempt left
+    /// there when it belongs to the same file (see [`crate::local`]). The MD5 of the whole file is
+    /// checked before it gets its final name; a file at `dest` is replaced only with `overwrite`.
+    ///
+    /// # Errors
+    /// Refused by the server; the connection failed within the retries (the `.part` file stays,
+    /// to be resumed); the data did not match its MD5 (nothing is kept); `dest` exists; a local
+    /// file operation failed.
+    pub fn download(
+        &mut self,
+        name: &Name,
+        dest: &Path,
+        overwrite: bool,
+        progress: &mut dyn Progress,
+    ) -> Result<Downloaded, Error> {
+        if !overwrite && std::fs::symlink_metadata(dest).is_ok() {
+            return Err(Error::LocalExists { path: dest.to_owned() });
+        }
+        if dest.is_dir() {
+            return Err(Error::Usage(format!("{} is a directory", dest.display())));
+        }
+        let mut part = Part::open(dest)?;
+        let mut state = DownloadState { sink: None, resumed_from: None, restarts: 0, retried_whole: false };
+        let config = self.config.clone();
+        let policy = config.retry.clone();
+        let mut budget = Budget::new(&policy);
+        let outcome = loop {
+            let held = part.len();
+            let attempt = match self.connection() {
+                Ok(conn) => download_once(conn, name, &mut part, &mut state, &config, progress),
+                Err(e) => Err(e),
+            };
+            self.drop_if_unusable();
+            match attempt {
+                Ok(Step::Verified(frame)) => break Ok(frame),
+                Ok(Step::Restart(why)) => {
+                    state.restarts += 1;
+                    progress.restarting(name, why);
+                }
+                Err(e) if e.is_transient() => match budget.failed(part.len() > held) {
+                    Some(delay) => {
+                        progress.retrying(&e, delay, budget.retry_number(), policy.retries);
+                        (self.sleep)(delay);
+                    }
+                    None => break Err(gave_up(e, budget.attempts())),
+                },
+                Err(e) => break Err(gave_up(e, budget.attempts() + 1)),
+            }
+        };
+        match outcome {
+            Ok(frame) => {
+                part.publish(overwrite)?;
+                Ok(Downloaded {
+                    name: name.clone(),
+                    path: dest.to_owned(),
+                    size: frame.size,
+                    md5: frame.md5,
+                    resumed_from: state.resumed_from,
+                    restarts: state.restarts,
+                })
+            }
+            Err(e) => {
+                // Keep what can be resumed; leave nothing that failed verification, and no empty
+                // `.part` behind a download that never started.
+                if matches!(e, Error::ChecksumMismatch { .. }) || part.is_empty() {
+                    part.discard();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Uploads the local file `path` as `name`. Its MD5 is computed first (the frame carries it
+    /// before the data), then the data is streamed. An upload cut off is sent again from the
+    /// start; in create-only mode, only if the server cannot have stored it.
+    ///
+    /// # Errors
+    /// Refused by the server (`EXISTS` in create-only mode…); the connection failed within the
+    /// retries; the server's check of the data failed, or the file changed while being sent;
+    /// the file cannot be read.
+    pub fn upload(
+        &mut self,
+        path: &Path,
+        name: &Name,
+        mode: PutMode,
+        progress: &mut dyn Progress,
+    ) -> Result<Uploaded, Error> {
+        let local = |what, source| Error::Local { what, path: path.to_owned(), source };
+        let mut file = File::open(path).map_err(|e| local("open", e))?;
+        let before = file.metadata().map_err(|e| local("read", e))?;
+        if !before.is_file() {
+            return Err(Error::Usage(format!("{} is not a regular file", path.display())));
+        }
+        let (md5, size) = hash_file(&mut file, &mut |done, total| progress.hashing(path, done, total))
+            .map_err(|e| local("read", e))?;
+        let fingerprint = |m: &std::fs::Metadata| (m.len(), m.modified().ok());
+        let before = fingerprint(&before);
+        let changed = |file: &File| {
+            let now = file.metadata().ok();
+            now.map(|m| fingerprint(&m)) != Some(before) || before.0 != size
+        };
+        let policy = self.config.retry.clone();
+        let mut budget = Budget::new(&policy);
+        let rate = self.config.rate_limit;
+        loop {
+            let mut all_sent = false;
+            let attempt = match self.connection() {
+                Ok(conn) => {
+                    let max = conn.hello().max_file_size;
+                    if size > max {
+                        return Err(Error::Refused {
+                            op: RequestKind::Put,
+                            subject: Some(name.escaped()),
+                            reply: ErrorReply::new(
+                                ErrorCode::TOO_LARGE,
+                                format!("it is {size} bytes; the server accepts at most {max}"),
+                            ),
+                        });
+                    }
+                    file.rewind().map_err(|e| local("read", e))?;
+                    progress.transfer_started(name, size, 0);
+                    let head = PutHead { mode, frame: FrameHead { name: name.clone(), size, md5 } };
+                    let mut limit = rate.map(RateLimit::new);
+                    let mut total = 0u64;
+                    let read_err = |e: io::Error| Error::Local { what: "read", path: path.to_owned(), source: e };
+                    let r = conn.put(head, &mut file, &read_err, &mut |n| {
+                        total += n;
+                        all_sent = total == size;
+                        progress.transferred(n);
+                        if let Some(l) = &mut limit {
+                            l.consume(n);
+                        }
+                        Ok(())
+                    });
+                    if size == 0 {
+                        all_sent = true;
+                    }
+                    r
+                }
+                Err(e) => Err(e),
+            };
+            self.drop_if_unusable();
+            match attempt {
+                Ok(replaced) => {
+                    if changed(&file) {
+                        return Err(Error::LocalChanged { path: path.to_owned() });
+                    }
+                    return Ok(Uploaded { name: name.clone(), size, md5, replaced });
+                }
+                Err(e) if e.code() == Some(ErrorCode::CHECKSUM_MISMATCH) && changed(&file) => {
+                    return Err(Error::LocalChanged { path: path.to_owned() });
+                }
+                // A create-only upload whose data all went out may have been stored with its
+                // reply lost: sending it again would get EXISTS for our own file.
+                Err(e)
+                    if e.is_transient() && (mode == PutMode::Overwrite || !all_sent || e.request_not_processed()) =>
+                {
+                    match budget.failed(false) {
+                        Some(delay) => {
+                            progress.retrying(&e, delay, budget.retry_number(), policy.retries);
+                            (self.sleep)(delay);
+                        }
+                        None => return Err(gave_up(e, budget.attempts())),
+                    }
+                }
+                Err(e) => return Err(gave_up(e, budget.attempts() + 1)),
+            }
+        }
+    }
+
+    /// Runs `f` on a connection, retrying transient failures: always when `idempotent`,
+    /// otherwise only when the server cannot have carried the request out.
+    fn run<T>(
+        &mut self,
+        idempotent: bool,
+        progress: &mut dyn Progress,
+        mut f: impl FnMut(&mut Connection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let policy = self.config.retry.clone();
+        let mut budget = Budget::new(&policy);
+        loop {
+            let mut sent = false;
+            let attempt = match self.connection() {
+                Ok(conn) => {
+                    let before = conn.requests_sent();
+                    let r = f(conn);
+                    sent = conn.requests_sent() > before;
+                    r
+                }
+                Err(e) => Err(e),
+            };
+            self.drop_if_unusable();
+            match attempt {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_transient() && (idempotent || !sent || e.request_not_processed()) => {
+                    match budget.failed(false) {
+                        Some(delay) => {
+                            progress.retrying(&e, delay, budget.retry_number(), policy.retries);
+                            (self.sleep)(delay);
+                        }
+                        None => return Err(gave_up(e, budget.attempts())),
+                    }
+                }
+                Err(e) => return Err(gave_up(e, budget.attempts() + 1)),
+            }
+        }
+    }
+
+    /// The open connection, or a new one (one attempt).
+    fn connection(&mut self) -> Result<&mut Connection, Error> {
+        self.drop_if_unusable();
+        if self.conn.is_none() {
+            let c = Connection::open(&self.config.server, self.config.token.as_deref(), self.config.timeout)?;
+            self.conn = Some(c);
+        }
+        Ok(self.conn.as_mut().expect("just connected"))
+    }
+
+    /// Forgets a connection that broke, was left in the middle of a reply, or was closed by the
+    /// server while idle.
+    fn drop_if_unusable(&mut self) {
+        let usable = self.conn.as_mut().is_some_and(Connection::is_usable);
+        if !usable {
+            self.conn = None;
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The error to report after `attempts` attempts.
+fn gave_up(e: Error, attempts: u32) -> Error {
+    if attempts > 1 {
+        Error::Retried { attempts, source: Box::new(e) }
+    } else {
+        e
+    }
+}
+
+/// One attempt at a download, on `conn`.
+fn download_once(
+    conn: &mut Connection,
+    name: &Name,
+    part: &mut Part,
+    state: &mut DownloadState,
+    config: &Config,
+    progress: &mut dyn Progress,
+) -> Result<Step, Error> {
+    let resumable = conn.hello().capabilities.contains(Capabilities::RESUME);
+    let offset = if resumable { part.resume_offset() } else { 0 };
+    let reply = match conn.get(name, offset) {
+        Ok(r) => r,
+        Err(e) if offset > 0 && e.code() == Some(ErrorCode::BAD_OFFSET) => {
+            part.reset()?;
+            state.sink = None;
+            return Ok(Step::Restart("the server's file is shorter than the part kept"));
+        }
+        Err(e) => return Err(e),
+    };
+    let frame = reply.frame;
+    if offset > 0 && !part.matches(&frame) {
+        // `[GET-7]`: the bytes kept belong to another version of the file. The data that
+        // follows is of no use: the connection is dropped and the download starts again.
+        part.reset()?;
+        state.sink = None;
+        return Ok(Step::Restart("the file changed on the server since the download began"));
+    }
+    if offset == 0 {
+        part.begin(&frame)?;
+        state.sink = None;
+    } else {
+        state.resumed_from.get_or_insert(offset);
+    }
+    if state.sink.is_none() {
+        let prefix = if offset > 0 { Some((part.reader()?, offset)) } else { None };
+        let path = part.path.clone();
+        let sink = HashSink::new(config.hash_mode, prefix, &mut |done, total| progress.hashing(&path, done, total))
+            .map_err(|e| Error::Local { what: "read", path: path.clone(), source: e })?;
+        state.sink = Some(sink);
+    }
+    let sink = state.sink.as_mut().expect("just made");
+    progress.transfer_started(name, frame.size, offset);
+    let mut limit = config.rate_limit.map(RateLimit::new);
+    conn.recv_data(|chunk| {
+        part.append(chunk)?;
+        sink.update(chunk);
+        progress.transferred(chunk.len() as u64);
+        if let Some(l) = &mut limit {
+            l.consume(chunk.len() as u64);
+        }
+        Ok(())
+    })?;
+    let sink = state.sink.take().expect("just used");
+    let digest = sink.finish().map_err(|e| Error::Local { what: "hash", path: part.path.clone(), source: e })?;
+    if digest == frame.md5 {
+        return Ok(Step::Verified(frame));
+    }
+    if state.resumed_from.is_some() && !state.retried_whole {
+        // The bytes kept from before may be the damaged ones: fetch the whole file once more.
+        state.retried_whole = true;
+        part.reset()?;
+        return Ok(Step::Restart("the resumed download did not match its MD5"));
+    }
+    Err(Error::ChecksumMismatch { what: name.escaped(), expected: frame.md5, actual: Some(digest) })
+}

@@ -1,0 +1,550 @@
+//! One connection to a server: a `TcpStream` driven by ferry-proto's sans-IO
+//! [`ClientConnection`], with a deadline on every socket operation (`[TIME-6]`).
+//!
+//! The protocol's rules — which reply answers which request (`[REQ-7]`), what a valid name is
+//! (`[NAME-11]`), every length's ceiling — are the machine's; this type moves bytes and turns
+//! what comes back into values or [`Error`]s. It makes one attempt at everything: retrying is the
+//! caller's business ([`crate::Client`]).
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::ops::Range;
+use std::time::Duration;
+
+use ferry_proto::client::{ClientConfig, ClientConnection};
+use ferry_proto::codec::ServerItem;
+use ferry_proto::{ConnRecord, Entry, ErrorReply, FrameHead, Name, PutHead, Request, RequestKind, ServerHello};
+
+use crate::error::Error;
+
+/// Bytes read from the socket at once, and the most a reply head may take (the largest, a HELP
+/// text, is 64 KiB).
+const READ_BUF: usize = 256 * 1024;
+
+/// One reply item, owning its values; file data is a range of the connection's read buffer,
+/// valid until the next read ([`Connection::data`]).
+#[derive(Debug)]
+enum Item {
+    Hello(ServerHello),
+    Error(ErrorReply),
+    ListStart(u32),
+    Entry(Entry),
+    Stat(Entry),
+    GetHead {
+        offset: u64,
+        frame: FrameHead,
+    },
+    PutOk {
+        replaced: bool,
+    },
+    DeleteOk,
+    StatusStart(u32),
+    Record(ConnRecord),
+    Help(String),
+    ByeOk,
+    ShutdownOk,
+    Data(Range<usize>),
+    DataEnd,
+    /// Legacy replies never come on a version 1 connection; the machine would have refused them.
+    Other(&'static str),
+}
+
+impl Item {
+    /// Converts `item`, which borrows from `input`; `base` is `input`'s offset in the buffer.
+    fn from_server(item: ServerItem<'_>, input: &[u8], base: usize) -> Self {
+        match item {
+            ServerItem::Hello(h) => Self::Hello(h),
+            ServerItem::Error(e) => Self::Error(e),
+            ServerItem::ListStart { count } => Self::ListStart(count),
+            ServerItem::Entry(e) => Self::Entry(e),
+            ServerItem::Stat(e) => Self::Stat(e),
+            ServerItem::GetHead { offset, frame } => Self::GetHead { offset, frame },
+            ServerItem::PutOk { replaced } => Self::PutOk { replaced },
+            ServerItem::DeleteOk => Self::DeleteOk,
+            ServerItem::StatusStart { count } => Self::StatusStart(count),
+            ServerItem::Connection(c) => Self::Record(c),
+            ServerItem::Help(h) => Self::Help(h),
+            ServerItem::ByeOk => Self::ByeOk,
+            ServerItem::ShutdownOk => Self::ShutdownOk,
+            ServerItem::Data(d) => {
+                // `d` is a slice of `input`: find where.
+                let start = base + (d.as_ptr() as usize - input.as_ptr() as usize);
+                Self::Data(start..start + d.len())
+            }
+            ServerItem::DataEnd => Self::DataEnd,
+            ServerItem::LegacyOk(_) | ServerItem::LegacyErrorStart => Self::Other("a legacy reply"),
+        }
+    }
+}
+
+/// The head of a GET reply: what the data that follows is part of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetReply {
+    /// The offset the data starts at (the one asked for).
+    pub offset: u64,
+    /// The whole file's name, size and digest (`[GET-2]`).
+    pub frame: FrameHead,
+}
+
+/// An open, greeted connection.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    proto: ClientConnection,
+    /// Received bytes; `buf[start..end]` are not yet used by the machine.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The address as the user gave it, for messages.
+    addr: String,
+    peer: SocketAddr,
+    timeout: Duration,
+    hello: ServerHello,
+    /// Requests written so far (to tell whether a failure came before or after one was sent).
+    requests: u64,
+}
+
+impl Connection {
+    /// Connects to `addr` (`HOST:PORT`), each of its addresses in turn, and completes the
+    /// handshake. Every connect, read and write gives up after `timeout`.
+    ///
+    /// # Errors
+    /// The address does not resolve, no connection could be made, the server refused the hello
+    /// (`UNAUTHORIZED`, `BUSY`…), or it broke the protocol.
+    pub fn open(addr: &str, token: Option<&str>, timeout: Duration) -> Result<Self, Error> {
+        let config = ClientConfig { token: token.map(str::to_owned), ..ClientConfig::default() };
+        let proto = ClientConnection::new(config).map_err(|e| Error::protocol(addr, "greeting", e))?;
+        let resolved: Vec<SocketAddr> =
+            addr.to_socket_addrs().map_err(|source| Error::Resolve { addr: addr.to_owned(), source })?.collect();
+        let mut last = None;
+        let mut stream = None;
+        for a in &resolved {
+            match TcpStream::connect_timeout(a, timeout) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let Some(stream) = stream else {
+            let source = last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"));
+            return Err(Error::Connect { addr: addr.to_owned(), source });
+        };
+        let io_err = |e| Error::io(addr, "connecting", timeout, e);
+        stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+        stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+        // Requests are small and written whole; do not hold them back.
+        stream.set_nodelay(true).map_err(io_err)?;
+        let peer = stream.peer_addr().map_err(io_err)?;
+        let placeholder = ServerHello {
+            version: 0,
+            role: ferry_proto::Role::Read,
+            capabilities: ferry_proto::Capabilities(0),
+            max_name_len: 0,
+            max_file_size: 0,
+            max_clients: 0,
+            idle_timeout_ms: 0,
+            request_timeout_ms: 0,
+        };
+        let mut conn = Self {
+            stream,
+            proto,
+            buf: vec![0; READ_BUF],
+            start: 0,
+            end: 0,
+            addr: addr.to_owned(),
+            peer,
+            timeout,
+            hello: placeholder,
+            requests: 0,
+        };
+        conn.flush("greeting")?;
+        match conn.next("greeting")? {
+            Item::Hello(h) => conn.hello = h,
+            Item::Error(e) => return Err(Error::from_reply(addr, RequestKind::Bye, None, e)),
+            other => return Err(conn.unexpected("greeting", &other)),
+        }
+        Ok(conn)
+    }
+
+    /// The server's hello: its role for us, capabilities and limits.
+    pub fn hello(&self) -> &ServerHello {
+        &self.hello
+    }
+
+    /// The address as given.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The server's socket address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Our side's socket address, as the server sees it in STATUS (on loopback, at least).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.stream.local_addr().ok()
+    }
+
+    /// Requests written on this connection so far.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests
+    }
+
+    /// Whether the connection can take a request: not closed by the protocol, and the server has
+    /// not closed it or sent anything unasked (an idle `TIMEOUT`, a `SHUTTING_DOWN`) while we
+    /// were not looking.
+    pub fn is_usable(&mut self) -> bool {
+        if self.proto.is_closed() || self.proto.outstanding() > 0 || self.start != self.end {
+            return false;
+        }
+        matches!(self.peek_nonblocking(), Ok(None))
+    }
+
+    /// LIST (§ 7.1).
+    ///
+    /// # Errors
+    /// The server refused, or the connection failed.
+    pub fn list(&mut self) -> Result<Vec<Entry>, Error> {
+        const DURING: &str = "listing the files";
+        self.request(&Request::List, DURING)?;
+        let count = match self.next(DURING)? {
+            Item::ListStart(n) => n,
+            other => return Err(self.refused_or_unexpected(RequestKind::List, None, DURING, other)),
+        };
+        // Not sized by `count`: it comes from the peer (`[ENC-6]`).
+        let mut entries = Vec::new();
+        for _ in 0..count {
+            match self.next(DURING)? {
+                Item::Entry(e) => entries.push(e),
+                other => return Err(self.unexpected(DURING, &other)),
+            }
+        }
+        Ok(entries)
+    }
+
+    /// STAT (§ 7.2).
+    ///
+    /// # Errors
+    /// The server refused (`NOT_FOUND`…), or the connection failed.
+    pub fn stat(&mut self, name: &Name) -> Result<Entry, Error> {
+        const DURING: &str = "asking for a file's details";
+        self.request(&Request::Stat(name.clone()), DURING)?;
+        match self.next(DURING)? {
+            Item::Stat(e) => Ok(e),
+            other => Err(self.refused_or_unexpected(RequestKind::Stat, Some(name), DURING, other)),
+        }
+    }
+
+    /// DELETE (§ 7.5).
+    ///
+    /// # Errors
+    /// The server refused (`NOT_FOUND`, `FORBIDDEN`…), or the connection failed.
+    pub fn delete(&mut self, name: &Name) -> Result<(), Error> {
+        const DURING: &str = "deleting a file";
+        self.request(&Request::Delete(name.clone()), DURING)?;
+        match self.next(DURING)? {
+            Item::DeleteOk => Ok(()),
+            other => Err(self.refused_or_unexpected(RequestKind::Delete, Some(name), DURING, other)),
+        }
+    }
+
+    /// STATUS (§ 7.6).
+    ///
+    /// # Errors
+    /// The server refused (`UNSUPPORTED`), or the connection failed.
+    pub fn status(&mut self) -> Result<Vec<ConnRecord>, Error> {
+        const DURING: &str = "reading the connection history";
+        self.request(&Request::Status, DURING)?;
+        let count = match self.next(DURING)? {
+            Item::StatusStart(n) => n,
+            other => return Err(self.refused_or_unexpected(RequestKind::Status, None, DURING, other)),
+        };
+        let mut records = Vec::new();
+        for _ in 0..count {
+            match self.next(DURING)? {
+                Item::Record(r) => records.push(r),
+                other => return Err(self.unexpected(DURING, &other)),
+            }
+        }
+        Ok(records)
+    }
+
+    /// HELP (§ 7.7). The text is as received: escape it before printing.
+    ///
+    /// # Errors
+    /// The connection failed.
+    pub fn help(&mut self) -> Result<String, Error> {
+        const DURING: &str = "asking for help";
+        self.request(&Request::Help, DURING)?;
+        match self.next(DURING)? {
+            Item::Help(t) => Ok(t),
+            other => Err(self.refused_or_unexpected(RequestKind::Help, None, DURING, other)),
+        }
+    }
+
+    /// SHUTDOWN (§ 7.9); the server then closes the connection.
+    ///
+    /// # Errors
+    /// The server refused (`FORBIDDEN` without an admin token), or the connection failed.
+    pub fn shutdown(mut self) -> Result<(), Error> {
+        const DURING: &str = "asking the server to shut down";
+        self.request(&Request::Shutdown, DURING)?;
+        match self.next(DURING)? {
+            Item::ShutdownOk => Ok(()),
+            other => Err(self.refused_or_unexpected(RequestKind::Shutdown, None, DURING, other)),
+        }
+    }
+
+    /// BYE (§ 7.8): says goodbye and waits for the answer (`[BYE-3]`), within the deadline.
+    /// Failures are ignored: everything asked was already answered.
+    pub fn bye(mut self) {
+        if self.request(&Request::Bye, "saying goodbye").is_ok() {
+            let _ = self.next("saying goodbye");
+        }
+    }
+
+    /// Sends a GET and reads the head of its reply; the data follows through
+    /// [`Self::recv_data`].
+    ///
+    /// # Errors
+    /// The server refused (`NOT_FOUND`, `BAD_OFFSET`…), or the connection failed.
+    pub fn get(&mut self, name: &Name, offset: u64) -> Result<GetReply, Error> {
+        const DURING: &str = "starting a download";
+        self.request(&Request::Get { name: name.clone(), offset }, DURING)?;
+        match self.next(DURING)? {
+            Item::GetHead { offset, frame } => Ok(GetReply { offset, frame }),
+            other => Err(self.refused_or_unexpected(RequestKind::Get, Some(name), DURING, other)),
+        }
+    }
+
+    /// Reads the data of the GET reply whose head [`Self::get`] returned, handing each chunk to
+    /// `chunk` as it arrives, until the last byte.
+    ///
+    /// # Errors
+    /// The connection failed, or `chunk` did (its error is returned as is).
+    pub fn recv_data(&mut self, mut chunk: impl FnMut(&[u8]) -> Result<(), Error>) -> Result<(), Error> {
+        const DURING: &str = "downloading";
+        loop {
+            match self.next(DURING)? {
+                Item::Data(range) => chunk(&self.buf[range])?,
+                Item::DataEnd => return Ok(()),
+                other => return Err(self.unexpected(DURING, &other)),
+            }
+        }
+    }
+
+    /// Sends a PUT: the head, then `head.frame.size` bytes read from `data`, then reads the
+    /// reply. `sent` is told of each chunk written. If the server refuses early (`EXISTS`,
+    /// `FORBIDDEN`, § 7.4 `[PUT-5]`), sending stops and the connection is closed.
+    ///
+    /// Returns whether the upload replaced a file.
+    ///
+    /// # Errors
+    /// The server refused, the connection failed, or `data` could not be read (its error,
+    /// as made by `read_err`) or ended early.
+    pub fn put(
+        &mut self,
+        head: PutHead,
+        data: &mut dyn Read,
+        read_err: &dyn Fn(io::Error) -> Error,
+        sent: &mut dyn FnMut(u64) -> Result<(), Error>,
+    ) -> Result<bool, Error> {
+        const DURING: &str = "uploading";
+        let name = head.frame.name.clone();
+        let mut owed = head.frame.size;
+        self.request(&Request::Put(head), DURING)?;
+        let mut chunk = vec![0u8; READ_BUF];
+        while owed > 0 {
+            let want = usize::try_from(owed).map_or(chunk.len(), |o| o.min(chunk.len()));
+            let n = match data.read(&mut chunk[..want]) {
+                Ok(0) => return Err(read_err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file got shorter"))),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_err(e)),
+            };
+            self.proto.send_data(&chunk[..n]).map_err(|e| Error::protocol(&self.addr, DURING, e))?;
+            self.flush(DURING)?;
+            owed -= n as u64;
+            sent(n as u64)?;
+            // `[PUT-5]`: an early refusal need not wait for all the data.
+            if owed > 0 {
+                if let Some(item) = self.peek_nonblocking()? {
+                    self.proto_close();
+                    return Err(self.refused_or_unexpected(RequestKind::Put, Some(&name), DURING, item));
+                }
+            }
+        }
+        match self.next(DURING)? {
+            Item::PutOk { replaced } => Ok(replaced),
+            other => Err(self.refused_or_unexpected(RequestKind::Put, Some(&name), DURING, other)),
+        }
+    }
+
+    /// Queues `request` and writes everything pending.
+    fn request(&mut self, request: &Request, during: &'static str) -> Result<(), Error> {
+        self.proto.send(request).map_err(|e| Error::protocol(&self.addr, during, e))?;
+        self.requests += 1;
+        self.flush(during)
+    }
+
+    /// Writes all pending output.
+    fn flush(&mut self, during: &'static str) -> Result<(), Error> {
+        while !self.proto.pending_output().is_empty() {
+            match self.stream.write(self.proto.pending_output()) {
+                Ok(0) => {
+                    return Err(Error::io(&self.addr, during, self.timeout, io::ErrorKind::WriteZero.into()));
+                }
+                Ok(n) => self.proto.consume_output(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&self.addr, during, self.timeout, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next reply item, reading as needed.
+    fn next(&mut self, during: &'static str) -> Result<Item, Error> {
+        loop {
+            if let Some(item) = self.decode(during)? {
+                return Ok(item);
+            }
+            self.make_room();
+            let n = loop {
+                match self.stream.read(&mut self.buf[self.end..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::io(&self.addr, during, self.timeout, e)),
+                }
+            };
+            if n == 0 {
+                return Err(self.eof(during));
+            }
+            self.end += n;
+        }
+    }
+
+    /// Decodes one item from the buffered input, if a whole one is there.
+    fn decode(&mut self, during: &'static str) -> Result<Option<Item>, Error> {
+        let input = &self.buf[self.start..self.end];
+        match self.proto.handle_input(input) {
+            Ok((used, Some(item))) => {
+                let item = Item::from_server(item, input, self.start);
+                self.start += used;
+                Ok(Some(item))
+            }
+            Ok((_, None)) => Ok(None),
+            Err(e) => Err(Error::protocol(&self.addr, during, e)),
+        }
+    }
+
+    /// Moves unused input to the front of the buffer, so a read has room.
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    /// The server closed its side.
+    fn eof(&mut self, during: &'static str) -> Error {
+        let unused = &self.buf[self.start..self.end];
+        match self.proto.handle_eof(unused) {
+            Err(e) => Error::protocol(&self.addr, during, e),
+            Ok(()) => Error::ConnectionLost {
+                addr: self.addr.clone(),
+                during,
+                detail: "the server closed the connection".into(),
+            },
+        }
+    }
+
+    /// Reads what has arrived without waiting, and decodes an item if a whole one is there.
+    /// `Ok(None)`: nothing (yet).
+    fn peek_nonblocking(&mut self) -> Result<Option<Item>, Error> {
+        const DURING: &str = "checking the connection";
+        self.make_room();
+        match read_nonblocking(&mut self.stream, &mut self.buf[self.end..]) {
+            Ok(Some(0)) => return Err(self.eof(DURING)),
+            Ok(Some(n)) => self.end += n,
+            Ok(None) => {}
+            Err(e) => return Err(Error::io(&self.addr, DURING, self.timeout, e)),
+        }
+        self.decode(DURING)
+    }
+
+    /// Gives up on the connection: nothing more is sent.
+    fn proto_close(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// The error for a reply that is not the one expected: the server's refusal, or a broken
+    /// protocol.
+    fn refused_or_unexpected(&self, op: RequestKind, name: Option<&Name>, during: &'static str, item: Item) -> Error {
+        match item {
+            Item::Error(reply) => Error::from_reply(&self.addr, op, name.map(Name::escaped), reply),
+            other => self.unexpected(during, &other),
+        }
+    }
+
+    fn unexpected(&self, during: &'static str, item: &Item) -> Error {
+        // The machine checks every reply against its request, so this is a state it let
+        // through that this type does not expect: say what it was.
+        Error::ConnectionLost {
+            addr: self.addr.clone(),
+            during,
+            detail: format!("unexpected reply {}", item_name(item)),
+        }
+    }
+}
+
+fn item_name(item: &Item) -> &'static str {
+    match item {
+        Item::Hello(_) => "hello",
+        Item::Error(_) => "error",
+        Item::ListStart(_) | Item::Entry(_) => "LIST",
+        Item::Stat(_) => "STAT",
+        Item::GetHead { .. } => "GET",
+        Item::PutOk { .. } => "PUT",
+        Item::DeleteOk => "DELETE",
+        Item::StatusStart(_) | Item::Record(_) => "STATUS",
+        Item::Help(_) => "HELP",
+        Item::ByeOk => "BYE",
+        Item::ShutdownOk => "SHUTDOWN",
+        Item::Data(_) | Item::DataEnd => "data",
+        Item::Other(what) => what,
+    }
+}
+
+/// Reads what is there without blocking: `Ok(None)` if nothing is.
+#[cfg(unix)]
+fn read_nonblocking(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    use rustix::net::RecvFlags;
+    loop {
+        match rustix::net::recv(&*stream, &mut *buf, RecvFlags::DONTWAIT) {
+            Ok((n, _)) => return Ok(Some(n)),
+            Err(rustix::io::Errno::AGAIN) => return Ok(None),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Reads what is there without blocking: `Ok(None)` if nothing is.
+#[cfg(not(unix))]
+fn read_nonblocking(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    stream.set_nonblocking(true)?;
+    let r = stream.read(buf);
+    stream.set_nonblocking(false)?;
+    match r {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,342 @@
+//! What can go wrong, said so that a person knows what failed and what to do, and typed so that a
+//! program knows what happens next: [`Error::is_transient`] tells the retry loop whether trying
+//! again can help, and [`Error::exit_code`] is the `ferry` binary's exit status.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferry_proto::client::ClientError;
+use ferry_proto::codec::DecodeError;
+use ferry_proto::name::escape_for_display;
+use ferry_proto::{Digest, ErrorCode, ErrorReply, RequestKind};
+
+/// The exit status for each kind of failure; `ferry --help` documents them.
+pub mod exit {
+    /// Everything worked.
+    pub const OK: u8 = 0;
+    /// The operation was refused: by the server (not found, exists, forbidden, bad name, no
+    /// room…) or locally (a file exists and `--force` was not given, a local file cannot be read
+    /// or written).
+    pub const REFUSED: u8 = 1;
+    /// The command line was wrong.
+    pub const USAGE: u8 = 2;
+    /// The server could not be reached or the connection failed, after the retries; or the
+    /// server broke the protocol.
+    pub const NETWORK: u8 = 3;
+    /// A file's data did not match its MD5; nothing was kept.
+    pub const CHECKSUM: u8 = 4;
+}
+
+/// One failure of the client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The address could not be resolved.
+    #[error("cannot resolve the server address {addr}: {source} — check --server or FERRY_SERVER (HOST:PORT)")]
+    Resolve {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The TCP connection could not be opened.
+    #[error("{}", connect_message(.addr, .source))]
+    Connect {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A read or write waited longer than the deadline (`[TIME-6]`).
+    #[error("{addr} did not answer within {} while {during} — is it overloaded or unreachable? (--timeout sets the limit)", secs(*.timeout))]
+    Timeout { addr: String, during: &'static str, timeout: Duration },
+
+    /// The connection broke: reset, or closed by the server in the middle of a reply.
+    #[error("the connection to {addr} was lost while {during}: {detail}")]
+    ConnectionLost { addr: String, during: &'static str, detail: String },
+
+    /// The server turned the connection away for now (`BUSY`, `SHUTTING_DOWN`, `TIMEOUT`): it did
+    /// not carry out the request, and may later.
+    #[error("{addr} {}", unavailable_message(.reply))]
+    Unavailable { addr: String, reply: ErrorReply },
+
+    /// The server refused the request.
+    #[error("{}", refusal_message(*.op, .subject.as_deref(), .reply))]
+    Refused {
+        /// The request refused.
+        op: RequestKind,
+        /// The file it was about, already escaped for display.
+        subject: Option<String>,
+        reply: ErrorReply,
+    },
+
+    /// The server sent something PROTOCOL.md forbids: a name that is not a plain name, a reply
+    /// that answers another request… Nothing it sent is used.
+    #[error("the server at {addr} broke the protocol ({source}); nothing it sent was used")]
+    Protocol {
+        addr: String,
+        #[source]
+        source: ClientError,
+    },
+
+    /// A file's data did not match its digest (`[FRAME-5]`); nothing was kept.
+    #[error("{what}: checksum mismatch (expected MD5 {expected}{}); nothing was kept — try again, and if it persists the server's copy may be damaged", actual.map(|a| format!(", got {a}")).unwrap_or_default())]
+    ChecksumMismatch { what: String, expected: Digest, actual: Option<Digest> },
+
+    /// A local file is in the way and overwriting was not allowed.
+    #[error("{} already exists — use --force to overwrite it", .path.display())]
+    LocalExists { path: PathBuf },
+
+    /// Another process is downloading to the same place.
+    #[error("{} is being written by another ferry process (its .part file is locked) — wait for it, or choose another destination", .path.display())]
+    Busy { path: PathBuf },
+
+    /// A local file operation failed.
+    #[error("cannot {what} {}: {source}", .path.display())]
+    Local {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The local file changed while it was being uploaded, so the digest sent is not the data's.
+    #[error("{} changed while it was being uploaded — nothing was stored; try again once it is stable", .path.display())]
+    LocalChanged { path: PathBuf },
+
+    /// The request cannot be made as asked.
+    #[error("{0}")]
+    Usage(String),
+
+    /// The last failure of several attempts.
+    #[error("{source} (gave up after {attempts} attempts)")]
+    Retried {
+        attempts: u32,
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// The `ferry` exit status for this failure (see [`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Retried { source, .. } => source.exit_code(),
+            Self::Resolve { .. }
+            | Self::Connect { .. }
+            | Self::Timeout { .. }
+            | Self::ConnectionLost { .. }
+            | Self::Unavailable { .. }
+            | Self::Protocol { .. } => exit::NETWORK,
+            Self::ChecksumMismatch { .. } => exit::CHECKSUM,
+            Self::Refused { reply, .. } if reply.code == ErrorCode::CHECKSUM_MISMATCH => exit::CHECKSUM,
+            Self::LocalChanged { .. } => exit::CHECKSUM,
+            Self::Usage(_) => exit::USAGE,
+            Self::Refused { .. } | Self::LocalExists { .. } | Self::Busy { .. } | Self::Local { .. } => exit::REFUSED,
+        }
+    }
+
+    /// Whether trying again, on a new connection, can help: the network or the server's
+    /// availability failed, not the request.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::Timeout { .. } | Self::ConnectionLost { .. } | Self::Unavailable { .. } => {
+                true
+            }
+            // A name that does not resolve may be a DNS hiccup.
+            Self::Resolve { source, .. } => source.kind() != io::ErrorKind::InvalidInput,
+            _ => false,
+        }
+    }
+
+    /// Whether the server certainly did not carry out the request: the connection was never
+    /// made, or the server said it was turning the connection away. A request that is not
+    /// idempotent (DELETE, a create-only PUT) is repeated only then.
+    pub fn request_not_processed(&self) -> bool {
+        matches!(self, Self::Resolve { .. } | Self::Connect { .. } | Self::Unavailable { .. })
+    }
+
+    /// The server's error code, if the server refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Retried { source, .. } => source.code(),
+            Self::Refused { reply, .. } | Self::Unavailable { reply, .. } => Some(reply.code),
+            _ => None,
+        }
+    }
+
+    /// Maps an I/O error on the connection to `addr`.
+    pub(crate) fn io(addr: &str, during: &'static str, timeout: Duration, e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                Self::Timeout { addr: addr.to_owned(), during, timeout }
+            }
+            _ => Self::ConnectionLost { addr: addr.to_owned(), during, detail: e.to_string() },
+        }
+    }
+
+    /// Maps a failure of the protocol machine on the connection to `addr`.
+    pub(crate) fn protocol(addr: &str, during: &'static str, e: ClientError) -> Self {
+        match e {
+            ClientError::Decode(DecodeError::Truncated) => Self::ConnectionLost {
+                addr: addr.to_owned(),
+                during,
+                detail: "the server closed the connection in the middle of a reply".into(),
+            },
+            ClientError::ConnectionLost(_) => Self::ConnectionLost {
+                addr: addr.to_owned(),
+                during,
+                detail: "the server closed the connection before answering".into(),
+            },
+            ClientError::BadToken => Self::Usage(
+                "the token must be 1 to 256 visible ASCII characters (no spaces) — check --token or FERRY_TOKEN".into(),
+            ),
+            other => Self::Protocol { addr: addr.to_owned(), source: other },
+        }
+    }
+
+    /// The error a server's error reply stands for.
+    pub(crate) fn from_reply(addr: &str, op: RequestKind, subject: Option<String>, reply: ErrorReply) -> Self {
+        match reply.code {
+            ErrorCode::BUSY | ErrorCode::SHUTTING_DOWN | ErrorCode::TIMEOUT => {
+                Self::Unavailable { addr: addr.to_owned(), reply }
+            }
+            _ => Self::Refused { op, subject, reply },
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s} s")
+    }
+}
+
+fn connect_message(addr: &str, e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => format!("connection refused by {addr} — is ferryd running?"),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            format!("no answer from {addr} — is the address right, and is the network up? (--timeout sets the limit)")
+        }
+        _ => format!("cannot connect to {addr}: {e} — check --server or FERRY_SERVER"),
+    }
+}
+
+fn unavailable_message(reply: &ErrorReply) -> String {
+    let said = server_said(reply);
+    match reply.code {
+        ErrorCode::BUSY => format!("is at capacity{said} — try again later"),
+        ErrorCode::SHUTTING_DOWN => format!("is shutting down{said}"),
+        _ => format!("closed the connection: a deadline passed{said}"),
+    }
+}
+
+fn server_said(reply: &ErrorReply) -> String {
+    if reply.message.is_empty() {
+        String::new()
+    } else {
+        format!(" (server: {})", escape_for_display(&reply.message))
+    }
+}
+
+fn refusal_message(op: RequestKind, subject: Option<&str>, reply: &ErrorReply) -> String {
+    let said = server_said(reply);
+    let name = subject.unwrap_or("the file");
+    let what = match op {
+        RequestKind::List => "list the files",
+        RequestKind::Stat => "stat",
+        RequestKind::Get => "download",
+        RequestKind::Put => "upload",
+        RequestKind::Delete => "delete",
+        RequestKind::Status => "show the connection history",
+        RequestKind::Help => "send its help",
+        RequestKind::Shutdown => "shut down",
+        RequestKind::Bye | RequestKind::LegacyGet => "continue",
+    };
+    let with_subject = |verb: &str| match subject {
+        Some(s) => format!("{verb} {s}"),
+        None => verb.to_owned(),
+    };
+    match reply.code {
+        ErrorCode::NOT_FOUND => format!("{name}: no such file on the server{said} — `ferry list` shows what there is"),
+        ErrorCode::EXISTS => format!("{name} already exists on the server{said} — use --overwrite to replace it"),
+        ErrorCode::FORBIDDEN => format!(
+            "the server does not allow you to {}{said} — a token with more rights (--token) may",
+            with_subject(what)
+        ),
+        ErrorCode::BAD_NAME => format!("the server refused the name {name}{said}"),
+        ErrorCode::STORAGE_FULL => format!("the server has no room for {name}{said}"),
+        ErrorCode::CHECKSUM_MISMATCH => {
+            format!(
+                "{name}: the server received data that does not match its MD5{said}; nothing was stored — try again"
+            )
+        }
+        ErrorCode::BAD_OFFSET => format!("the server refused to resume {name}{said}"),
+        ErrorCode::UNSUPPORTED => format!("this server does not offer to {what}{said}"),
+        ErrorCode::UNAUTHORIZED => {
+            format!("the server refused the connection{said} — it needs a valid token: check --token or FERRY_TOKEN")
+        }
+        ErrorCode::TOO_LARGE => format!("{name} is too large for the server{said}"),
+        ErrorCode::INTERNAL => {
+            format!("the server failed to {}{said} — try again later, or see the server's log", with_subject(what))
+        }
+        ErrorCode::UNSUPPORTED_VERSION => format!("the server does not speak protocol version 1{said}"),
+        other => format!("the server refused to {} with {other}{said}", with_subject(what)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(code: ErrorCode) -> ErrorReply {
+        ErrorReply::new(code, "x")
+    }
+
+    #[test]
+    fn exit_codes_follow_the_documented_table() {
+        let refused =
+            Error::Refused { op: RequestKind::Get, subject: Some("a".into()), reply: reply(ErrorCode::NOT_FOUND) };
+        assert_eq!(refused.exit_code(), exit::REFUSED);
+        let lost = Error::ConnectionLost { addr: "a:1".into(), during: "x", detail: "y".into() };
+        assert_eq!(lost.exit_code(), exit::NETWORK);
+        let retried = Error::Retried { attempts: 6, source: Box::new(lost) };
+        assert_eq!(retried.exit_code(), exit::NETWORK);
+        let bad = Error::ChecksumMismatch { what: "a".into(), expected: Digest::EMPTY, actual: None };
+        assert_eq!(bad.exit_code(), exit::CHECKSUM);
+        assert_eq!(Error::Usage("u".into()).exit_code(), exit::USAGE);
+        assert_eq!(Error::LocalExists { path: "a".into() }.exit_code(), exit::REFUSED);
+    }
+
+    #[test]
+    fn only_network_and_availability_failures_are_transient() {
+        let refused = |c| Error::from_reply("h:1", RequestKind::Get, None, reply(c));
+        assert!(refused(ErrorCode::BUSY).is_transient());
+        assert!(refused(ErrorCode::SHUTTING_DOWN).is_transient());
+        assert!(!refused(ErrorCode::NOT_FOUND).is_transient());
+        assert!(!refused(ErrorCode::UNAUTHORIZED).is_transient());
+        let refused_conn = Error::Connect { addr: "h:1".into(), source: io::ErrorKind::ConnectionRefused.into() };
+        assert!(refused_conn.is_transient());
+        assert!(refused_conn.request_not_processed());
+    }
+
+    #[test]
+    fn connection_refused_says_what_to_do() {
+        let e = Error::Connect { addr: "127.0.0.1:9999".into(), source: io::ErrorKind::ConnectionRefused.into() };
+        assert_eq!(e.to_string(), "connection refused by 127.0.0.1:9999 — is ferryd running?");
+    }
+
+    #[test]
+    fn server_messages_are_escaped() {
+        let e = Error::from_reply(
+            "h:1",
+            RequestKind::Get,
+            Some("a".into()),
+            ErrorReply::new(ErrorCode::NOT_FOUND, "no\x1b[31m such"),
+        );
+        assert!(!e.to_string().contains('\x1b'), "{e}");
+    }
+}

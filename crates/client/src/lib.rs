@@ -1,0 +1,48 @@
+//! `ferry-client`: a blocking Ferry client library, the engine of the `ferry` command.
+//!
+//! It drives ferry-proto's sans-IO [`ClientConnection`](ferry_proto::client::ClientConnection)
+//! over a `TcpStream`, and adds what a tool people rely on needs:
+//!
+//! - a deadline on every connect, read and write ([`conn`], `[TIME-6]`);
+//! - retries with exponential backoff and jitter ([`retry`]), for connecting and for transfers
+//!   cut off mid-way — repeated only when that is safe (a DELETE is not sent twice);
+//! - downloads that are verified and resumable ([`local`]): written to `NAME.part`, checked
+//!   against the MD5 of the whole file, fsynced, then renamed; resumed with a GET from an offset
+//!   only if the server still has the same file (`[GET-7]`);
+//! - uploads that hash the file first (the frame carries the digest before the data) and stop
+//!   at an early refusal;
+//! - typed errors ([`Error`]) that say what failed and what to do, each with an exit code.
+//!
+//! It draws nothing: long operations report to a [`Progress`].
+//!
+//! ```no_run
+//! use ferry_client::{Client, Config, NoProgress};
+//! use ferry_proto::Name;
+//!
+//! let mut client = Client::new(Config { server: "127.0.0.1:9999".into(), ..Config::default() });
+//! for entry in client.list(&mut NoProgress)? {
+//!     println!("{} {}", entry.name, entry.size);
+//! }
+//! let name = Name::parse("a.txt").expect("a plain name");
+//! client.download(&name, "a.txt".as_ref(), false, &mut NoProgress)?;
+//! client.close();
+//! # Ok::<(), ferry_client::Error>(())
+//! ```
+
+pub mod client;
+pub mod conn;
+pub mod error;
+pub mod hashing;
+pub mod local;
+pub mod progress;
+pub mod ratelimit;
+pub mod retry;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
+
+pub use client::{Client, Config, Downloaded, Sleep, Uploaded, DEFAULT_SERVER};
+pub use error::{exit, Error};
+pub use hashing::HashMode;
+pub use progress::{NoProgress, Progress};
+pub use retry::{Jitter, RetryPolicy};

@@ -1,0 +1,344 @@
+//! The local side of a download: the `.part` file that holds the bytes received so far, the
+//! `.part.meta` sidecar that says which file they belong to, and the final rename.
+//!
+//! A download to `DEST` writes `DEST.part`. Before the first data byte is written,
+//! `DEST.part.meta` records the size and MD5 the server announced for the whole file; a later
+//! attempt — in this process or the next one — resumes from the end of `DEST.part` only if the
+//! server still announces that size and MD5 (`[GET-7]`), and starts again from 0 otherwise. Only a
+//! file whose whole MD5 matched is renamed to `DEST`, after an fsync, never over an existing file
+//! unless asked; the directory is fsynced after the rename. While a download runs, `DEST.part` is
+//! locked (`flock`), so two processes never write the same `.part`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use ferry_proto::{Digest, FrameHead};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// What a `.part` file is a part of. Identity is by content: the same size and MD5 are the same
+/// bytes, whichever server or name they came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartMeta {
+    /// Always 1: the sidecar's format.
+    pub ferry_part: u32,
+    /// The remote name (for people reading the file; not used to decide).
+    pub name: String,
+    /// The whole file's size.
+    pub size: u64,
+    /// The whole file's MD5, in hex.
+    pub md5: String,
+}
+
+impl PartMeta {
+    fn of(frame: &FrameHead) -> Self {
+        Self { ferry_part: 1, name: frame.name.as_str().to_owned(), size: frame.size, md5: frame.md5.to_string() }
+    }
+
+    /// The size and digest, if the sidecar is well-formed.
+    fn identity(&self) -> Option<(u64, Digest)> {
+        (self.ferry_part == 1).then_some(())?;
+        Some((self.size, Digest::from_hex(self.md5.as_bytes())?))
+    }
+}
+
+/// `path` with `suffix` appended to its file name.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// A download's `.part` file, open and locked.
+#[derive(Debug)]
+pub struct Part {
+    /// The final destination.
+    pub dest: PathBuf,
+    pub path: PathBuf,
+    meta_path: PathBuf,
+    file: File,
+    /// Bytes in the file.
+    len: u64,
+    /// The size and digest of the file the bytes belong to, if known (from the sidecar or the
+    /// server). `None`: the bytes, if any, cannot be trusted and the download starts from 0.
+    identity: Option<(u64, Digest)>,
+}
+
+impl Part {
+    /// Opens (creating if needed) and locks `dest`'s `.part` file, and reads its sidecar.
+    ///
+    /// # Errors
+    /// The file cannot be opened, or another process holds its lock.
+    pub fn open(dest: &Path) -> Result<Self, Error> {
+        let path = with_suffix(dest, ".part");
+        let meta_path = with_suffix(dest, ".part.meta");
+        let local = |what, source| Error::Local { what, path: path.clone(), source };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| local("open", e))?;
+        lock(&file).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => Error::Busy { path: dest.to_owned() },
+            _ => local("lock", e),
+        })?;
+        let len = file.metadata().map_err(|e| local("read the size of", e))?.len();
+        let identity = std::fs::read(&meta_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<PartMeta>(&b).ok())
+            .and_then(|m| m.identity());
+        let mut part = Self { dest: dest.to_owned(), path, meta_path, file, len, identity };
+        match part.identity {
+            // Bytes past the announced end cannot be part of that file.
+            Some((size, _)) if part.len > size => part.reset()?,
+            // Bytes of an unknown file: start again.
+            None if part.len > 0 => part.reset()?,
+            _ => {}
+        }
+        part.file.seek(SeekFrom::End(0)).map_err(|e| Error::Local {
+            what: "seek in",
+            path: part.path.clone(),
+            source: e,
+        })?;
+        Ok(part)
+    }
+
+    /// Bytes held.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether no bytes are held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The size and MD5 of the file the bytes held belong to, if known.
+    pub fn identity(&self) -> Option<(u64, Digest)> {
+        self.identity
+    }
+
+    /// Where to resume: the bytes held, if they belong to a known file.
+    pub fn resume_offset(&self) -> u64 {
+        if self.identity.is_some() {
+            self.len
+        } else {
+            0
+        }
+    }
+
+    /// Whether the server's frame is the file these bytes belong to (`[GET-7]`).
+    pub fn matches(&self, frame: &FrameHead) -> bool {
+        self.identity == Some((frame.size, frame.md5))
+    }
+
+    /// Forgets the bytes held: empties the file and removes the sidecar.
+    ///
+    /// # Errors
+    /// The file cannot be truncated.
+    pub fn reset(&mut self) -> Result<(), Error> {
+        self.file.set_len(0).map_err(|e| Error::Local { what: "empty", path: self.path.clone(), source: e })?;
+        self.file.seek(SeekFrom::Start(0)).map_err(|e| Error::Local {
+            what: "seek in",
+            path: self.path.clone(),
+            source: e,
+        })?;
+        self.len = 0;
+        self.identity = None;
+        let _ = std::fs::remove_file(&self.meta_path);
+        Ok(())
+    }
+
+    /// Starts over for the file `frame` describes: empties the file and writes the sidecar
+    /// (atomically, through a temporary file) before any data is written.
+    ///
+    /// # Errors
+    /// The files cannot be written.
+    pub fn begin(&mut self, frame: &FrameHead) -> Result<(), Error> {
+        self.reset()?;
+        let json = serde_json::to_vec_pretty(&PartMeta::of(frame)).map_err(io::Error::other);
+        let tmp = with_suffix(&self.meta_path, ".tmp");
+        json.and_then(|json| std::fs::write(&tmp, json))
+            .and_then(|()| std::fs::rename(&tmp, &self.meta_path))
+            .map_err(|e| Error::Local { what: "write", path: self.meta_path.clone(), source: e })?;
+        self.identity = Some((frame.size, frame.md5));
+        Ok(())
+    }
+
+    /// A second handle on the file, for reading the bytes held (to hash them).
+    ///
+    /// # Errors
+    /// The file cannot be reopened.
+    pub fn reader(&self) -> Result<File, Error> {
+        File::open(&self.path).map_err(|e| Error::Local { what: "read", path: self.path.clone(), source: e })
+    }
+
+    /// Appends received bytes.
+    ///
+    /// # Errors
+    /// The write failed (a full disk…).
+    pub fn append(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.file.write_all(data).map_err(|e| Error::Local { what: "write", path: self.path.clone(), source: e })?;
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes the bytes to stable storage and publishes them under the final name; without
+    /// `overwrite`, never over an existing file. The sidecar is removed.
+    ///
+    /// # Errors
+    /// The destination exists (without `overwrite`), or a file operation failed.
+    pub fn publish(self, overwrite: bool) -> Result<(), Error> {
+        let local = |what, path: &Path, source| Error::Local { what, path: path.to_owned(), source };
+        self.file.sync_all().map_err(|e| local("flush", &self.path, e))?;
+        rename(&self.path, &self.dest, overwrite).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => Error::LocalExists { path: self.dest.clone() },
+            _ => local("rename the download to", &self.dest, e),
+        })?;
+        let _ = std::fs::remove_file(&self.meta_path);
+        sync_dir(&self.dest).map_err(|e| local("flush the directory of", &self.dest, e))?;
+        Ok(())
+    }
+
+    /// Removes the `.part` file and its sidecar: what a failed verification leaves.
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.meta_path);
+    }
+}
+
+#[cfg(unix)]
+fn lock(file: &File) -> io::Result<()> {
+    use rustix::fs::{flock, FlockOperation};
+    flock(file, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
+        if e == rustix::io::Errno::WOULDBLOCK {
+            io::ErrorKind::WouldBlock.into()
+        } else {
+            io::Error::from(e)
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn lock(_file: &File) -> io::Result<()> {
+    Ok(())
+}
+
+/// Renames `from` to `to`; unless `overwrite`, fails with `AlreadyExists` rather than replace a
+/// file, atomically where the platform can.
+fn rename(from: &Path, to: &Path, overwrite: bool) -> io::Result<()> {
+    if overwrite {
+        return std::fs::rename(from, to);
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::EXIST) => return Err(io::ErrorKind::AlreadyExists.into()),
+            // The file system cannot do it atomically: fall through to check, then rename.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if std::fs::symlink_metadata(to).is_ok() {
+        return Err(io::ErrorKind::AlreadyExists.into());
+    }
+    std::fs::rename(from, to)
+}
+
+/// Flushes the directory holding `path`, so a rename into it survives a crash.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_proto::Name;
+
+    fn frame(data: &[u8]) -> FrameHead {
+        FrameHead { name: Name::parse("f").unwrap(), size: data.len() as u64, md5: Digest::of(data) }
+    }
+
+    #[test]
+    fn bytes_without_a_sidecar_are_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        std::fs::write(with_suffix(&dest, ".part"), b"junk").unwrap();
+        let part = Part::open(&dest).unwrap();
+        assert_eq!(part.len(), 0);
+        assert_eq!(part.resume_offset(), 0);
+    }
+
+    #[test]
+    fn a_sidecar_makes_the_bytes_resumable_for_that_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let whole = b"hello world";
+        {
+            let mut part = Part::open(&dest).unwrap();
+            part.begin(&frame(whole)).unwrap();
+            part.append(&whole[..5]).unwrap();
+        }
+        let part = Part::open(&dest).unwrap();
+        assert_eq!(part.resume_offset(), 5);
+        assert!(part.matches(&frame(whole)));
+        assert!(!part.matches(&frame(b"hello there")), "[GET-7] another file");
+    }
+
+    #[test]
+    fn more_bytes_than_the_file_has_start_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        {
+            let mut part = Part::open(&dest).unwrap();
+            part.begin(&frame(b"ab")).unwrap();
+            part.append(b"abc").unwrap();
+        }
+        assert_eq!(Part::open(&dest).unwrap().resume_offset(), 0);
+    }
+
+    #[test]
+    fn a_second_opener_is_told_the_part_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let _first = Part::open(&dest).unwrap();
+        assert!(matches!(Part::open(&dest), Err(Error::Busy { .. })));
+    }
+
+    #[test]
+    fn publish_never_replaces_without_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        std::fs::write(&dest, b"precious").unwrap();
+        let mut part = Part::open(&dest).unwrap();
+        part.begin(&frame(b"new")).unwrap();
+        part.append(b"new").unwrap();
+        assert!(matches!(part.publish(false), Err(Error::LocalExists { .. })));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"precious");
+        let mut part = Part::open(&dest).unwrap();
+        assert_eq!(part.resume_offset(), 3, "the verified bytes are still there");
+        part.append(b"").unwrap();
+        part.publish(true).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+        assert!(!with_suffix(&dest, ".part").exists());
+        assert!(!with_suffix(&dest, ".part.meta").exists());
+    }
+}
