@@ -1,78 +1,84 @@
-//! Sending a GET's file range from a blocking-pool task that owns the transfer: sendfile(2) on
-//! Linux, waiting for the socket's writability with poll(2) on its own duplicate of the socket,
-//! so the reactor threads never touch the disk. Elsewhere, a buffered copy on the same task.
+//! Output that may touch the disk, done on the blocking pool without ever blocking on the
+//! client: the reply bytes are written and the GET body sent with sendfile(2) through a
+//! duplicate of the non-blocking socket, until done or until the socket is full. The reactor
+//! then waits for writability and calls again. No pool thread ever waits for a slow client, so
+//! a thousand stalled downloads cannot starve the pool that everyone's input goes through.
 
-use std::io;
-use std::time::{Duration, Instant};
+use std::io::{self, ErrorKind};
+use std::os::fd::OwnedFd;
 
 use ferry_core::{Body, Session};
-use tokio::net::TcpStream;
 
-/// Sends all of `body`, reporting progress to `session`, and hands the session back.
+/// What a push left undone.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Everything was sent.
+    Done,
+    /// The socket is full: wait for writability, then push again.
+    Blocked,
+}
+
+/// Writes the session's pending output, then sends `body` (taking a new one from the session
+/// when it is done), until everything is out or the socket is full.
 ///
 /// # Errors
-/// The socket failed, or stayed unwritable past `limit` (`[TIME-5]`).
-pub(crate) async fn send(stream: &TcpStream, body: Body, session: Session, limit: Duration) -> io::Result<Session> {
-    let fd = dup_socket(stream)?;
-    tokio::task::spawn_blocking(move || transfer(&fd, body, session, limit)).await.map_err(io::Error::other)?
-}
-
-#[cfg(unix)]
-fn dup_socket(stream: &TcpStream) -> io::Result<std::os::fd::OwnedFd> {
-    // A duplicate the task owns: if the connection is dropped meanwhile, the descriptor number
-    // cannot be reused under the transfer.
-    Ok(rustix::io::dup(stream)?)
-}
-
-#[cfg(target_os = "linux")]
-fn transfer(fd: &std::os::fd::OwnedFd, mut body: Body, mut session: Session, limit: Duration) -> io::Result<Session> {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    while body.len > 0 {
-        let want = body.len.min(1 << 20) as usize;
-        let mut offset = body.offset;
-        match rustix::fs::sendfile(fd, &body.file, Some(&mut offset), want) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than announced")),
-            Ok(n) => {
-                body.offset += n as u64;
-                body.len -= n as u64;
-                session.body_sent(n as u64, Instant::now());
-            }
-            Err(rustix::io::Errno::AGAIN) => {
-                let mut fds = [PollFd::new(fd, PollFlags::OUT)];
-                let timeout = Timespec { tv_sec: limit.as_secs() as i64, tv_nsec: i64::from(limit.subsec_nanos()) };
-                if poll(&mut fds, Some(&timeout))? == 0 {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"));
-                }
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(session)
-}
-
-#[cfg(all(unix, not(target_os = "linux")))]
-fn transfer(fd: &std::os::fd::OwnedFd, mut body: Body, mut session: Session, limit: Duration) -> io::Result<Session> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut file = &body.file;
-    file.seek(SeekFrom::Start(body.offset))?;
-    while body.len > 0 {
-        let n = file.read(&mut buf[..body.len.min(buf.len() as u64) as usize])?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than announced"));
-        }
-        let mut sent = 0;
-        let started = Instant::now();
-        while sent < n {
-            match rustix::io::write(fd, &buf[sent..n]) {
-                Ok(k) => sent += k,
-                Err(rustix::io::Errno::AGAIN) if started.elapsed() < limit => std::thread::yield_now(),
+/// The socket failed.
+pub(crate) fn push(fd: &OwnedFd, session: &mut Session, body: &mut Option<Body>) -> io::Result<Pushed> {
+    loop {
+        while !session.pending_output().is_empty() {
+            match rustix::io::write(fd, session.pending_output()) {
+                Ok(n) => session.consume_output(n),
+                Err(rustix::io::Errno::AGAIN) => return Ok(Pushed::Blocked),
+                Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        body.len -= n as u64;
-        session.body_sent(n as u64, Instant::now());
+        if body.is_none() {
+            *body = session.take_body();
+        }
+        let Some(b) = body else { return Ok(Pushed::Done) };
+        match send_chunk(fd, b) {
+            Ok(n) => {
+                session.body_sent(n, std::time::Instant::now());
+                if b.len == 0 {
+                    // Input pipelined behind the GET may have produced more: loop.
+                    *body = None;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Pushed::Blocked),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    Ok(session)
+}
+
+/// One non-blocking send of the next part of `body`; advances it.
+#[cfg(target_os = "linux")]
+fn send_chunk(fd: &OwnedFd, body: &mut Body) -> io::Result<u64> {
+    let want = body.len.min(4 << 20) as usize;
+    let mut offset = body.offset;
+    match rustix::fs::sendfile(fd, &body.file, Some(&mut offset), want) {
+        Ok(0) => Err(io::Error::new(ErrorKind::UnexpectedEof, "file shorter than announced")),
+        Ok(n) => {
+            body.offset += n as u64;
+            body.len -= n as u64;
+            Ok(n as u64)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One non-blocking write of the next part of `body` through a buffer; advances it.
+#[cfg(all(unix, not(target_os = "linux")))]
+fn send_chunk(fd: &OwnedFd, body: &mut Body) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; body.len.min(256 * 1024) as usize];
+    let n = body.file.read_at(&mut buf, body.offset)?;
+    if n == 0 {
+        return Err(io::Error::new(ErrorKind::UnexpectedEof, "file shorter than announced"));
+    }
+    let k = rustix::io::write(fd, &buf[..n])?;
+    body.offset += k as u64;
+    body.len -= k as u64;
+    Ok(k as u64)
 }

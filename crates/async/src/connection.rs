@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_core::{Server, Session};
-use tokio::io::AsyncWriteExt;
+use ferry_core::{Body, Server, Session};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tracing::{debug, info, Instrument};
 
-use crate::body;
+use crate::body::{self, Pushed};
 use crate::IpSlot;
 
 /// Socket reads go into a buffer of this size, taken only once the socket is readable.
@@ -58,15 +58,21 @@ impl Conn {
     async fn run(&mut self, stream: &TcpStream, session: Session) -> io::Result<Ending> {
         stream.set_nodelay(true)?;
         let write_timeout = self.server.settings.write_timeout;
-        let mut session = Some(session);
+        let mut state = Some((session, None::<Body>));
+        let mut blocked = false;
         let mut told_shutdown = false;
         loop {
-            let s = session.as_mut().ok_or_else(|| io::Error::other("session lost"))?;
-            write_pending(stream, s, write_timeout).await?;
-            if let Some(b) = s.take_body() {
-                // The blocking pool owns the transfer: sendfile may read the disk.
-                let taken = session.take().ok_or_else(|| io::Error::other("session lost"))?;
-                session = Some(body::send(stream, b, taken, write_timeout).await?);
+            let (s, body) = state.as_mut().ok_or_else(|| io::Error::other("session lost"))?;
+            if blocked {
+                // `[TIME-5]`: a client that stops reading is dropped after the write timeout.
+                tokio::time::timeout(write_timeout, stream.writable())
+                    .await
+                    .map_err(|_| io::Error::new(ErrorKind::TimedOut, "client stopped reading"))??;
+                blocked = self.hop(stream, &mut state, |_| {}).await?;
+                continue;
+            }
+            if !s.pending_output().is_empty() || body.is_some() {
+                blocked = self.hop(stream, &mut state, |_| {}).await?;
                 continue;
             }
             if s.is_closed() {
@@ -98,15 +104,7 @@ impl Conn {
                         }
                         Ok(n) => {
                             buf.truncate(n);
-                            let mut taken = session.take().ok_or_else(|| io::Error::other("session lost"))?;
-                            // Input may make the session write to disk: off the reactor.
-                            let back = tokio::task::spawn_blocking(move || {
-                                taken.feed(&buf, Instant::now());
-                                taken
-                            })
-                            .await
-                            .map_err(io::Error::other)?;
-                            session = Some(back);
+                            blocked = self.hop(stream, &mut state, move |s| s.feed(&buf, Instant::now())).await?;
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                         Err(e) => {
@@ -120,26 +118,37 @@ impl Conn {
             }
         }
     }
-}
 
-/// Writes everything the session has to say, each write bounded (`[TIME-5]`).
-async fn write_pending(stream: &TcpStream, session: &mut Session, limit: Duration) -> io::Result<()> {
-    while !session.pending_output().is_empty() {
-        let n = tokio::time::timeout(limit, async {
-            loop {
-                stream.writable().await?;
-                match stream.try_write(session.pending_output()) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
-            }
+    /// One trip to the blocking pool: run `work` on the session (input processing may touch the
+    /// disk), then push out what it produced — reply bytes and GET body — until done or the
+    /// socket is full. Returns whether the socket is full.
+    async fn hop(
+        &self,
+        stream: &TcpStream,
+        state: &mut Option<(Session, Option<Body>)>,
+        work: impl FnOnce(&mut Session) + Send + 'static,
+    ) -> io::Result<bool> {
+        // A duplicate the pool thread owns: if this connection is dropped meanwhile, the
+        // descriptor number cannot be reused under it.
+        let fd = rustix::io::dup(stream)?;
+        let (mut session, mut body) = state.take().ok_or_else(|| io::Error::other("session lost"))?;
+        let (session, body, pushed) = tokio::task::spawn_blocking(move || {
+            work(&mut session);
+            let pushed = body::push(&fd, &mut session, &mut body);
+            (session, body, pushed)
         })
         .await
-        .map_err(|_| io::Error::new(ErrorKind::TimedOut, "client stopped reading"))??;
-        session.consume_output(n);
+        .map_err(io::Error::other)?;
+        *state = Some((session, body));
+        match pushed? {
+            Pushed::Done => Ok(false),
+            Pushed::Blocked => {
+                // Clear tokio's cached readiness so that the next wait for writability is real.
+                let _ = stream.try_io(Interest::WRITABLE, || Err::<(), _>(io::Error::from(ErrorKind::WouldBlock)));
+                Ok(true)
+            }
+        }
     }
-    Ok(())
 }
 
 /// Shuts the sending side and drains input until the client closes or `linger` passes

@@ -6,6 +6,9 @@
 //! - `memory`: the `ferryd` process's peak resident memory while N clients download a large file
 //!   at once must not grow with the file's size. Baseline: the same clients downloading a small
 //!   file, in the same process.
+//! - `get-rate`: small-file GETs per second at N concurrent clients, for the async engine against
+//!   the blocking one (the baseline), one after the other in the same invocation.
+//! - `idle-memory`: each engine's resident memory holding N idle connections, per connection.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -48,12 +51,34 @@ enum What {
         #[arg(long)]
         ferryd: Option<PathBuf>,
     },
+    /// Small-file GET rate of both engines at N concurrent clients.
+    GetRate {
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// File size in bytes.
+        #[arg(long, default_value_t = 4096)]
+        size: u64,
+        /// Seconds of load per engine.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long)]
+        ferryd: Option<PathBuf>,
+    },
+    /// Resident memory of each engine holding N idle connections.
+    IdleMemory {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        #[arg(long)]
+        ferryd: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().what {
         What::DigestCache { size_mib } => digest_cache(size_mib),
         What::Memory { clients, size_gib, baseline_mib, ferryd } => memory(clients, size_gib, baseline_mib, ferryd),
+        What::GetRate { clients, size, seconds, ferryd } => get_rate(clients, size, seconds, ferryd),
+        What::IdleMemory { connections, ferryd } => idle_memory(connections, ferryd),
     }
 }
 
@@ -151,10 +176,15 @@ struct Ferryd {
 
 impl Ferryd {
     fn start(bin: &Path, root: &Path) -> Result<Self> {
+        Self::start_with(bin, root, &[])
+    }
+
+    fn start_with(bin: &Path, root: &Path, extra: &[&str]) -> Result<Self> {
         let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0", "--root"])
             .arg(root)
             .args(["--log-level", "warn"])
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
@@ -234,5 +264,138 @@ fn memory(clients: usize, size_gib: u64, baseline_mib: u64, ferryd: Option<PathB
     let (peak, t_big) = peak_during(&server, clients, "big.bin", big)?;
     println!("measured: {clients} clients x {size_gib} GiB: peak RSS {peak} KiB ({:.1} s)", t_big.as_secs_f64());
     println!("peak ratio measured/baseline: {:.2} for a file {}x larger", peak as f64 / base as f64, big / small);
+    Ok(())
+}
+
+fn ferryd_path(ferryd: Option<PathBuf>) -> Result<PathBuf> {
+    Ok(match ferryd {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("ferryd"),
+    })
+}
+
+/// One persistent connection doing GETs of `name` until `until`; returns the count.
+fn get_loop(addr: SocketAddr, name: &str, size: u64, until: Instant) -> Result<u64> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut conn = ClientConnection::new(ClientConfig::default())?;
+    let name = Name::parse(name)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    let mut done = 0u64;
+    while Instant::now() < until {
+        conn.send(&Request::Get { name: name.clone(), offset: 0 })?;
+        stream.write_all(conn.pending_output())?;
+        let n = conn.pending_output().len();
+        conn.consume_output(n);
+        let mut got = 0u64;
+        let mut finished = false;
+        while !finished {
+            let mut used = 0;
+            loop {
+                let (n, item) = conn.handle_input(&pending[used..])?;
+                used += n;
+                match item {
+                    Some(ServerItem::Data(d)) => got += d.len() as u64,
+                    Some(ServerItem::DataEnd) => finished = true,
+                    Some(ServerItem::Error(e)) => bail!("server refused: {e}"),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            pending.drain(..used);
+            if !finished {
+                let r = stream.read(&mut buf)?;
+                if r == 0 {
+                    bail!("server closed");
+                }
+                pending.extend_from_slice(&buf[..r]);
+            }
+        }
+        if got != size {
+            bail!("got {got} of {size} bytes");
+        }
+        done += 1;
+    }
+    Ok(done)
+}
+
+fn get_rate(clients: usize, size: u64, seconds: u64, ferryd: Option<PathBuf>) -> Result<()> {
+    let bin = ferryd_path(ferryd)?;
+    let mut rates = Vec::new();
+    for engine in ["blocking", "async"] {
+        let dir = tempfile::tempdir()?;
+        write_pattern(&dir.path().join("small.bin"), size)?;
+        let cap = (clients + 16).to_string();
+        let server = Ferryd::start_with(&bin, dir.path(), &["--engine", engine, "--max-clients", &cap, "--max-per-ip", &cap])?;
+        download(server.addr, "small.bin")?; // hashed once, before timing
+        let until = Instant::now() + Duration::from_secs(seconds);
+        let started = Instant::now();
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                let addr = server.addr;
+                std::thread::spawn(move || get_loop(addr, "small.bin", size, until))
+            })
+            .collect();
+        let mut total = 0;
+        for h in handles {
+            total += h.join().map_err(|_| anyhow::anyhow!("a client panicked"))??;
+        }
+        let rate = total as f64 / started.elapsed().as_secs_f64();
+        println!("{engine:>8}: {total} GETs of {size} bytes by {clients} clients in {:.1} s: {rate:.0} GET/s", started.elapsed().as_secs_f64());
+        rates.push(rate);
+    }
+    println!("async/blocking GET rate ratio: {:.2}", rates[1] / rates[0]);
+    Ok(())
+}
+
+fn raise_fd_limit() -> Result<u64> {
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let hard = lim.maximum.unwrap_or(1 << 20);
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, rustix::process::Rlimit { current: Some(hard), maximum: lim.maximum })?;
+    Ok(hard)
+}
+
+fn idle_memory(connections: usize, ferryd: Option<PathBuf>) -> Result<()> {
+    let bin = ferryd_path(ferryd)?;
+    let limit = raise_fd_limit()?;
+    if (connections as u64) + 64 > limit {
+        bail!("the file descriptor limit ({limit}) is too low for {connections} connections");
+    }
+    let mut per_conn = Vec::new();
+    for engine in ["blocking", "async"] {
+        let dir = tempfile::tempdir()?;
+        let cap = (connections + 64).to_string();
+        let server = Ferryd::start_with(
+            &bin,
+            dir.path(),
+            &["--engine", engine, "--max-clients", &cap, "--max-per-ip", &cap, "--idle-timeout", "0"],
+        )?;
+        let before = server.rss_kib()?;
+        let mut held = Vec::with_capacity(connections);
+        let mut hello = Vec::new();
+        ferry_proto::ClientHello { min_version: 1, max_version: 1, token: None }.encode(&mut hello);
+        for _ in 0..connections {
+            let mut s = TcpStream::connect(server.addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            s.write_all(&hello)?;
+            held.push(s);
+        }
+        // Every connection has its hello answered: all are served, none merely queued.
+        let mut reply = [0u8; 1];
+        for s in &mut held {
+            s.read_exact(&mut reply)?;
+            if reply[0] != ferry_proto::message::tag::HELLO {
+                bail!("a connection was refused (0x{:02x})", reply[0]);
+            }
+        }
+        let after = server.rss_kib()?;
+        let each = (after.saturating_sub(before)) as f64 / connections as f64;
+        println!("{engine:>8}: RSS {before} KiB idle, {after} KiB with {connections} connections: {each:.1} KiB per connection");
+        per_conn.push(each);
+        drop(held);
+    }
+    println!("async/blocking memory per connection: {:.2}", per_conn[1] / per_conn[0]);
     Ok(())
 }

@@ -11,8 +11,9 @@ use ferry_core::Settings;
 #[derive(Debug, Default)]
 struct State {
     per_ip: HashMap<IpAddr, u32>,
-    /// A handle on each live connection's socket, to close it when the grace period ends.
-    live: HashMap<u64, TcpStream>,
+    /// Each live connection's socket (shared, not duplicated: one descriptor per client), to
+    /// close it when the grace period ends.
+    live: HashMap<u64, Arc<TcpStream>>,
     next: u64,
 }
 
@@ -48,12 +49,12 @@ impl Admission {
     }
 
     /// A place for a connection from `ip`, if the caps allow.
-    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, stream: &TcpStream) -> Option<Ticket> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, stream: &Arc<TcpStream>) -> Option<Ticket> {
         let mut s = self.lock();
         if s.live.len() as u32 >= self.max_clients || s.per_ip.get(&ip).copied().unwrap_or(0) >= self.max_per_ip {
             return None;
         }
-        let handle = stream.try_clone().ok()?;
+        let handle = stream.clone();
         *s.per_ip.entry(ip).or_default() += 1;
         let key = s.next;
         s.next += 1;

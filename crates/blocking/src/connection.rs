@@ -18,7 +18,7 @@ const TICK: Duration = Duration::from_millis(250);
 const READ_BUF: usize = 64 * 1024;
 
 /// Serves one connection until it closes. The ticket's drop frees its place.
-pub(crate) fn serve(server: &Arc<Server>, stream: TcpStream, peer: SocketAddr, _ticket: Ticket) {
+pub(crate) fn serve(server: &Arc<Server>, stream: Arc<TcpStream>, peer: SocketAddr, _ticket: Ticket) {
     let mut session = Session::new(server.clone(), peer, Instant::now());
     let span = session.span().clone();
     let _entered = span.enter();

@@ -115,6 +115,7 @@ pub fn serve(server: Arc<Server>, listener: TcpListener) -> io::Result<()> {
         if server.is_shutting_down() {
             break;
         }
+        let stream = Arc::new(stream);
         match admission.admit(peer.ip(), &stream) {
             Some(ticket) => {
                 let s = server.clone();
@@ -128,7 +129,9 @@ pub fn serve(server: Arc<Server>, listener: TcpListener) -> io::Result<()> {
             None => {
                 // `[CAP-1]`, `[CAP-2]`: BUSY without reading, and no thread for this client.
                 info!(%peer, "at capacity: BUSY");
-                closer.refuse(stream, &busy);
+                if let Ok(stream) = Arc::try_unwrap(stream) {
+                    closer.refuse(stream, &busy);
+                }
             }
         }
     }

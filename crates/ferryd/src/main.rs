@@ -171,9 +171,25 @@ fn init_logging(cli: &Cli) -> Result<Option<tracing_appender::non_blocking::Work
     Ok(guard)
 }
 
+/// Raises the soft limit on open files to the hard limit: each client costs a descriptor, and the
+/// default soft limit (often 1024) would cap a server far below its --max-clients.
+#[cfg(unix)]
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        match setrlimit(Resource::Nofile, Rlimit { current: lim.maximum, maximum: lim.maximum }) {
+            Ok(()) => tracing::debug!(limit = ?lim.maximum, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let _log_guard = init_logging(&cli)?;
+    #[cfg(unix)]
+    raise_fd_limit();
     let settings = cli.settings()?;
     if settings.anonymous.is_none() && settings.tokens.is_empty() {
         bail!("--anonymous none without --tokens would refuse every client");
