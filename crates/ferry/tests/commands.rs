@@ -1,0 +1,257 @@
+//! Every `ferry` subcommand against a real `ferryd` process, the exit codes, `--help`, the
+//! tables, and servers that lie.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{names_in, pattern, World};
+use ferry_client::testing::{hello, raw, Action, FakeServer};
+use ferry_proto::{Digest, ErrorCode, Request, Role};
+
+/// insta settings that hide what changes from run to run: times, ports, durations, column
+/// padding (which follows the widths of those).
+fn stable() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.add_filter(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", "[TIME]");
+    s.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
+    s.add_filter(r"\d+(\.\d+)? (ms|s|min)\b", "[DURATION]");
+    s.add_filter(r" {2,}", "  ");
+    s
+}
+
+#[test]
+fn help_is_documented() {
+    let world = World::new(&[]);
+    let out = world.run(&["--help"]).ok();
+    insta::assert_snapshot!("help", out.stdout);
+    let out = world.run(&["get", "--help"]).ok();
+    insta::assert_snapshot!("get_help", out.stdout);
+    let out = world.run(&["put", "--help"]).ok();
+    insta::assert_snapshot!("put_help", out.stdout);
+}
+
+#[test]
+fn a_first_session() {
+    // README's first session: put a file, list, get it back.
+    let world = World::new(&[]);
+    std::fs::write(world.work().join("notes.txt"), "hello, ferry\n").unwrap();
+    let put = world.run(&["put", "notes.txt"]).ok();
+    assert!(put.stderr.contains("notes.txt -> notes.txt (13 B, created"), "{put:?}");
+    assert_eq!(std::fs::read(world.root().join("notes.txt")).unwrap(), b"hello, ferry\n");
+
+    let list = world.run(&["list"]).ok();
+    stable().bind(|| insta::assert_snapshot!("first_session_list", list.stdout));
+
+    std::fs::remove_file(world.work().join("notes.txt")).unwrap();
+    let get = world.run(&["get", "notes.txt"]).ok();
+    assert!(get.stderr.contains("notes.txt -> notes.txt (13 B, MD5 verified)"), "{get:?}");
+    assert_eq!(std::fs::read(world.work().join("notes.txt")).unwrap(), b"hello, ferry\n");
+    assert_eq!(names_in(&world.work()), ["notes.txt"], "no .part left");
+}
+
+#[test]
+fn put_refuses_to_replace_unless_asked() {
+    let world = World::new(&[]);
+    std::fs::write(world.work().join("a"), "one").unwrap();
+    world.run(&["put", "a"]).ok();
+    std::fs::write(world.work().join("a"), "two").unwrap();
+    let again = world.run(&["put", "a"]).code(1);
+    assert!(again.stderr.contains("already exists on the server") && again.stderr.contains("--overwrite"), "{again:?}");
+    assert_eq!(std::fs::read(world.root().join("a")).unwrap(), b"one");
+    let replaced = world.run(&["put", "a", "--overwrite"]).ok();
+    assert!(replaced.stderr.contains("replaced"), "{replaced:?}");
+    assert_eq!(std::fs::read(world.root().join("a")).unwrap(), b"two");
+    world.run(&["put", "a", "--as", "b", "--create-only"]).ok();
+    assert_eq!(std::fs::read(world.root().join("b")).unwrap(), b"two");
+    world.run(&["put", "a", "--overwrite", "--create-only"]).code(2);
+}
+
+#[test]
+fn get_never_overwrites_without_force() {
+    let world = World::new(&[]);
+    std::fs::write(world.root().join("f"), "server copy").unwrap();
+    std::fs::write(world.work().join("f"), "precious local copy").unwrap();
+    let refused = world.run(&["get", "f"]).code(1);
+    assert!(refused.stderr.contains("already exists") && refused.stderr.contains("--force"), "{refused:?}");
+    assert_eq!(std::fs::read(world.work().join("f")).unwrap(), b"precious local copy");
+    assert_eq!(names_in(&world.work()), ["f"]);
+    world.run(&["get", "f", "--force"]).ok();
+    assert_eq!(std::fs::read(world.work().join("f")).unwrap(), b"server copy");
+}
+
+#[test]
+fn get_to_a_path_and_to_a_directory() {
+    let world = World::new(&[]);
+    std::fs::write(world.root().join("a"), pattern(100_000, 1)).unwrap();
+    std::fs::write(world.root().join("b"), pattern(200_000, 2)).unwrap();
+    world.run(&["get", "a", "-o", "copy-of-a"]).ok();
+    assert_eq!(std::fs::read(world.work().join("copy-of-a")).unwrap(), pattern(100_000, 1));
+    std::fs::create_dir(world.work().join("dl")).unwrap();
+    world.run(&["get", "a", "b", "-o", "dl"]).ok();
+    assert_eq!(names_in(&world.work().join("dl")), ["a", "b"]);
+    assert_eq!(std::fs::read(world.work().join("dl/b")).unwrap(), pattern(200_000, 2));
+    let usage = world.run(&["get", "a", "b", "-o", "nowhere"]).code(2);
+    assert!(usage.stderr.contains("existing directory"), "{usage:?}");
+}
+
+#[test]
+fn several_files_are_all_tried_and_the_worst_status_wins() {
+    let world = World::new(&[]);
+    std::fs::write(world.root().join("here"), "x").unwrap();
+    let out = world.run(&["get", "missing", "here"]).code(1);
+    assert!(out.stderr.contains("missing: no such file on the server"), "{out:?}");
+    assert_eq!(names_in(&world.work()), ["here"]);
+}
+
+#[test]
+fn rm_stat_status_and_help() {
+    let world = World::new(&[]);
+    std::fs::write(world.root().join("f"), "12345").unwrap();
+    // A file copied into the root by hand has no MD5 until something asks for it ([LIST-3]).
+    let before = world.run(&["stat", "f"]).ok();
+    assert!(
+        before.stdout.contains("md5:      not computed yet") || before.stdout.contains("md5:      8"),
+        "{before:?}"
+    );
+    world.run(&["get", "f"]).ok();
+    let stat = world.run(&["stat", "f"]).ok();
+    assert!(stat.stdout.contains("size:     5 (5 B)"), "{stat:?}");
+    assert!(stat.stdout.contains(&Digest::of(b"12345").to_string()), "{stat:?}");
+    let json: serde_json::Value = serde_json::from_str(&world.run(&["stat", "f", "--json"]).ok().stdout).unwrap();
+    assert_eq!(json["size"], 5);
+    assert_eq!(json["md5"], Digest::of(b"12345").to_string());
+
+    let list: serde_json::Value = serde_json::from_str(&world.run(&["list", "--json"]).ok().stdout).unwrap();
+    assert_eq!(list[0]["name"], "f");
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    let help = world.run(&["help"]).ok();
+    assert!(help.stdout.contains("LIST") && help.stdout.contains("SHUTDOWN"), "{help:?}");
+
+    world.run(&["rm", "f"]).ok();
+    assert!(!world.root().join("f").exists());
+    let again = world.run(&["rm", "f"]).code(1);
+    assert!(again.stderr.contains("no such file"), "{again:?}");
+    world.run(&["stat", "f"]).code(1);
+
+    let status = world.run(&["status"]).ok();
+    assert!(status.stdout.contains("open (this one)"), "{status:?}");
+    let records: serde_json::Value = serde_json::from_str(&world.run(&["status", "--json"]).ok().stdout).unwrap();
+    let records = records.as_array().unwrap();
+    assert!(records.len() >= 8, "{records:?}");
+    assert_eq!(records.last().unwrap()["this_connection"], true);
+    assert!(records[..records.len() - 1].iter().all(|r| r["this_connection"] == false));
+}
+
+#[test]
+fn status_table_snapshot() {
+    let world = World::new(&[]);
+    world.run(&["list"]).ok();
+    world.run(&["list"]).ok();
+    let status = world.run(&["status"]).ok();
+    stable().bind(|| insta::assert_snapshot!("status_table", status.stdout));
+}
+
+#[test]
+fn shutdown_needs_an_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "admin s3cret-admin\nread reader-token\n").unwrap();
+    let mut world = World::new(&["--tokens", tokens.to_str().unwrap(), "--anonymous", "read"]);
+    let anon = world.run(&["shutdown"]).code(1);
+    assert!(anon.stderr.contains("does not allow you to shut down"), "{anon:?}");
+    let wrong = world.run(&["--token", "nope", "list"]).code(1);
+    assert!(wrong.stderr.contains("--token"), "{wrong:?}");
+    let bad = world.run(&["--token", "has space", "list"]).code(2);
+    assert!(bad.stderr.contains("visible ASCII"), "{bad:?}");
+    // A reader cannot upload; FERRY_TOKEN works like --token.
+    std::fs::write(world.work().join("x"), "x").unwrap();
+    let forbidden = world.run_env(&["put", "x"], &[("FERRY_TOKEN", "reader-token")]).code(1);
+    assert!(forbidden.stderr.contains("does not allow you to upload"), "{forbidden:?}");
+    world.run_env(&["shutdown"], &[("FERRY_TOKEN", "s3cret-admin")]).ok();
+    assert!(world.server.wait_exit(Duration::from_secs(20)).success());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let world = World::new(&[]);
+    world.run(&["get"]).code(2);
+    world.run(&["frobnicate"]).code(2);
+    let bad_name = world.run(&["get", "../etc/passwd"]).code(2);
+    assert!(bad_name.stderr.contains("not a valid file name"), "{bad_name:?}");
+    std::fs::write(world.work().join("a"), "a").unwrap();
+    std::fs::write(world.work().join("b"), "b").unwrap();
+    world.run(&["put", "a", "b", "--as", "c"]).code(2);
+    world.run(&["--timeout", "soon", "list"]).code(2);
+    let no_command = world.run(&[]).code(2);
+    assert!(no_command.stderr.contains("no command"), "{no_command:?}");
+}
+
+#[test]
+fn a_server_that_is_not_there_is_a_network_failure() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::run(common::ferry_cmd(dir.path(), &format!("127.0.0.1:{port}"), dir.path()).args([
+        "--retries",
+        "0",
+        "list",
+    ]))
+    .code(3);
+    assert_eq!(out.stderr.trim(), format!("ferry: connection refused by 127.0.0.1:{port} — is ferryd running?"));
+}
+
+#[test]
+fn names_with_invisible_characters_are_escaped_when_printed() {
+    let world = World::new(&[]);
+    std::fs::write(world.root().join("report\u{202E}fdp.exe"), "x").unwrap();
+    let list = world.run(&["list"]).ok();
+    assert!(list.stdout.contains("report\\u{202e}fdp.exe"), "{list:?}");
+    assert!(!list.stdout.contains('\u{202E}'));
+}
+
+#[test]
+fn a_lying_server_s_download_leaves_no_file_and_exits_4() {
+    let body = pattern(500_000, 9);
+    let server = FakeServer::start(hello(Role::Read), move |s| match &s.request {
+        Request::Get { offset, .. } => {
+            Action::Reply(raw::get(b"f", *offset, body.len() as u64, Digest::of(b"lie"), &body[*offset as usize..]))
+        }
+        _ => Action::Reply(raw::error(ErrorCode::UNSUPPORTED, "no")),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        common::run(common::ferry_cmd(dir.path(), &server.addr.to_string(), dir.path()).args(["get", "f"])).code(4);
+    assert!(out.stderr.contains("checksum mismatch"), "{out:?}");
+    assert!(names_in(dir.path()).is_empty(), "{:?}", names_in(dir.path()));
+}
+
+#[test]
+fn hostile_names_from_a_lying_server_are_refused() {
+    let server = FakeServer::start(hello(Role::Read), |s| match &s.request {
+        Request::List => Action::Reply(raw::list(&[(b"../../.bashrc", 1, 0), (b"ok", 1, 0)])),
+        Request::Get { .. } => Action::Reply(raw::get(b"/etc/cron.d/evil", 0, 2, Digest::of(b"hi"), b"hi")),
+        _ => Action::Reply(raw::error(ErrorCode::UNSUPPORTED, "no")),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let addr = server.addr.to_string();
+    let list = common::run(common::ferry_cmd(dir.path(), &addr, dir.path()).args(["--retries", "0", "list"])).code(3);
+    assert!(list.stderr.contains("broke the protocol"), "{list:?}");
+    assert!(list.stdout.is_empty(), "nothing it sent is shown: {list:?}");
+    let get =
+        common::run(common::ferry_cmd(dir.path(), &addr, dir.path()).args(["--retries", "0", "get", "ok"])).code(3);
+    assert!(get.stderr.contains("broke the protocol"), "{get:?}");
+    assert!(names_in(dir.path()).is_empty(), "{:?}", names_in(dir.path()));
+}
+
+#[test]
+fn a_server_error_message_cannot_drive_the_terminal() {
+    let server = FakeServer::start(hello(Role::Read), |_| {
+        Action::Reply(raw::error(ErrorCode::NOT_FOUND, "gone\x1b]0;pwned\x07\x1b[2J"))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        common::run(common::ferry_cmd(dir.path(), &server.addr.to_string(), dir.path()).args(["stat", "x"])).code(1);
+    assert!(!out.stderr.contains('\x1b') && !out.stderr.contains('\x07'), "{out:?}");
+    assert!(out.stderr.contains("gone\\u{1b}"), "{out:?}");
+}
