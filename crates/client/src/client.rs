@@ -228,7 +228,7 @@ impl Client {
         if dest.is_dir() {
             return Err(Error::Usage(format!("{} is a directory", dest.display())));
         }
-        let mut part = Part::open(dest)?;
+        let mut part = Part::open(dest, overwrite)?;
         let mut state = DownloadState { sink: None, resumed_from: None, restarts: 0, retried_whole: false };
         let config = self.config.clone();
         let policy = config.retry.clone();

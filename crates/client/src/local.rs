@@ -69,33 +69,58 @@ pub struct Part {
 impl Part {
     /// Opens (creating if needed) and locks `dest`'s `.part` file, and reads its sidecar.
     ///
+    /// A `.part` file is taken as an earlier download's only if it is empty or its sidecar is
+    /// there and well-formed — the sidecar is always written before the first data byte. Anything
+    /// else is someone's file that happens to have that name, and is overwritten only with
+    /// `overwrite` (`--force`).
+    ///
     /// # Errors
-    /// The file cannot be opened, or another process holds its lock.
-    pub fn open(dest: &Path) -> Result<Self, Error> {
+    /// The file cannot be opened, another process holds its lock, or it is not ours.
+    pub fn open(dest: &Path, overwrite: bool) -> Result<Self, Error> {
         let path = with_suffix(dest, ".part");
         let meta_path = with_suffix(dest, ".part.meta");
         let local = |what, source| Error::Local { what, path: path.clone(), source };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| local("open", e))?;
+        let existed = std::fs::symlink_metadata(&path).is_ok();
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // A symbolic link in the way is not followed: opening it fails.
+            options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        }
+        let file = options.open(&path).map_err(|e| local("open", e))?;
+        let metadata = file.metadata().map_err(|e| local("read the size of", e))?;
+        if !metadata.is_file() {
+            return Err(Error::LocalExists { path });
+        }
         lock(&file).map_err(|e| match e.kind() {
             io::ErrorKind::WouldBlock => Error::Busy { path: dest.to_owned() },
             _ => local("lock", e),
         })?;
-        let len = file.metadata().map_err(|e| local("read the size of", e))?.len();
-        let identity = std::fs::read(&meta_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<PartMeta>(&b).ok())
-            .and_then(|m| m.identity());
+        let len = metadata.len();
+        let sidecar = match std::fs::read(&meta_path) {
+            Ok(bytes) => Some(serde_json::from_slice::<PartMeta>(&bytes).ok().and_then(|m| m.identity())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::Local { what: "read", path: meta_path, source: e }),
+        };
+        let ours = match sidecar {
+            Some(identity) => identity.is_some(),
+            None => len == 0,
+        };
+        if !ours && !overwrite {
+            if !existed {
+                let _ = std::fs::remove_file(&path);
+            }
+            let in_the_way = if sidecar.is_some() { meta_path } else { path };
+            return Err(Error::LocalExists { path: in_the_way });
+        }
+        let identity = sidecar.flatten();
         let mut part = Self { dest: dest.to_owned(), path, meta_path, file, len, identity };
         match part.identity {
             // Bytes past the announced end cannot be part of that file.
             Some((size, _)) if part.len > size => part.reset()?,
-            // Bytes of an unknown file: start again.
+            // Bytes of an unknown file, which we may overwrite: start again.
             None if part.len > 0 => part.reset()?,
             _ => {}
         }
@@ -278,13 +303,45 @@ mod tests {
     }
 
     #[test]
-    fn bytes_without_a_sidecar_are_not_trusted() {
+    fn a_part_file_without_a_sidecar_is_someone_else_s() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");
-        std::fs::write(with_suffix(&dest, ".part"), b"junk").unwrap();
-        let part = Part::open(&dest).unwrap();
-        assert_eq!(part.len(), 0);
+        std::fs::write(with_suffix(&dest, ".part"), b"a user's own file").unwrap();
+        assert!(matches!(Part::open(&dest, false), Err(Error::LocalExists { .. })));
+        assert_eq!(std::fs::read(with_suffix(&dest, ".part")).unwrap(), b"a user's own file");
+        let part = Part::open(&dest, true).unwrap();
+        assert_eq!(part.len(), 0, "--force overwrites it");
         assert_eq!(part.resume_offset(), 0);
+    }
+
+    #[test]
+    fn a_foreign_sidecar_is_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        std::fs::write(with_suffix(&dest, ".part.meta"), b"notes").unwrap();
+        assert!(matches!(Part::open(&dest, false), Err(Error::LocalExists { .. })));
+        assert!(!with_suffix(&dest, ".part").exists(), "nothing created");
+        assert_eq!(std::fs::read(with_suffix(&dest, ".part.meta")).unwrap(), b"notes");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symbolic_link_in_place_of_the_part_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, with_suffix(&dest, ".part")).unwrap();
+        assert!(Part::open(&dest, true).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn an_empty_part_without_a_sidecar_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        std::fs::write(with_suffix(&dest, ".part"), b"").unwrap();
+        assert_eq!(Part::open(&dest, false).unwrap().resume_offset(), 0);
     }
 
     #[test]
@@ -293,11 +350,11 @@ mod tests {
         let dest = dir.path().join("f");
         let whole = b"hello world";
         {
-            let mut part = Part::open(&dest).unwrap();
+            let mut part = Part::open(&dest, false).unwrap();
             part.begin(&frame(whole)).unwrap();
             part.append(&whole[..5]).unwrap();
         }
-        let part = Part::open(&dest).unwrap();
+        let part = Part::open(&dest, false).unwrap();
         assert_eq!(part.resume_offset(), 5);
         assert!(part.matches(&frame(whole)));
         assert!(!part.matches(&frame(b"hello there")), "[GET-7] another file");
@@ -308,19 +365,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");
         {
-            let mut part = Part::open(&dest).unwrap();
+            let mut part = Part::open(&dest, false).unwrap();
             part.begin(&frame(b"ab")).unwrap();
             part.append(b"abc").unwrap();
         }
-        assert_eq!(Part::open(&dest).unwrap().resume_offset(), 0);
+        assert_eq!(Part::open(&dest, false).unwrap().resume_offset(), 0);
     }
 
     #[test]
     fn a_second_opener_is_told_the_part_is_busy() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");
-        let _first = Part::open(&dest).unwrap();
-        assert!(matches!(Part::open(&dest), Err(Error::Busy { .. })));
+        let _first = Part::open(&dest, false).unwrap();
+        assert!(matches!(Part::open(&dest, false), Err(Error::Busy { .. })));
     }
 
     #[test]
@@ -328,12 +385,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");
         std::fs::write(&dest, b"precious").unwrap();
-        let mut part = Part::open(&dest).unwrap();
+        let mut part = Part::open(&dest, false).unwrap();
         part.begin(&frame(b"new")).unwrap();
         part.append(b"new").unwrap();
         assert!(matches!(part.publish(false), Err(Error::LocalExists { .. })));
         assert_eq!(std::fs::read(&dest).unwrap(), b"precious");
-        let mut part = Part::open(&dest).unwrap();
+        let mut part = Part::open(&dest, false).unwrap();
         assert_eq!(part.resume_offset(), 3, "the verified bytes are still there");
         part.append(b"").unwrap();
         part.publish(true).unwrap();

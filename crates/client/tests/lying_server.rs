@@ -242,3 +242,29 @@ fn progress_hears_every_start_byte_and_retry() {
     assert_eq!(rec.bytes, 200_000);
     assert_eq!(rec.retries, [1]);
 }
+
+#[test]
+fn a_part_longer_than_the_server_s_file_starts_again() {
+    // The server's file shrank below the bytes kept: BAD_OFFSET, then a GET from 0.
+    let body = data(10_000);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.part"), data(20_000)).unwrap();
+    let meta = format!(r#"{{"ferry_part":1,"name":"f","size":50000,"md5":"{}"}}"#, Digest::of(&data(50_000)));
+    std::fs::write(dir.path().join("f.part.meta"), meta).unwrap();
+    let (size, md5) = (body.len() as u64, Digest::of(&body));
+    let served = body.clone();
+    let server = FakeServer::start(hello(Role::Read), move |s| match &s.request {
+        Request::Get { offset, .. } if *offset > size => {
+            Action::Reply(raw::error(ErrorCode::BAD_OFFSET, "past the end"))
+        }
+        Request::Get { offset, .. } => Action::Reply(raw::get(b"f", *offset, size, md5, &served[*offset as usize..])),
+        _ => Action::Reply(raw::error(ErrorCode::UNSUPPORTED, "no")),
+    });
+    let (mut c, waits) = client(&server, 5);
+    let done = c.download(&name("f"), &dir.path().join("f"), false, &mut NoProgress).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), body);
+    assert_eq!(get_offsets(&server.seen()), [20_000, 0]);
+    assert_eq!(done.restarts, 1);
+    assert!(waits.lock().unwrap().is_empty());
+    assert_eq!(server.seen().iter().map(|s| s.conn).collect::<Vec<_>>(), [0, 0], "the connection was kept");
+}

@@ -78,6 +78,16 @@ fn get_never_overwrites_without_force() {
     assert_eq!(names_in(&world.work()), ["f"]);
     world.run(&["get", "f", "--force"]).ok();
     assert_eq!(std::fs::read(world.work().join("f")).unwrap(), b"server copy");
+
+    // A file that happens to be called NAME.part, with no sidecar, is not a download of ours.
+    std::fs::write(world.work().join("g.part"), "someone's notes").unwrap();
+    std::fs::write(world.root().join("g"), "server g").unwrap();
+    let refused = world.run(&["get", "g"]).code(1);
+    assert!(refused.stderr.contains("g.part already exists"), "{refused:?}");
+    assert_eq!(std::fs::read(world.work().join("g.part")).unwrap(), b"someone's notes");
+    world.run(&["get", "g", "--force"]).ok();
+    assert_eq!(std::fs::read(world.work().join("g")).unwrap(), b"server g");
+    assert_eq!(names_in(&world.work()), ["f", "g"]);
 }
 
 #[test]

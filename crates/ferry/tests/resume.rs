@@ -113,7 +113,9 @@ fn a_changed_file_is_downloaded_again_from_the_start() {
     world.server.kill();
     assert_eq!(wait_output(client.take(), Duration::from_secs(60)).status.code(), Some(3));
 
-    let new = pattern(6 << 20, 2);
+    // Larger than the old one, so that the kept bytes' offset is within it: the server answers
+    // with the new file's size and MD5, which the client must notice.
+    let new = pattern(10 << 20, 2);
     std::fs::write(world.root().join("f"), &new).unwrap();
     world.server.restart();
     let again = world.run(&["get", "f"]).ok();
