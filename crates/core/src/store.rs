@@ -182,7 +182,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] unless `name` is a regular file.
     pub fn stat(&self, name: &Name) -> Result<Entry, StoreError> {
-        let meta = self.root.symlink_metadata(name.as_str())?;
+        let meta = self.root.symlink_metadata(name.as_str()).map_err(lookup_error)?;
         if !meta.is_file() {
             return Err(StoreError::NotFound);
         }
@@ -200,7 +200,7 @@ impl Store {
             if e.raw_os_error() == Some(40) {
                 StoreError::NotFound
             } else {
-                StoreError::from(e)
+                lookup_error(e)
             }
         })?;
         let meta = file.metadata()?;
@@ -250,7 +250,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] unless `name` is a regular file.
     pub fn delete(&self, name: &Name) -> Result<(), StoreError> {
-        let meta = self.root.symlink_metadata(name.as_str())?;
+        let meta = self.root.symlink_metadata(name.as_str()).map_err(lookup_error)?;
         if !meta.is_file() {
             return Err(StoreError::NotFound);
         }
@@ -272,6 +272,18 @@ impl Store {
         o.write(true).create_new(true).follow(FollowSymlinks::No);
         let file = self.root.open_with(&tmp_name, &o)?.into_std();
         Ok(Upload { store: self.clone(), tmp_name: Some(tmp_name), file, head: head.clone() })
+    }
+}
+
+/// A lookup's error as the client hears it. A valid name longer than the file system's own limit
+/// (ENAMETOOLONG, 36 on Linux: `max_name_len` may be up to 4096 where most file systems stop at
+/// 255 bytes) names no file: `NOT_FOUND` (`[STAT-2]`, `[GET-3]`, `[DEL-2]`), not `INTERNAL`
+/// (`[ERR-6]`).
+fn lookup_error(e: io::Error) -> StoreError {
+    if e.raw_os_error() == Some(36) {
+        StoreError::NotFound
+    } else {
+        StoreError::from(e)
     }
 }
 

@@ -1,0 +1,171 @@
+//! § 12: capacity and deadlines.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use ferry_proto::{ErrorCode, PutMode};
+
+use super::{assert_deadline, trickle, SHORT};
+use crate::client::{wire, ConnectOptions, IO_TIMEOUT};
+use crate::{content, md5, wait_until, Client, StartFn, TestServer};
+
+/// Connects from `local_ip` and, sending nothing, expects `BUSY` and the close.
+#[track_caller]
+fn assert_busy(addr: SocketAddr, local_ip: Option<IpAddr>) -> Client {
+    let mut c = Client::connect_with(addr, ConnectOptions { local_ip, ..ConnectOptions::default() });
+    let reply = c.read_reply();
+    assert_eq!(reply.error_code(), Some(ErrorCode::BUSY), "[CAP-1] BUSY before any hello: {reply:?}");
+    c.expect_closed(IO_TIMEOUT);
+    c
+}
+
+/// Connects and completes a handshake, or returns the error the server answered with.
+fn try_hello(addr: SocketAddr, local_ip: Option<IpAddr>) -> Result<Client, ErrorCode> {
+    let mut c = Client::start_with(addr, None, ConnectOptions { local_ip, ..ConnectOptions::default() });
+    let reply = c.read_reply();
+    match reply.error_code() {
+        None => Ok(c),
+        Some(code) => Err(code),
+    }
+}
+
+/// [CAP-1] [CAP-2] [LIM-1]: with `max_clients` 2 and two clients served, a third connection gets
+/// `BUSY` and the close at once, before it sends its hello. Refused connections, even left open
+/// by their clients, take no slot: when a served client leaves, a new one is served.
+pub fn clients_over_max_clients_get_busy(engine: StartFn) {
+    let server = TestServer::start_with(engine, |s| s.max_clients = 2);
+    let first = server.client();
+    let mut second = server.client();
+    let refused: Vec<Client> = (0..4).map(|_| assert_busy(server.addr, None)).collect();
+    first.bye();
+    // The slot frees once the server has seen the client go: retry until it has.
+    let mut third = None;
+    assert!(
+        wait_until(IO_TIMEOUT, || {
+            third = try_hello(server.addr, None).ok();
+            third.is_some()
+        }),
+        "[CAP-2] a slot frees when a client leaves, refused connections notwithstanding"
+    );
+    let mut third = third.unwrap();
+    assert!(third.list().is_empty());
+    assert!(second.list().is_empty());
+    assert_busy(server.addr, None);
+    drop(refused);
+}
+
+/// [CAP-1]: with `max_per_ip` 2, a third connection from 127.0.0.1 gets `BUSY` while connections
+/// from 127.0.0.2 are still served, up to their own limit.
+pub fn clients_over_the_per_address_limit_get_busy(engine: StartFn) {
+    let server = TestServer::start_with(engine, |s| {
+        s.max_per_ip = 2;
+        s.max_clients = 10;
+    });
+    let other = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let _a = server.client();
+    let _b = server.client();
+    assert_busy(server.addr, None);
+    let mut c = try_hello(server.addr, other).expect("[CAP-1] another address is served");
+    let _d = try_hello(server.addr, other).expect("[CAP-1] another address is served");
+    assert_busy(server.addr, other);
+    assert!(c.list().is_empty());
+}
+
+/// [TIME-1] [TIME-4]: a connection whose hello is not complete within the handshake deadline
+/// (300 ms) gets `TIMEOUT` and is closed: silent, after a partial hello, or sending its hello one
+/// byte every 50 ms.
+pub fn handshake_deadline_closes_silent_and_slow_clients(engine: StartFn) {
+    let server = TestServer::start_with(engine, |s| s.handshake_timeout = SHORT);
+    let start = Instant::now();
+    let mut silent = server.connect();
+    silent.expect_fatal(ErrorCode::TIMEOUT);
+    assert_deadline("[TIME-1] silent", start.elapsed(), SHORT);
+
+    let start = Instant::now();
+    let mut partial = server.connect();
+    partial.send_raw(b"FER");
+    partial.expect_fatal(ErrorCode::TIMEOUT);
+    assert_deadline("[TIME-1] partial hello", start.elapsed(), SHORT);
+
+    let mut slow = server.connect();
+    let (reply, elapsed) = trickle(&mut slow, &wire::hello_v1(), Duration::from_millis(50));
+    let reply = reply.expect("[TIME-4] TIMEOUT before the close");
+    assert_eq!(reply.error_code(), Some(ErrorCode::TIMEOUT), "[TIME-1] {reply:?}");
+    assert_deadline("[TIME-1] trickled hello", elapsed, SHORT);
+    slow.expect_closed(IO_TIMEOUT);
+    server.client().bye();
+}
+
+/// [TIME-2] [TIME-4]: a connection that sends nothing for the idle deadline (300 ms) after a reply
+/// gets `TIMEOUT` and is closed; one that sends a request every 100 ms lives on, since the
+/// deadline counts from the previous reply.
+pub fn idle_deadline_closes_quiet_connections(engine: StartFn) {
+    let server = TestServer::start_with(engine, |s| s.idle_timeout = Some(SHORT));
+    let start = Instant::now();
+    let mut quiet = server.client();
+    quiet.expect_fatal(ErrorCode::TIMEOUT);
+    assert_deadline("[TIME-2] after the hello", start.elapsed(), SHORT);
+
+    let mut busy = server.client();
+    let began = Instant::now();
+    while began.elapsed() < SHORT * 3 {
+        busy.help();
+        busy.expect_silence(SHORT / 3);
+    }
+    busy.help();
+    let start = Instant::now();
+    busy.expect_fatal(ErrorCode::TIMEOUT);
+    assert_deadline("[TIME-2] after the last reply", start.elapsed(), SHORT);
+}
+
+/// [TIME-3] [TIME-4] [STORE-2]: a request that is not complete within the whole-request deadline
+/// (300 ms) gets `TIMEOUT` and the close, however steadily its bytes trickle in (one every
+/// 50 ms) — a PUT's data included, which is discarded. The deadline starts at the request's first
+/// byte, not at the previous reply.
+pub fn request_deadline_cuts_a_trickling_client(engine: StartFn) {
+    let server = TestServer::start_with(engine, |s| {
+        s.request_timeout = Some(SHORT);
+        s.idle_timeout = Some(Duration::from_secs(30));
+    });
+    // A PUT whose head arrives at once and whose data trickles.
+    let data = content(90, 1_000);
+    let mut c = server.client();
+    let start = Instant::now();
+    c.put_head(PutMode::Overwrite, "slow.bin", data.len() as u64, md5(&data));
+    let (reply, _) = trickle(&mut c, &data, Duration::from_millis(50));
+    let elapsed = start.elapsed();
+    let reply = reply.expect("[TIME-4] TIMEOUT before the close");
+    assert_eq!(reply.error_code(), Some(ErrorCode::TIMEOUT), "[TIME-3] {reply:?}");
+    assert_deadline("[TIME-3] trickled PUT data", elapsed, SHORT);
+    c.expect_closed(IO_TIMEOUT);
+    server.assert_no_temp_files(IO_TIMEOUT);
+    assert!(server.read_file("slow.bin").is_none(), "[STORE-2]");
+
+    // A STAT whose head trickles.
+    let mut c = server.client();
+    let (reply, elapsed) = trickle(&mut c, &wire::stat(b"a-name-that-takes-a-while"), Duration::from_millis(50));
+    assert_eq!(reply.and_then(|r| r.error_code()), Some(ErrorCode::TIMEOUT), "[TIME-3]");
+    assert_deadline("[TIME-3] trickled STAT", elapsed, SHORT);
+
+    // Idle longer than the request deadline, then a quick request: served.
+    let mut c = server.client();
+    c.expect_silence(SHORT + SHORT / 2);
+    assert!(!c.put_ok("quick.bin", &data));
+}
+
+/// [TIME-5]: a client that stops reading a download is dropped once a write has been blocked for
+/// the write timeout (300 ms): STATUS soon shows its connection closed.
+pub fn clients_that_stop_reading_are_dropped(engine: StartFn) {
+    let server = TestServer::start_with(engine, |s| s.write_timeout = SHORT);
+    // 64 MiB, sparse: far more than the socket buffers hold.
+    std::fs::File::create(server.path("big.bin")).unwrap().set_len(64 << 20).unwrap();
+    let mut stalled = server.client_with(ConnectOptions { recv_buffer: Some(16 * 1024), ..ConnectOptions::default() });
+    let peer = stalled.local_addr().to_string();
+    stalled.send(&ferry_proto::Request::Get { name: crate::name("big.bin"), offset: 0 });
+    let mut watcher = server.client();
+    let dropped = wait_until(Duration::from_secs(15), || {
+        watcher.status().iter().any(|r| r.peer == peer && r.disconnected_ms.is_some())
+    });
+    assert!(dropped, "[TIME-5] the stalled client is still connected");
+    drop(stalled);
+}

@@ -1,0 +1,166 @@
+//! The server suite: one `pub fn` per case, taking the engine under test. Each case's doc comment
+//! cites the PROTOCOL.md requirement ids it checks; together they cover every MUST a server must
+//! meet in §§ 3–15 (the `coverage` test of this crate keeps it so).
+//!
+//! Every case starts its own server on its own temporary root, so cases run in parallel; load
+//! stays small and on loopback. Deadlines are short (hundreds of milliseconds) where a case is
+//! about a deadline, and every wait is bounded.
+
+use std::time::{Duration, Instant};
+
+mod auth;
+mod capacity;
+mod commands;
+mod handshake;
+mod legacy;
+mod names;
+mod shutdown;
+mod storage;
+
+pub use auth::*;
+pub use capacity::*;
+pub use commands::*;
+pub use handshake::*;
+pub use legacy::*;
+pub use names::*;
+pub use shutdown::*;
+pub use storage::*;
+
+/// Expands to one `#[test]` per case of the suite, run against `$engine` (a
+/// [`StartFn`](crate::StartFn)). Every case of [`crate::suite`] must be listed here (this crate's
+/// tests check it).
+#[macro_export]
+macro_rules! server_suite {
+    ($engine:expr) => {
+        $crate::server_suite!(@cases $engine;
+            // handshake
+            hello_announces_version_role_capabilities_and_limits,
+            version_range_chooses_the_highest_version_spoken,
+            no_common_version_is_unsupported_version,
+            malformed_hellos_are_refused_and_closed,
+            announced_limits_stay_within_the_ceilings,
+            requests_pipelined_behind_the_hello_are_answered,
+            // auth
+            tokens_grant_their_roles,
+            unknown_token_is_unauthorized_without_fallback,
+            anonymous_none_needs_a_token,
+            read_role_may_not_put_delete_or_shut_down,
+            write_role_may_not_shut_down,
+            read_only_server_refuses_put_and_delete_for_every_role,
+            errors_come_in_the_specified_order,
+            // commands
+            list_is_sorted_bytewise_with_digests,
+            list_shows_only_regular_files_with_valid_names,
+            stat_returns_the_entry_or_not_found,
+            get_sends_the_whole_file,
+            get_resumes_from_any_offset,
+            missing_files_are_not_found,
+            put_honours_its_mode_and_reports_replacement,
+            put_with_a_wrong_digest_stores_nothing,
+            put_above_max_file_size_is_too_large_without_reading_data,
+            refused_put_data_is_read_and_discarded,
+            digests_are_accepted_in_either_case_and_sent_lowercase,
+            empty_files_round_trip,
+            delete_removes_the_file,
+            status_reports_open_and_closed_connections,
+            status_keeps_the_last_n_connections,
+            help_answers_every_role,
+            bye_replies_then_closes,
+            unknown_opcodes_are_malformed_and_close,
+            pipelined_requests_are_answered_in_order,
+            requests_split_anywhere_are_read_the_same,
+            fatal_error_reply_survives_unread_input,
+            name_length_above_the_ceiling_is_too_large,
+            length_fields_do_not_reserve_memory,
+            // names
+            traversal_names_are_bad_name_and_touch_nothing,
+            control_characters_are_bad_name,
+            empty_dot_reserved_and_invalid_utf8_names_are_bad_name,
+            names_longer_than_max_name_len_are_bad_name,
+            names_are_exact_byte_strings,
+            symlinks_in_the_root_are_neither_listed_nor_served,
+            stale_temporary_files_are_removed_at_start,
+            // storage
+            upload_cut_midway_leaves_nothing,
+            upload_is_invisible_until_complete,
+            racing_create_only_uploads_have_one_winner,
+            racing_overwrites_leave_one_whole_upload,
+            reads_during_replacement_see_one_whole_version,
+            get_in_flight_completes_with_the_version_it_announced,
+            get_of_a_file_truncated_mid_send_closes_the_connection,
+            files_over_4_gib_are_listed_and_resumed,
+            // capacity and deadlines
+            clients_over_max_clients_get_busy,
+            clients_over_the_per_address_limit_get_busy,
+            handshake_deadline_closes_silent_and_slow_clients,
+            idle_deadline_closes_quiet_connections,
+            request_deadline_cuts_a_trickling_client,
+            clients_that_stop_reading_are_dropped,
+            // shutdown
+            shutdown_by_an_admin_drains_the_server,
+            shutdown_lets_an_upload_in_flight_finish,
+            shutdown_grace_end_discards_an_unfinished_upload,
+            // legacy profile
+            legacy_download_on_the_same_port,
+            legacy_refusals_are_error_messages,
+            legacy_name_longer_than_max_name_len_is_refused_unread,
+            legacy_disabled_is_refused,
+            legacy_without_anonymous_access_is_refused,
+        );
+    };
+    (@cases $engine:expr; $($(#[$attr:meta])* $case:ident),* $(,)?) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $case() {
+                $crate::suite::$case($engine)
+            }
+        )*
+    };
+}
+
+/// A short deadline for the cases about deadlines.
+pub(crate) const SHORT: Duration = Duration::from_millis(300);
+
+/// How late a deadline may fire and still pass: the engine's timer granularity, thread
+/// scheduling on a loaded test machine, and the loopback round trip.
+pub(crate) const SLACK: Duration = Duration::from_millis(1500);
+
+/// Asserts that `elapsed` lies in `[at - 50 ms, at + SLACK]`: the deadline `at` was applied, not
+/// early and not much later.
+#[track_caller]
+pub(crate) fn assert_deadline(what: &str, elapsed: Duration, at: Duration) {
+    assert!(
+        elapsed + Duration::from_millis(50) >= at && elapsed <= at + SLACK,
+        "{what}: closed after {elapsed:?}, the deadline is {at:?}"
+    );
+}
+
+/// Sends `bytes` one at a time, one every `gap`, until the server says something or closes;
+/// returns what it said (`None`: it closed without a word) and when it did, measured from the
+/// first byte. The gaps are waits on the server's reply, not blind sleeps.
+#[track_caller]
+pub(crate) fn trickle(client: &mut crate::Client, bytes: &[u8], gap: Duration) -> (Option<crate::Reply>, Duration) {
+    let start = Instant::now();
+    for &b in bytes {
+        if client.try_send_raw(&[b]).is_err() {
+            break;
+        }
+        match client.next_item(Some(Instant::now() + gap)) {
+            Err(crate::ReadError::Timeout) => continue,
+            Ok(Some(crate::Item::Msg(first))) => {
+                let elapsed = start.elapsed();
+                let reply = crate::Reply { items: vec![first], ..Default::default() };
+                return (Some(reply), elapsed);
+            }
+            Ok(None) | Err(crate::ReadError::Reset) => return (None, start.elapsed()),
+            other => panic!("while trickling: {other:?}"),
+        }
+    }
+    // Every byte sent, or the server stopped reading: wait for its word.
+    match client.try_read_reply() {
+        Ok(reply) => (Some(reply), start.elapsed()),
+        Err(crate::ReadError::Closed | crate::ReadError::Reset) => (None, start.elapsed()),
+        Err(e) => panic!("after trickling {} bytes: {e}", bytes.len()),
+    }
+}
