@@ -31,6 +31,8 @@ pub struct Target {
     /// Unique to this run: names created start with it, so cases never collide with files on the
     /// server and can be cleaned up.
     pub run_prefix: String,
+    /// Whether cases that stop the server (SHUTDOWN) may run (`--destructive`).
+    pub destructive: bool,
 }
 
 /// How a connection ended, as a failure report tells it.
@@ -136,11 +138,17 @@ pub struct Needs {
     pub role: Role,
     pub capabilities: Capabilities,
     pub profile: Profile,
+    /// The case must have the server to itself (it fills every connection slot, or needs
+    /// timing that parallel cases would disturb): the runner runs it after the parallel cases,
+    /// alone.
+    pub alone: bool,
+    /// The case stops the server: it runs only with `--destructive`, and last.
+    pub destructive: bool,
 }
 
 impl Default for Needs {
     fn default() -> Self {
-        Self { role: Role::Read, capabilities: Capabilities(0), profile: Profile::V1 }
+        Self { role: Role::Read, capabilities: Capabilities(0), profile: Profile::V1, alone: false, destructive: false }
     }
 }
 

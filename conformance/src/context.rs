@@ -1,10 +1,10 @@
 //! What a running case can use: the target, the server's hello, a name prefix of its own.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use ferry_proto::{Name, Request, ServerHello};
+use ferry_proto::{ErrorCode, Name, Request, ServerHello};
 
-use crate::case::{Failure, Target};
+use crate::case::{Ending, Failure, Target};
 use crate::wire::{Conn, Problem, Raw, Reply};
 
 /// A case's view of the run.
@@ -30,7 +30,28 @@ impl Ctx {
     /// # Errors
     /// The server refused or broke the protocol.
     pub fn conn(&self) -> Result<Conn, Problem> {
-        Conn::open(self.target.addr, self.target.token.as_deref(), self.target.io_timeout)
+        self.conn_as(self.target.token.as_deref())
+    }
+
+    /// A new version 1 connection, past the handshake, with `token` (`None`: the anonymous
+    /// role). A `BUSY` refusal is retried until the wait's deadline: a server at capacity
+    /// because of parallel cases is not what a case checks (`limits.capacity.*` uses
+    /// [`Conn::open`] directly).
+    ///
+    /// # Errors
+    /// The server refused or broke the protocol.
+    pub fn conn_as(&self, token: Option<&str>) -> Result<Conn, Problem> {
+        let deadline = self.io_deadline();
+        loop {
+            match Conn::open(self.target.addr, token, self.target.io_timeout) {
+                Err(Problem::Ended(Ending::ErrorReply { code, .. }))
+                    if code == ErrorCode::BUSY.0 && Instant::now() + Duration::from_millis(50) < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A new raw connection.

@@ -106,6 +106,10 @@ struct RunArgs {
     /// Write a transcript reproducing each failure into this directory.
     #[arg(long)]
     save_failures: Option<PathBuf>,
+    /// Also run the cases that stop the server (an admin's SHUTDOWN: `shutdown.*`). They run
+    /// last; without this flag they are skipped.
+    #[arg(long)]
+    destructive: bool,
     /// Expected verdicts (JSON `{"CASE-ID": {"verdict": "fail", "reason": "…"}}`): only differences
     /// from it fail the run.
     #[arg(long)]
@@ -235,6 +239,7 @@ fn target(addr: SocketAddr, token: Option<String>, timeout: u64, profile: Profil
         model_cases: cases,
         verbose: false,
         run_prefix: format!("cf{:x}-", (nonce as u64 ^ u64::from(std::process::id())) & 0xffff_ffff),
+        destructive: false,
     }
 }
 
@@ -245,6 +250,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     });
     let mut target = target(addr, args.token.clone(), args.timeout, profile(args.select.profile), seed, args.cases);
     target.verbose = args.verbose;
+    target.destructive = args.destructive;
     let server = runner::probe(&target)?;
     let cases = selected(&args.select);
     if cases.is_empty() {

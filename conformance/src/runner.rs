@@ -59,6 +59,9 @@ fn precheck(case: &Case, target: &Target, server: Option<&ServerHello>) -> Optio
     if case.needs.profile != target.profile {
         return Some(Outcome::Skipped(format!("profile {:?} only", case.needs.profile)));
     }
+    if case.needs.destructive && !target.destructive {
+        return Some(Outcome::Skipped("stops the server: runs only with --destructive".into()));
+    }
     let server = server?;
     if server.role < case.needs.role {
         return Some(Outcome::Skipped(format!(
@@ -74,6 +77,10 @@ fn precheck(case: &Case, target: &Target, server: Option<&ServerHello>) -> Optio
 }
 
 /// Runs `cases` with `jobs` workers; results come back in the cases' order.
+///
+/// Cases run in three phases: first the ordinary ones, `jobs` at a time; then those that need
+/// the server to themselves (`Needs::alone`), one at a time; last those that stop the server
+/// (`Needs::destructive`), one at a time.
 pub fn run(
     cases: Vec<Case>,
     target: &Target,
@@ -82,29 +89,53 @@ pub fn run(
     strict: bool,
 ) -> Vec<CaseResult> {
     let cases: Vec<Arc<Case>> = cases.into_iter().map(Arc::new).collect();
+    let phase = |c: &Case| u8::from(c.needs.alone) + 2 * u8::from(c.needs.destructive);
+    let mut results: Vec<Option<CaseResult>> = vec![None; cases.len()];
+    for (p, workers) in [(0u8, jobs.max(1)), (1, 1), (2, 1), (3, 1)] {
+        let indices: Vec<usize> = (0..cases.len()).filter(|&i| phase(&cases[i]) == p).collect();
+        if indices.is_empty() {
+            continue;
+        }
+        for (i, r) in run_phase(&cases, indices, target, server, workers, strict) {
+            results[i] = Some(r);
+        }
+    }
+    results.into_iter().flatten().collect()
+}
+
+fn run_phase(
+    cases: &[Arc<Case>],
+    indices: Vec<usize>,
+    target: &Target,
+    server: Option<ServerHello>,
+    jobs: usize,
+    strict: bool,
+) -> Vec<(usize, CaseResult)> {
+    let indices = Arc::new(indices);
     let next = Arc::new(Mutex::new(0usize));
-    let results: Arc<Mutex<Vec<Option<CaseResult>>>> = Arc::new(Mutex::new(vec![None; cases.len()]));
+    let results: Arc<Mutex<Vec<(usize, CaseResult)>>> = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<_> = (0..jobs.max(1))
         .map(|_| {
-            let (cases, next, results, target) = (cases.clone(), next.clone(), results.clone(), target.clone());
+            let (cases, indices, next, results, target) =
+                (cases.to_vec(), indices.clone(), next.clone(), results.clone(), target.clone());
             std::thread::spawn(move || loop {
-                let i = {
+                let k = {
                     let mut n = next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let i = *n;
+                    let k = *n;
                     *n += 1;
-                    i
+                    k
                 };
-                let Some(case) = cases.get(i) else { break };
-                let result = run_one(case.clone(), &target, server, i, strict);
-                results.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(result);
+                let Some(&i) = indices.get(k) else { break };
+                let result = run_one(cases[i].clone(), &target, server, i, strict);
+                results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((i, result));
             })
         })
         .collect();
     for w in workers {
         let _ = w.join();
     }
-    let results = std::mem::take(&mut *results.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-    results.into_iter().flatten().collect()
+    let out = std::mem::take(&mut *results.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    out
 }
 
 fn run_one(case: Arc<Case>, target: &Target, server: Option<ServerHello>, index: usize, strict: bool) -> CaseResult {

@@ -8,7 +8,10 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ferry_proto::client::{ClientConfig, ClientConnection, ClientError};
-use ferry_proto::{ConnRecord, Entry, ErrorReply, FrameHead, Name, PutHead, PutMode, Request, ServerHello, ServerItem};
+use ferry_proto::{
+    ConnRecord, Decoded, Entry, ErrorReply, FrameHead, Name, PutHead, PutMode, ReplyDecoder, Request, ServerHello,
+    ServerItem,
+};
 
 use crate::case::Ending;
 
@@ -310,6 +313,136 @@ impl Conn {
         let frame = FrameHead { name: name.clone(), size: data.len() as u64, md5: ferry_proto::Digest::of(data) };
         self.send(&Request::Put(PutHead { mode, frame }), data)?;
         self.reply()
+    }
+}
+
+/// What [`Replies`] read: the server's hello, or a whole reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Got {
+    Hello(ServerHello),
+    Reply(Reply),
+}
+
+/// Reads whole messages from a [`Raw`] connection with ferry-proto's reply decoder and no
+/// request bookkeeping: for cases that send bytes the client machine would refuse to send
+/// (vectors, malformed requests) and still want every reply decoded strictly.
+#[derive(Debug, Default)]
+pub struct Replies {
+    decoder: ReplyDecoder,
+}
+
+impl Replies {
+    /// At the start of a connection: the server's hello (or an error) comes first.
+    pub fn handshake() -> Self {
+        Self { decoder: ReplyDecoder::new() }
+    }
+
+    /// After the hellos.
+    pub fn session() -> Self {
+        Self { decoder: ReplyDecoder::in_session() }
+    }
+
+    /// Whether the decoder stands between messages.
+    pub fn at_boundary(&self) -> bool {
+        self.decoder.at_boundary()
+    }
+
+    fn item(&mut self, raw: &mut Raw, deadline: Instant) -> Result<Owned, Problem> {
+        loop {
+            let decoded = match self.decoder.decode(&raw.received) {
+                Ok(Decoded::Item { item, consumed }) => Some((
+                    match item {
+                        ServerItem::Data(d) => Owned::Data(d.to_vec()),
+                        other => Owned::Item(own(other)),
+                    },
+                    consumed,
+                )),
+                Ok(Decoded::NeedMore) => None,
+                Err(e) => return Err(Problem::Protocol(ClientError::Decode(e))),
+            };
+            if let Some((item, consumed)) = decoded {
+                raw.received.drain(..consumed);
+                return Ok(item);
+            }
+            if !raw.read_more(deadline, 256 * 1024) {
+                if raw.eof || raw.reset {
+                    return Err(Problem::Ended(raw.ending()));
+                }
+                if Instant::now() >= deadline {
+                    return Err(Problem::Ended(Ending::TimedOut));
+                }
+            }
+        }
+    }
+
+    /// Reads the next whole message; each wait for progress ends at most `timeout` later (a
+    /// large GET may take longer as a whole).
+    ///
+    /// # Errors
+    /// The connection ended or timed out first, or the bytes do not decode.
+    pub fn next(&mut self, raw: &mut Raw, timeout: Duration) -> Result<Got, Problem> {
+        let deadline = Instant::now() + timeout;
+        let Owned::Item(head) = self.item(raw, deadline)? else {
+            return Err(Problem::Protocol(ClientError::UnexpectedReply { expected: "a reply".into(), got: "data" }));
+        };
+        Ok(Got::Reply(match head {
+            ServerItem::Hello(h) => return Ok(Got::Hello(h)),
+            ServerItem::Error(e) => Reply::Error(e),
+            ServerItem::ListStart { count } => {
+                let mut v = Vec::new();
+                for _ in 0..count {
+                    if let Owned::Item(ServerItem::Entry(e)) = self.item(raw, deadline)? {
+                        v.push(e);
+                    }
+                }
+                Reply::List(v)
+            }
+            ServerItem::StatusStart { count } => {
+                let mut v = Vec::new();
+                for _ in 0..count {
+                    if let Owned::Item(ServerItem::Connection(c)) = self.item(raw, deadline)? {
+                        v.push(c);
+                    }
+                }
+                Reply::Status(v)
+            }
+            ServerItem::Stat(e) => Reply::Stat(e),
+            ServerItem::GetHead { offset, frame } => {
+                let mut data = Vec::new();
+                loop {
+                    match self.item(raw, Instant::now() + timeout)? {
+                        Owned::Data(d) => data.extend_from_slice(&d),
+                        Owned::Item(ServerItem::DataEnd) => break,
+                        Owned::Item(_) => {}
+                    }
+                }
+                Reply::Get { offset, frame, data }
+            }
+            ServerItem::PutOk { replaced } => Reply::Put { replaced },
+            ServerItem::DeleteOk => Reply::Delete,
+            ServerItem::Help(t) => Reply::Help(t),
+            ServerItem::ByeOk => Reply::Bye,
+            ServerItem::ShutdownOk => Reply::Shutdown,
+            _ => {
+                return Err(Problem::Protocol(ClientError::UnexpectedReply {
+                    expected: "a reply".into(),
+                    got: "a fragment",
+                }))
+            }
+        }))
+    }
+
+    /// Reads the next message, which must be a reply (not a hello).
+    ///
+    /// # Errors
+    /// As [`Self::next`], or a hello arrived.
+    pub fn reply(&mut self, raw: &mut Raw, timeout: Duration) -> Result<Reply, Problem> {
+        match self.next(raw, timeout)? {
+            Got::Reply(r) => Ok(r),
+            Got::Hello(_) => {
+                Err(Problem::Protocol(ClientError::UnexpectedReply { expected: "a reply".into(), got: "hello" }))
+            }
+        }
     }
 }
 

@@ -73,7 +73,7 @@ pub fn cases(transcripts: &[(&'static str, &'static str)]) -> Vec<Case> {
                 id: format!("transcript.{stem}.{}", delivery.as_str()),
                 title: format!("{} ({})", t.title, delivery.as_str()),
                 requirements: t.all_requirements(),
-                needs: Needs { role: t.role, capabilities, profile: Profile::V1 },
+                needs: Needs { role: t.role, capabilities, profile: Profile::V1, ..Needs::default() },
                 run: Box::new(move |ctx| replay(&t, source, delivery, ctx)),
             });
         }

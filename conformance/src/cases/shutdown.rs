@@ -1,0 +1,129 @@
+//! A graceful shutdown (PROTOCOL.md § 7.9, § 13). It stops the server, so it runs only with
+//! `--destructive`, and last.
+
+use std::time::{Duration, Instant};
+
+use ferry_proto::{Capabilities, ErrorCode, PutMode, Request, Role};
+
+use super::support::{bytes, case, fail, hello_bytes, problem, put_head, request_bytes, seed_for, Verdict};
+use crate::case::{Case, Needs, Outcome};
+use crate::context::Ctx;
+use crate::wire::{Got, Problem, Replies, Reply};
+
+/// The grace period this case assumes: the upload in flight ends well within it.
+const ASSUMED_GRACE: Duration = Duration::from_secs(1);
+
+/// Every case of this module.
+pub fn cases() -> Vec<Case> {
+    vec![case(
+        "shutdown.graceful",
+        "SHUTDOWN: ok and close; idle connections get SHUTTING_DOWN; new ones are refused; an upload in flight completes",
+        &["SHUT-1", "SHUT-3", "SHUT-4"],
+        Needs { role: Role::Admin, capabilities: Capabilities::SHUTDOWN, destructive: true, ..Needs::default() },
+        graceful,
+    )]
+}
+
+fn graceful(ctx: &Ctx) -> Verdict {
+    if let Some(o) = super::support::fits(ctx, 9, 400_000).or_else(|| super::support::slots(ctx, 3)) {
+        return Ok(o);
+    }
+    if !super::support::writable(ctx)? {
+        return Ok(super::support::read_only_server());
+    }
+    let timeout = ctx.target.io_timeout;
+    let name = ctx.name("in-flight");
+    let data = bytes(seed_for(ctx, "in-flight"), 400_000);
+    let first_part = 100_000;
+    // A: an upload in progress.
+    let mut uploader = ctx.conn().map_err(|p| problem("SHUT-4", "handshake", &p))?.raw;
+    let mut head = request_bytes(&put_head(&name, PutMode::Overwrite, &data, None));
+    head.extend_from_slice(&data[..first_part]);
+    uploader.send(&head).map_err(|e| fail("SHUT-4", e.to_string()))?;
+    // C: a connection waiting for a request.
+    let mut idle = ctx.conn().map_err(|p| problem("SHUT-3", "handshake", &p))?;
+    // B: the admin.
+    let mut admin = ctx.conn().map_err(|p| problem("SHUT-1", "handshake", &p))?;
+    if admin.hello.role != Role::Admin {
+        return Ok(Outcome::Skipped(format!("the run's token grants {}, not admin", admin.hello.role)));
+    }
+    // Let the upload's head be taken in before the shutdown starts.
+    std::thread::sleep(Duration::from_millis(100));
+    let shutdown_at = Instant::now();
+    match admin.call(&Request::Shutdown) {
+        Ok(Reply::Shutdown) => {}
+        Ok(r) => return Err(fail("SHUT-1", format!("SHUTDOWN from an admin: {}", r.describe()))),
+        Err(p) => return Err(problem("SHUT-1", "SHUTDOWN from an admin", &p)),
+    }
+    if !admin.raw.wait_close(ctx.io_deadline()) || !admin.raw.received.is_empty() {
+        return Err(fail("SHUT-1", "the SHUTDOWN reply was not followed by a close alone"));
+    }
+    // The upload goes on, paced, while the other connections are checked.
+    let mut writer = uploader.stream.try_clone().map_err(|e| fail("SHUT-4", e.to_string()))?;
+    let rest = data[first_part..].to_vec();
+    let pacer = std::thread::spawn(move || -> Result<(), String> {
+        for chunk in rest.chunks(30_000) {
+            std::io::Write::write_all(&mut writer, chunk).map_err(|e| format!("the upload was cut: {e}"))?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    });
+    // The idle connection: SHUTTING_DOWN, then a close.
+    match Replies::session().reply(&mut idle.raw, timeout) {
+        Ok(r) if r.code() == Some(ErrorCode::SHUTTING_DOWN.0) => {}
+        Ok(r) => return Err(fail("SHUT-3", format!("a connection waiting for a request got {}", r.describe()))),
+        Err(p) => return Err(problem("SHUT-3", "a connection waiting for a request: expected SHUTTING_DOWN", &p)),
+    }
+    if !idle.raw.wait_close(ctx.io_deadline()) {
+        return Err(fail("SHUT-3", "SHUTTING_DOWN was not followed by a close"));
+    }
+    // New connections are no longer served: refused, closed, or left unanswered (a listener
+    // kept open but no longer accepted from); never greeted.
+    if let Ok(mut raw) = ctx.raw() {
+        let _ = raw.send(&hello_bytes(ctx.target.token.as_deref()));
+        match Replies::handshake().next(&mut raw, timeout.min(Duration::from_secs(1))) {
+            Ok(Got::Hello(_)) => {
+                return Err(fail("SHUT-3", "a connection opened after the shutdown began was served a hello"));
+            }
+            Ok(Got::Reply(r)) if r.code().is_some_and(|c| ErrorCode(c).is_fatal()) => {}
+            Ok(Got::Reply(r)) => {
+                return Err(fail(
+                    "SHUT-3",
+                    format!("a connection opened after the shutdown began got {}", r.describe()),
+                ))
+            }
+            Err(Problem::Ended(_)) => {}
+            Err(p) => return Err(problem("SHUT-3", "a connection opened after the shutdown began", &p)),
+        }
+    }
+    let sent = pacer.join().unwrap_or_else(|_| Err("the pacing thread panicked".into()));
+    let mut replies = Replies::session();
+    let cut = |what: String| {
+        fail(
+            "SHUT-4",
+            format!(
+                "{what}, {:?} after SHUTDOWN (this case assumes a grace period of at least {ASSUMED_GRACE:?})",
+                shutdown_at.elapsed()
+            ),
+        )
+    };
+    if let Err(e) = sent {
+        return Err(cut(e));
+    }
+    match replies.reply(&mut uploader, timeout) {
+        Ok(Reply::Put { .. }) => {}
+        Ok(r) => return Err(cut(format!("the upload in flight got {}", r.describe()))),
+        Err(p) => return Err(cut(format!("the upload in flight got no reply: {p}"))),
+    }
+    match replies.reply(&mut uploader, timeout) {
+        Ok(r) if r.code() == Some(ErrorCode::SHUTTING_DOWN.0) => {}
+        Ok(r) => {
+            return Err(fail("SHUT-3", format!("after the upload's reply: {} instead of SHUTTING_DOWN", r.describe())))
+        }
+        Err(p) => return Err(problem("SHUT-3", "after the upload's reply, expected SHUTTING_DOWN", &p)),
+    }
+    if !uploader.wait_close(ctx.io_deadline()) {
+        return Err(fail("SHUT-3", "SHUTTING_DOWN after the upload was not followed by a close"));
+    }
+    Ok(Outcome::Pass)
+}
