@@ -250,6 +250,9 @@ impl Client {
                     Some(delay) => {
                         progress.retrying(&e, delay, budget.retry_number(), policy.retries);
                         (self.sleep)(delay);
+                        if progress.cancelled() {
+                            break Err(Error::Cancelled);
+                        }
                     }
                     None => break Err(gave_up(e, budget.attempts())),
                 },
@@ -300,8 +303,11 @@ impl Client {
         if !before.is_file() {
             return Err(Error::Usage(format!("{} is not a regular file", path.display())));
         }
-        let (md5, size) = hash_file(&mut file, &mut |done, total| progress.hashing(path, done, total))
-            .map_err(|e| local("read", e))?;
+        let (md5, size) = hash_file(&mut file, &mut |done, total| {
+            progress.hashing(path, done, total);
+            !progress.cancelled()
+        })
+        .map_err(|e| if e.kind() == io::ErrorKind::Interrupted { Error::Cancelled } else { local("read", e) })?;
         let fingerprint = |m: &std::fs::Metadata| (m.len(), m.modified().ok());
         let before = fingerprint(&before);
         let changed = |file: &File| {
@@ -336,6 +342,9 @@ impl Client {
                         total += n;
                         all_sent = total == size;
                         progress.transferred(n);
+                        if progress.cancelled() {
+                            return Err(Error::Cancelled);
+                        }
                         if let Some(l) = &mut limit {
                             l.consume(n);
                         }
@@ -368,6 +377,9 @@ impl Client {
                         Some(delay) => {
                             progress.retrying(&e, delay, budget.retry_number(), policy.retries);
                             (self.sleep)(delay);
+                            if progress.cancelled() {
+                                return Err(Error::Cancelled);
+                            }
                         }
                         None => return Err(gave_up(e, budget.attempts())),
                     }
@@ -406,6 +418,9 @@ impl Client {
                         Some(delay) => {
                             progress.retrying(&e, delay, budget.retry_number(), policy.retries);
                             (self.sleep)(delay);
+                            if progress.cancelled() {
+                                return Err(Error::Cancelled);
+                            }
                         }
                         None => return Err(gave_up(e, budget.attempts())),
                     }
@@ -487,14 +502,23 @@ fn download_once(
     if state.sink.is_none() {
         let prefix = if offset > 0 { Some((part.reader()?, offset)) } else { None };
         let path = part.path.clone();
-        let sink = HashSink::new(config.hash_mode, prefix, &mut |done, total| progress.hashing(&path, done, total))
-            .map_err(|e| Error::Local { what: "read", path: path.clone(), source: e })?;
+        let sink = HashSink::new(config.hash_mode, prefix, &mut |done, total| {
+            progress.hashing(&path, done, total);
+            !progress.cancelled()
+        })
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::Interrupted => Error::Cancelled,
+            _ => Error::Local { what: "read", path: path.clone(), source: e },
+        })?;
         state.sink = Some(sink);
     }
     let sink = state.sink.as_mut().expect("just made");
     progress.transfer_started(name, frame.size, offset);
     let mut limit = config.rate_limit.map(RateLimit::new);
     conn.recv_data(|chunk| {
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
         part.append(chunk)?;
         sink.update(chunk);
         progress.transferred(chunk.len() as u64);

@@ -26,6 +26,8 @@ pub mod exit {
     pub const NETWORK: u8 = 3;
     /// A file's data did not match its MD5; nothing was kept.
     pub const CHECKSUM: u8 = 4;
+    /// Stopped by the user (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// One failure of the client.
@@ -108,6 +110,10 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// The user asked to stop.
+    #[error("interrupted; a download's .part file is kept, and running get again resumes it")]
+    Cancelled,
+
     /// The last failure of several attempts.
     #[error("{source} (gave up after {attempts} attempts)")]
     Retried {
@@ -132,6 +138,7 @@ impl Error {
             Self::Refused { reply, .. } if reply.code == ErrorCode::CHECKSUM_MISMATCH => exit::CHECKSUM,
             Self::LocalChanged { .. } => exit::CHECKSUM,
             Self::Usage(_) => exit::USAGE,
+            Self::Cancelled => exit::INTERRUPTED,
             Self::Refused { .. } | Self::LocalExists { .. } | Self::Busy { .. } | Self::Local { .. } => exit::REFUSED,
         }
     }

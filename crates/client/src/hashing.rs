@@ -49,11 +49,15 @@ impl HashSink {
     /// A digest that starts with the first `prefix_len` bytes of `prefix` (a resumed download's
     /// `.part` file), read and hashed before anything fed later. With [`HashMode::Inline`] the
     /// prefix is hashed now, telling `progress` how far it got; on a thread, it is hashed there
-    /// while the data starts to arrive.
+    /// while the data starts to arrive. `progress` returning `false` stops it (`Interrupted`).
     ///
     /// # Errors
     /// Reading the prefix failed (inline), or the thread could not be started.
-    pub fn new(mode: HashMode, prefix: Option<(File, u64)>, progress: &mut dyn FnMut(u64, u64)) -> io::Result<Self> {
+    pub fn new(
+        mode: HashMode,
+        prefix: Option<(File, u64)>,
+        progress: &mut dyn FnMut(u64, u64) -> bool,
+    ) -> io::Result<Self> {
         match mode {
             HashMode::Inline => {
                 let mut hasher = Hasher::new();
@@ -68,7 +72,7 @@ impl HashSink {
                 let thread = std::thread::Builder::new().name("ferry-md5".into()).spawn(move || {
                     let mut hasher = Hasher::new();
                     if let Some((file, len)) = prefix {
-                        hash_reader(file, len, &mut hasher, &mut |_, _| {})?;
+                        hash_reader(file, len, &mut hasher, &mut |_, _| true)?;
                     }
                     for chunk in rx {
                         hasher.update(&chunk);
@@ -127,8 +131,14 @@ impl Drop for HashSink {
     }
 }
 
-/// Feeds the first `len` bytes of `r` to `hasher`, telling `progress(done, len)` as it goes.
-fn hash_reader(mut r: impl Read, len: u64, hasher: &mut Hasher, progress: &mut dyn FnMut(u64, u64)) -> io::Result<()> {
+/// Feeds the first `len` bytes of `r` to `hasher`, telling `progress(done, len)` as it goes;
+/// `progress` returning `false` stops it with an [`io::ErrorKind::Interrupted`] error.
+fn hash_reader(
+    mut r: impl Read,
+    len: u64,
+    hasher: &mut Hasher,
+    progress: &mut dyn FnMut(u64, u64) -> bool,
+) -> io::Result<()> {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut done = 0u64;
     while done < len {
@@ -141,16 +151,19 @@ fn hash_reader(mut r: impl Read, len: u64, hasher: &mut Hasher, progress: &mut d
         };
         hasher.update(&buf[..n]);
         done += n as u64;
-        progress(done, len);
+        if !progress(done, len) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+        }
     }
     Ok(())
 }
 
-/// The MD5 and size of a whole local file, telling `progress(done, total)` as it goes.
+/// The MD5 and size of a whole local file, telling `progress(done, total)` as it goes (`false`
+/// stops it).
 ///
 /// # Errors
-/// The file cannot be read, or changed size while being read.
-pub fn hash_file(file: &mut File, progress: &mut dyn FnMut(u64, u64)) -> io::Result<(Digest, u64)> {
+/// The file cannot be read, or changed size while being read; `Interrupted` if stopped.
+pub fn hash_file(file: &mut File, progress: &mut dyn FnMut(u64, u64) -> bool) -> io::Result<(Digest, u64)> {
     let len = file.metadata()?.len();
     let mut hasher = Hasher::new();
     hash_reader(&mut *file, len, &mut hasher, progress)?;
@@ -168,7 +181,7 @@ mod tests {
     use std::io::{Seek, Write};
 
     fn feed(mode: HashMode, prefix: Option<(File, u64)>, rest: &[u8]) -> Digest {
-        let mut sink = HashSink::new(mode, prefix, &mut |_, _| {}).unwrap();
+        let mut sink = HashSink::new(mode, prefix, &mut |_, _| true).unwrap();
         for chunk in rest.chunks(1000) {
             sink.update(chunk);
         }
@@ -196,7 +209,7 @@ mod tests {
         for mode in [HashMode::Inline, HashMode::Thread] {
             part.rewind().unwrap();
             let prefix = Some((part.try_clone().unwrap(), 10));
-            let r = HashSink::new(mode, prefix, &mut |_, _| {}).and_then(HashSink::finish);
+            let r = HashSink::new(mode, prefix, &mut |_, _| true).and_then(HashSink::finish);
             assert!(r.is_err(), "{mode:?}");
         }
     }
@@ -207,7 +220,11 @@ mod tests {
         f.write_all(&vec![1u8; 600_000]).unwrap();
         f.rewind().unwrap();
         let mut last = (0, 0);
-        let (d, len) = hash_file(&mut f, &mut |done, total| last = (done, total)).unwrap();
+        let (d, len) = hash_file(&mut f, &mut |done, total| {
+            last = (done, total);
+            true
+        })
+        .unwrap();
         assert_eq!(len, 600_000);
         assert_eq!(last, (600_000, 600_000));
         assert_eq!(d, Digest::of(&vec![1u8; 600_000]));

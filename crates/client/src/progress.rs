@@ -26,6 +26,13 @@ pub trait Progress {
     /// An attempt failed with `error`; retry number `retry` of at most `retries` follows after
     /// `delay`.
     fn retrying(&mut self, _error: &Error, _delay: Duration, _retry: u32, _retries: u32) {}
+
+    /// Whether the user asked to stop (Ctrl-C in the shell). Asked between chunks of data and
+    /// before each retry; a `true` ends the operation with [`Error::Cancelled`], keeping a
+    /// download's `.part` file for later.
+    fn cancelled(&mut self) -> bool {
+        false
+    }
 }
 
 /// Ignores everything.

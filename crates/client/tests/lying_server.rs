@@ -268,3 +268,43 @@ fn a_part_longer_than_the_server_s_file_starts_again() {
     assert!(waits.lock().unwrap().is_empty());
     assert_eq!(server.seen().iter().map(|s| s.conn).collect::<Vec<_>>(), [0, 0], "the connection was kept");
 }
+
+/// Asks to stop once `after` bytes have arrived.
+struct StopAfter {
+    after: u64,
+    seen: u64,
+}
+
+impl Progress for StopAfter {
+    fn transferred(&mut self, bytes: u64) {
+        self.seen += bytes;
+    }
+    fn cancelled(&mut self) -> bool {
+        self.seen >= self.after
+    }
+}
+
+#[test]
+fn a_cancelled_download_keeps_its_part_for_later() {
+    let body = data(2_000_000);
+    let md5 = Digest::of(&body);
+    let served = body.clone();
+    let server = FakeServer::start(hello(Role::Read), move |s| match &s.request {
+        Request::Get { offset, .. } => {
+            Action::Reply(raw::get(b"f", *offset, 2_000_000, md5, &served[*offset as usize..]))
+        }
+        _ => Action::Reply(raw::error(ErrorCode::UNSUPPORTED, "no")),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f");
+    let (mut c, waits) = client(&server, 5);
+    let err = c.download(&name("f"), &dest, false, &mut StopAfter { after: 1, seen: 0 }).unwrap_err();
+    assert!(matches!(err, Error::Cancelled), "{err}");
+    assert_eq!(err.exit_code(), exit::INTERRUPTED);
+    assert!(waits.lock().unwrap().is_empty(), "not retried");
+    let kept = std::fs::metadata(dir.path().join("f.part")).unwrap().len();
+    assert!(kept > 0 && kept < 2_000_000, "{kept}");
+    let done = c.download(&name("f"), &dest, false, &mut NoProgress).unwrap();
+    assert_eq!(done.resumed_from, Some(kept));
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}

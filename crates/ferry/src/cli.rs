@@ -19,13 +19,14 @@ With no command on a terminal, ferry starts its interactive shell.";
 
 const AFTER_HELP: &str = "\
 Exit status:
-  0  success
-  1  refused, by the server (no such file, exists, forbidden, no room...) or locally (a file is
-     in the way and --force was not given, a local file cannot be read or written)
-  2  usage error
-  3  network failure after the retries (refused, timed out, cut off, server busy), or a server
-     that broke the protocol
-  4  checksum mismatch: the data did not match its MD5, and nothing was kept
+    0  success
+    1  refused, by the server (no such file, exists, forbidden, no room...) or locally (a file
+       is in the way and --force was not given, a local file cannot be read or written)
+    2  usage error
+    3  network failure after the retries (refused, timed out, cut off, server busy), or a
+       server that broke the protocol
+    4  checksum mismatch: the data did not match its MD5, and nothing was kept
+  130  interrupted (Ctrl-C); a download's .part file is kept for the next get
 
 Examples:
   ferry put report.pdf                 upload (fails if the server has report.pdf already)

@@ -30,6 +30,12 @@ pub fn fail(bars: &Bars, e: &Error) -> u8 {
     e.exit_code()
 }
 
+/// Whether a failure on one file would only repeat on the next: the network is down, or the
+/// user asked to stop.
+fn stops_the_rest(e: &Error) -> bool {
+    e.exit_code() == exit::NETWORK || matches!(e, Error::Cancelled)
+}
+
 /// Reports a usage error and returns its exit status.
 pub fn usage(bars: &Bars, msg: &str) -> u8 {
     bars.error(&format!("ferry: {msg}"));
@@ -160,7 +166,7 @@ fn rm(client: &mut Client, bars: &mut Bars, names: &[String]) -> u8 {
             Ok(()) => bars.note(&format!("deleted {name}")),
             Err(e) => {
                 code = code.max(fail(bars, &e));
-                if e.exit_code() == exit::NETWORK {
+                if stops_the_rest(&e) {
                     break;
                 }
             }
@@ -213,7 +219,7 @@ fn get(client: &mut Client, bars: &mut Bars, names: &[String], output: Option<&P
             }
             Err(e) => {
                 code = code.max(fail(bars, &e));
-                if e.exit_code() == exit::NETWORK {
+                if stops_the_rest(&e) {
                     break;
                 }
             }
@@ -266,7 +272,7 @@ fn put(client: &mut Client, bars: &mut Bars, paths: &[PathBuf], as_name: Option<
             }
             Err(e) => {
                 code = code.max(fail(bars, &e));
-                if e.exit_code() == exit::NETWORK {
+                if stops_the_rest(&e) {
                     break;
                 }
             }

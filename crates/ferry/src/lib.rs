@@ -14,6 +14,9 @@ pub mod table;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ferry_client::{exit, Client, Config, RetryPolicy};
@@ -40,10 +43,12 @@ pub fn main() -> ExitCode {
         rate_limit: g.limit_rate,
         ..Config::default()
     };
-    let mut client = Client::new(config);
+    // Set by Ctrl-C while the shell runs a command; a retry's wait ends early when it is.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let mut client = Client::new(config).with_sleep(interruptible_sleep(interrupt.clone()));
     let code = match &cli.command {
-        Some(Command::Shell) => shell::run(&mut client, g.quiet),
-        None if std::io::stdin().is_terminal() => shell::run(&mut client, g.quiet),
+        Some(Command::Shell) => shell::run(&mut client, g.quiet, &interrupt),
+        None if std::io::stdin().is_terminal() => shell::run(&mut client, g.quiet, &interrupt),
         None => commands::usage(
             &Bars::new(g.quiet),
             "no command given, and standard input is not a terminal for the shell — see ferry --help",
@@ -52,4 +57,18 @@ pub fn main() -> ExitCode {
     };
     client.close();
     ExitCode::from(code)
+}
+
+/// Sleeps, waking early when `flag` is set.
+fn interruptible_sleep(flag: Arc<AtomicBool>) -> ferry_client::Sleep {
+    Arc::new(move |d: Duration| {
+        let end = Instant::now() + d;
+        while !flag.load(Ordering::SeqCst) {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    })
 }

@@ -5,6 +5,8 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_client::{Error, Progress};
@@ -26,6 +28,8 @@ pub struct Bars {
     finished: u64,
     current: Option<ProgressBar>,
     hashing: Option<ProgressBar>,
+    /// Set by Ctrl-C in the shell: the operation stops between chunks.
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for Bars {
@@ -47,7 +51,15 @@ impl Bars {
             finished: 0,
             current: None,
             hashing: None,
+            cancel: None,
         }
+    }
+
+    /// Operations stop when `flag` is set.
+    #[must_use]
+    pub fn with_cancel(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(flag);
+        self
     }
 
     /// Prints a note on stderr (above the bars), unless quiet.
@@ -174,5 +186,9 @@ impl Progress for Bars {
 
     fn retrying(&mut self, error: &Error, delay: Duration, retry: u32, retries: u32) {
         self.note(&format!("ferry: {error} — retry {retry} of {retries} in {:.1} s", delay.as_secs_f64()));
+    }
+
+    fn cancelled(&mut self) -> bool {
+        self.cancel.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
     }
 }

@@ -10,6 +10,8 @@
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use clap::Parser;
 use ferry_client::{exit, Client};
@@ -41,24 +43,29 @@ Commands:
   shutdown                               stop the server (admin token)
   exit                                   leave the shell                (also: quit, Ctrl-D)
 Add --help to a command for its options. Quote names with spaces: get \"my file.txt\"
+Ctrl-C stops the command running (a download keeps its .part file; get resumes it).
 ";
 
 /// Runs the shell until `exit` or end of input. Returns the status of the last command run.
-pub fn run(client: &mut Client, quiet: bool) -> u8 {
+///
+/// On a terminal, Ctrl-C during a command sets `interrupt` (instead of ending ferry): the
+/// command stops between two chunks of data — a download keeps its `.part` file — and the
+/// prompt comes back. At the prompt, Ctrl-C abandons the line.
+pub fn run(client: &mut Client, quiet: bool, interrupt: &Arc<AtomicBool>) -> u8 {
     if std::io::stdin().is_terminal() {
-        interactive(client, quiet)
+        interactive(client, quiet, interrupt)
     } else {
-        scripted(client, quiet)
+        scripted(client, quiet, interrupt)
     }
 }
 
 /// Reads commands from standard input, without a prompt.
-fn scripted(client: &mut Client, quiet: bool) -> u8 {
+fn scripted(client: &mut Client, quiet: bool, interrupt: &Arc<AtomicBool>) -> u8 {
     let mut last = exit::OK;
     let mut names = Vec::new();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
-        match execute(&line, client, quiet, &mut names) {
+        match execute(&line, client, quiet, interrupt, &mut names) {
             Some(code) => last = code,
             None => break,
         }
@@ -66,7 +73,11 @@ fn scripted(client: &mut Client, quiet: bool) -> u8 {
     last
 }
 
-fn interactive(client: &mut Client, quiet: bool) -> u8 {
+fn interactive(client: &mut Client, quiet: bool, interrupt: &Arc<AtomicBool>) -> u8 {
+    // Ctrl-C while a command runs (rustyline reads the prompt in raw mode, where it is a key).
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupt.clone()) {
+        eprintln!("ferry: cannot catch Ctrl-C ({e}); it will end the shell");
+    }
     let mut bars = Bars::new(quiet);
     match client.connect(&mut bars) {
         Ok(hello) => eprintln!(
@@ -84,7 +95,7 @@ fn interactive(client: &mut Client, quiet: bool) -> u8 {
         Ok(e) => e,
         Err(e) => {
             eprintln!("ferry: cannot use the terminal for line editing ({e}); reading plain lines");
-            return scripted(client, quiet);
+            return scripted(client, quiet, interrupt);
         }
     };
     editor.set_helper(Some(ShellHelper::default()));
@@ -100,7 +111,7 @@ fn interactive(client: &mut Client, quiet: bool) -> u8 {
                     let _ = editor.add_history_entry(line.as_str());
                 }
                 let mut names = editor.helper().map(|h| h.names.clone()).unwrap_or_default();
-                let outcome = execute(&line, client, quiet, &mut names);
+                let outcome = execute(&line, client, quiet, interrupt, &mut names);
                 if let Some(h) = editor.helper_mut() {
                     h.names = names;
                 }
@@ -134,12 +145,19 @@ fn history_path() -> Option<PathBuf> {
 }
 
 /// Runs one line. `None`: leave the shell. `names` is refreshed by a `list`, for completion.
-fn execute(line: &str, client: &mut Client, quiet: bool, names: &mut Vec<String>) -> Option<u8> {
+fn execute(
+    line: &str,
+    client: &mut Client,
+    quiet: bool,
+    interrupt: &Arc<AtomicBool>,
+    names: &mut Vec<String>,
+) -> Option<u8> {
     let trimmed = line.trim();
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return Some(exit::OK);
     }
-    let mut bars = Bars::new(quiet);
+    interrupt.store(false, Ordering::SeqCst);
+    let mut bars = Bars::new(quiet).with_cancel(interrupt.clone());
     let words = match split_words(trimmed) {
         Ok(w) => w,
         Err(msg) => return Some(commands::usage(&bars, &msg)),

@@ -94,12 +94,13 @@ mod pty {
     fn the_shell_edits_lines_and_keeps_history_on_a_terminal() {
         let world = World::new(&[]);
         std::fs::write(world.root().join("remote.txt"), "x").unwrap();
+        std::fs::write(world.root().join("big"), vec![7u8; 8 << 20]).unwrap();
         let history = world.dir.path().join("history");
         let (mut master, slave) = open_pty();
         let mut child = Guard(Some(
             world
                 .ferry()
-                .arg("shell")
+                .args(["--limit-rate", "1M", "shell"])
                 .env("FERRY_HISTORY", &history)
                 .env("TERM", "xterm")
                 .stdin(Stdio::from(slave.try_clone().unwrap()))
@@ -127,11 +128,24 @@ mod pty {
         expect(&rx, &mut seen, "ferry> ", 2);
         // Up-arrow recalls the last line.
         master.write_all(b"\x1b[A\r").unwrap();
-        expect(&rx, &mut seen, "1 file, 1 B", 2);
+        expect(&rx, &mut seen, "2 files, 8.0 MiB", 2);
         expect(&rx, &mut seen, "ferry> ", 3);
         // Tab completes a command.
         master.write_all(b"stat\t remote.txt\r").unwrap();
         expect(&rx, &mut seen, "size:     1 (1 B)", 1);
+        expect(&rx, &mut seen, "ferry> ", 4);
+        // Ctrl-C during a download stops the download, not the shell; the .part stays.
+        master.write_all(b"get big\r").unwrap();
+        let part = world.work().join("big.part");
+        assert!(super::common::wait_until(Duration::from_secs(30), || {
+            std::fs::metadata(&part).is_ok_and(|m| m.len() > 0)
+        }));
+        let pid = rustix::process::Pid::from_child(child.child());
+        rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+        expect(&rx, &mut seen, "interrupted", 1);
+        expect(&rx, &mut seen, "ferry> ", 5);
+        assert!(std::fs::metadata(&part).unwrap().len() > 0, "kept for resuming");
+        assert!(!world.work().join("big").exists());
         master.write_all(b"exit\r").unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
@@ -141,7 +155,7 @@ mod pty {
             assert!(Instant::now() < deadline, "the shell did not exit; it shows:\n{seen}");
             std::thread::sleep(Duration::from_millis(20));
         };
-        assert!(status.success(), "{seen}");
+        assert_eq!(status.code(), Some(130), "the last command's status, as sh would: {seen}");
         let kept = std::fs::read_to_string(&history).unwrap();
         assert!(kept.contains("list") && kept.contains("stat remote.txt") && kept.contains("exit"), "{kept}");
     }
