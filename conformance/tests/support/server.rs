@@ -1,0 +1,847 @@
+//! The server: an acceptor thread and one thread per connection, each driving a
+//! [`ServerConnection`] over its socket with the files in a shared in-memory map (like
+//! `ferry_proto::memory`, plus capacity, deadlines, STATUS history, a lingering close and the
+//! shutdown drain). Every place a fault changes behaviour is marked `// Fault:`.
+//!
+//! Everything is bounded: reads wake at least every 100 ms to notice [`Server`] being dropped, and
+//! dropping it joins every thread.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ferry_proto::limits::ReadLimits;
+use ferry_proto::server::{Command, Event, ServerConfig, ServerConnection};
+use ferry_proto::{
+    Capabilities, ConnRecord, Digest, Entry, ErrorCode, ErrorReply, FrameHead, Name, NameError, PutHead, PutMode,
+    RequestKind, Role,
+};
+
+use super::{Fault, Setup};
+
+/// How long a closing connection reads and drops input before closing (`[ERR-9]`).
+const LINGER: Duration = Duration::from_millis(500);
+/// How long a shutdown lets requests in progress finish (§ 13).
+const GRACE: Duration = Duration::from_secs(2);
+/// Bound on the waits of a fault that keeps a connection open.
+const KEEP_OPEN: Duration = Duration::from_secs(20);
+/// How long a reply is held back, hoping to swap it with the next one (`ReorderReplies`).
+const HOLD: Duration = Duration::from_millis(150);
+/// How long a write may wait for a client that does not read (`[TIME-5]`).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+/// STATUS keeps this many connections.
+const HISTORY: usize = 64;
+
+/// A running server; dropping it stops it and joins all its threads.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts a server on 127.0.0.1:0, correct unless `fault` is given.
+    pub fn start(setup: Setup, fault: Option<Fault>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let addr = listener.local_addr().expect("local address");
+        let mut anonymous = setup.anonymous;
+        if fault == Some(Fault::ForbiddenIgnored) {
+            // Fault: the connection machine grants write; the hello will announce `setup.anonymous`.
+            anonymous = Role::Write;
+        }
+        let config = ServerConfig {
+            limits: ReadLimits { max_name_len: 255, max_file_size: 1 << 30 },
+            max_clients: setup.max_clients,
+            handshake_timeout: setup.handshake_timeout,
+            idle_timeout: Some(setup.idle_timeout),
+            request_timeout: Some(setup.request_timeout),
+            capabilities: Capabilities::ALL_V1,
+            anonymous: Some(anonymous),
+            // Fault: ReadOnlyLeaks refuses writes in the host, and only some of them.
+            read_only: setup.read_only && fault != Some(Fault::ReadOnlyLeaks),
+            ..ServerConfig::default()
+        };
+        let shared = Arc::new(Shared {
+            config: Arc::new(config),
+            setup,
+            fault,
+            files: Mutex::default(),
+            history: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            active: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let acceptor = std::thread::Builder::new()
+            .name("broken-acceptor".into())
+            .spawn(move || accept_loop(listener, &s))
+            .expect("spawn acceptor");
+        Self { addr, shared, acceptor: Some(acceptor) }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: Arc<ServerConfig>,
+    setup: Setup,
+    fault: Option<Fault>,
+    files: Mutex<BTreeMap<Name, Stored>>,
+    history: Mutex<VecDeque<ConnRecord>>,
+    next_id: AtomicU64,
+    /// Connections occupying a serving slot (`[CAP-1]`, `[CAP-2]`).
+    active: AtomicUsize,
+    /// The server is being dropped.
+    stop: AtomicBool,
+    /// An admin asked for SHUTDOWN (§ 13).
+    draining: AtomicBool,
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    data: Vec<u8>,
+    mtime_ms: i64,
+}
+
+impl Shared {
+    fn files(&self) -> MutexGuard<'_, BTreeMap<Name, Stored>> {
+        self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn history(&self) -> MutexGuard<'_, VecDeque<ConnRecord>> {
+        self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn is(&self, fault: Fault) -> bool {
+        self.fault == Some(fault)
+    }
+
+    /// Restores what an upload replaced for the time of its transfer.
+    fn put_back(&self, name: Name, old: Option<Stored>) {
+        match old {
+            Some(f) => self.files().insert(name, f),
+            None => self.files().remove(&name),
+        };
+    }
+
+    fn record(&self, id: u64, update: impl FnOnce(&mut ConnRecord)) {
+        if let Some(r) = self.history().iter_mut().find(|r| r.id == id) {
+            update(r);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    while !shared.stop.load(Ordering::SeqCst) && !shared.draining.load(Ordering::SeqCst) {
+        let (stream, peer) = match listener.accept() {
+            Ok(s) => s,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            Err(_) => continue,
+        };
+        threads.retain(|t| !t.is_finished());
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT)); // `[TIME-5]`
+        let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut h = shared.history();
+            h.push_back(ConnRecord {
+                id,
+                peer: peer.to_string(),
+                connected_ms: now_ms(),
+                disconnected_ms: None,
+                bytes_in: 0,
+                bytes_out: 0,
+            });
+            while h.len() > HISTORY {
+                h.pop_front();
+            }
+        }
+        let full = shared.active.load(Ordering::SeqCst) >= shared.setup.max_clients as usize;
+        // Fault: IgnoreCapacity serves every connection.
+        let s = shared.clone();
+        let spawned = if full && !shared.is(Fault::IgnoreCapacity) {
+            // `[CAP-1]`, `[CAP-2]`: BUSY at once, without a slot.
+            std::thread::Builder::new().name("broken-busy".into()).spawn(move || {
+                let busy = ServerConnection::busy_reply();
+                let mut stream = stream;
+                let _ = stream.write_all(&busy);
+                s.record(id, |r| {
+                    r.bytes_out = busy.len() as u64;
+                    r.disconnected_ms = Some(now_ms());
+                });
+                linger(&mut stream, &s);
+            })
+        } else {
+            shared.active.fetch_add(1, Ordering::SeqCst);
+            std::thread::Builder::new().name(format!("broken-conn-{id}")).spawn(move || {
+                Session::new(&s, stream, id).serve();
+                s.record(id, |r| r.disconnected_ms = Some(now_ms()));
+                s.active.fetch_sub(1, Ordering::SeqCst);
+            })
+        };
+        if let Ok(t) = spawned {
+            threads.push(t);
+        }
+    }
+    drop(listener);
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+/// Shuts the sending side, then reads and drops input for a bounded time before the socket is
+/// closed (`[ERR-9]`), so that the last reply is not destroyed by a reset.
+fn linger(stream: &mut TcpStream, shared: &Shared) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let end = Instant::now() + LINGER;
+    drain_until(stream, shared, end);
+}
+
+/// Reads and drops input until EOF, `end`, or the server stops.
+fn drain_until(stream: &mut TcpStream, shared: &Shared, end: Instant) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let now = Instant::now();
+        if now >= end || shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let _ = stream.set_read_timeout(Some((end - now).min(Duration::from_millis(100))));
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// One connection.
+struct Session<'a> {
+    shared: &'a Shared,
+    stream: TcpStream,
+    id: u64,
+    conn: ServerConnection,
+    /// Received bytes the machine has not used yet.
+    input: Vec<u8>,
+    /// The upload in progress: its head and the bytes so far.
+    upload: Option<(PutHead, Vec<u8>)>,
+    /// The file an upload replaced for the time of its transfer (`VisibleDuringUpload`).
+    provisional: Option<(Name, Option<Stored>)>,
+    /// The version the client offered last, seen in its hello (for `VersionNotNegotiated`).
+    client_max_version: u16,
+    /// A reply held back to be swapped with the next (`ReorderReplies`), and since when.
+    held: Option<(Vec<u8>, Instant)>,
+    /// Close after sending what is pending, whatever the machine says (`DropAfterRecoverable`).
+    force_close: bool,
+    drain_started: Option<Instant>,
+    /// This step's output ends with GET data (which may look like anything).
+    data_in_step: bool,
+    /// A write failed: the connection is over.
+    failed: bool,
+}
+
+impl<'a> Session<'a> {
+    fn new(shared: &'a Shared, stream: TcpStream, id: u64) -> Self {
+        Self {
+            conn: ServerConnection::new(shared.config.clone(), Instant::now()),
+            shared,
+            stream,
+            id,
+            input: Vec::new(),
+            upload: None,
+            provisional: None,
+            client_max_version: 1,
+            held: None,
+            force_close: false,
+            drain_started: None,
+            data_in_step: false,
+            failed: false,
+        }
+    }
+
+    fn is(&self, fault: Fault) -> bool {
+        self.shared.is(fault)
+    }
+
+    fn serve(mut self) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if self.shared.draining.load(Ordering::SeqCst) && self.drain_started.is_none() {
+                self.drain_started = Some(Instant::now());
+                self.conn.begin_shutdown();
+            }
+            if self.drain_started.is_some_and(|t| t.elapsed() > GRACE) {
+                break; // § 13: the grace period is over; an upload in progress is discarded.
+            }
+            self.rewrite_input();
+            let chunks = self.process(Instant::now());
+            if !self.send(chunks) {
+                break;
+            }
+            if self.conn.is_closed() || self.force_close {
+                break;
+            }
+            let now = Instant::now();
+            let mut wait = Duration::from_millis(100);
+            if let Some(deadline) = self.conn.poll_timeout() {
+                wait = wait.min(deadline.saturating_duration_since(now));
+            }
+            if self.held.is_some() {
+                wait = wait.min(HOLD / 2);
+            }
+            let _ = self.stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.conn.handle_eof(&self.input);
+                    break;
+                }
+                Ok(n) => {
+                    self.input.extend_from_slice(&buf[..n]);
+                    self.shared.record(self.id, |r| r.bytes_in += n as u64);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
+                    self.on_tick();
+                }
+                Err(_) => break,
+            }
+        }
+        self.close();
+    }
+
+    /// A read timed out: deadlines, and held replies.
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        if self.conn.poll_timeout().is_some_and(|d| now >= d) {
+            let request_in_progress = self.conn.is_busy();
+            let idle = !request_in_progress && self.conn.role().is_some();
+            // Fault: HangOnTruncated has no whole-request deadline, IdleNeverTimesOut no idle one.
+            let skip =
+                (request_in_progress && self.is(Fault::HangOnTruncated)) || (idle && self.is(Fault::IdleNeverTimesOut));
+            if !skip {
+                self.conn.handle_timeout(now);
+            }
+        }
+        if self.held.as_ref().is_some_and(|(_, t)| t.elapsed() >= HOLD) {
+            let (h, _) = self.held.take().expect("held");
+            self.write(&h);
+        }
+    }
+
+    /// Hooks on the client's bytes before the machine sees them: the hello.
+    fn rewrite_input(&mut self) {
+        if self.conn.role().is_some() || self.conn.is_legacy() || !self.input.starts_with(ferry_proto::limits::MAGIC) {
+            return;
+        }
+        if self.input.len() >= 9 {
+            self.client_max_version = u16::from_be_bytes([self.input[7], self.input[8]]);
+        }
+        if self.input.len() < 11 || !self.is(Fault::UnknownTokenFallsBack) {
+            return;
+        }
+        // Fault: an unknown (but well-formed) token is dropped from the hello: the anonymous role.
+        let len = usize::from(u16::from_be_bytes([self.input[9], self.input[10]]));
+        let Some(token) = self.input.get(11..11 + len) else { return };
+        let well_formed = len > 0 && len <= 256 && token.iter().all(|b| (0x21..=0x7E).contains(b));
+        let known = std::str::from_utf8(token).is_ok_and(|t| self.shared.config.tokens.contains_key(t));
+        if well_formed && !known {
+            self.input.drain(9..11 + len);
+            self.input.splice(9..9, [0, 0]);
+        }
+    }
+
+    fn take_output(&mut self) -> Vec<u8> {
+        let out = self.conn.pending_output().to_vec();
+        self.conn.consume_output(out.len());
+        out
+    }
+
+    /// Runs the machine on the input: one chunk of output per step (the replies a step produced).
+    fn process(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        let input = std::mem::take(&mut self.input);
+        let mut used = 0;
+        let mut chunks = Vec::new();
+        loop {
+            let (n, event) = self.conn.handle_input(&input[used..], now);
+            used += n;
+            let mut chunk = self.take_output();
+            let more = event.is_some();
+            self.data_in_step = false;
+            match event {
+                Some(event) => self.on_event(event, &mut chunk, now),
+                None => self.after_machine_replies(&mut chunk),
+            }
+            self.chunk_faults(&mut chunk);
+            if !chunk.is_empty() {
+                chunks.push(chunk);
+            }
+            if !more || self.force_close {
+                break;
+            }
+        }
+        self.input = input[used..].to_vec();
+        chunks
+    }
+
+    /// Replies the machine made by itself (HELP, BYE, fatal errors, deadlines).
+    fn after_machine_replies(&mut self, chunk: &mut Vec<u8>) {
+        if !self.conn.is_closed() || self.conn.is_legacy() {
+            return;
+        }
+        match self.conn.close_reason() {
+            None if chunk.last() == Some(&ferry_proto::tag::BYE) && self.is(Fault::NoByeReply) => {
+                // Fault: BYE without its reply.
+                chunk.pop();
+            }
+            Some(_) => {
+                if let Some(at) = tail_error(chunk) {
+                    let is_opcode = chunk[at..].windows(14).any(|w| w == b"unknown opcode");
+                    if is_opcode && self.is(Fault::UnknownOpcodeNotMalformed) {
+                        // Fault: UNSUPPORTED for an unknown opcode.
+                        chunk[at + 1..at + 3].copy_from_slice(&ErrorCode::UNSUPPORTED.0.to_be_bytes());
+                    }
+                    let version = self.conn.close_reason() == Some(ErrorCode::UNSUPPORTED_VERSION);
+                    if version && self.is(Fault::WrongVersionError) {
+                        // Fault: MALFORMED for a hello offering no version spoken.
+                        chunk[at + 1..at + 3].copy_from_slice(&ErrorCode::MALFORMED.0.to_be_bytes());
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Faults on any version 1 error reply, which starts at `at` and ends `chunk`.
+    fn error_faults(&self, chunk: &mut Vec<u8>, at: usize) {
+        if self.is(Fault::MessageTooLong) {
+            // Fault: the message is padded to 1100 bytes.
+            let len = usize::from(u16::from_be_bytes([chunk[at + 3], chunk[at + 4]]));
+            chunk.resize(at + 5 + len.max(1100), b'.');
+            let new_len = (chunk.len() - at - 5) as u16;
+            chunk[at + 3..at + 5].copy_from_slice(&new_len.to_be_bytes());
+        }
+    }
+
+    /// Faults on a step's output whatever made it.
+    fn chunk_faults(&self, chunk: &mut Vec<u8>) {
+        if self.conn.is_legacy() {
+            self.legacy_faults(chunk);
+        } else if !self.data_in_step {
+            // A step makes at most one error reply, and nothing after it but GET data.
+            if let Some(at) = tail_error(chunk) {
+                self.error_faults(chunk, at);
+            }
+        }
+        if self.is(Fault::HelpNotUtf8) {
+            // Fault: the help text's first byte becomes 0xFF.
+            let mut help = Vec::new();
+            ferry_proto::ServerItem::Help(self.shared.config.help_text.clone()).encode(&mut help);
+            if let Some(at) = chunk.windows(help.len()).position(|w| w == help.as_slice()) {
+                chunk[at + 5] = 0xFF;
+            }
+        }
+    }
+
+    fn legacy_faults(&self, chunk: &mut Vec<u8>) {
+        if self.is(Fault::LegacyWrongShape) && chunk.starts_with(b"ERROR") {
+            // Fault: a version 1 error (NOT_FOUND) instead of "ERROR" and a message.
+            let message = String::from_utf8_lossy(&chunk[5..]).into_owned();
+            chunk.clear();
+            ErrorReply::new(ErrorCode::NOT_FOUND, message).encode(chunk);
+        }
+    }
+
+    fn key(&self, name: Name) -> Name {
+        if self.is(Fault::CaseInsensitiveNames) {
+            // Fault: names are folded to lowercase.
+            Name::parse(&name.as_str().to_lowercase()).unwrap_or(name)
+        } else {
+            name
+        }
+    }
+
+    /// Carries out an event; the replies go to `chunk` (which holds what the step made so far).
+    fn on_event(&mut self, event: Event<'_>, chunk: &mut Vec<u8>, now: Instant) {
+        match event {
+            Event::Connected { .. } => self.hello_faults(chunk),
+            Event::Shutdown => self.shared.draining.store(true, Ordering::SeqCst),
+            Event::Refused { kind, error } => {
+                if let Some(at) = tail_error(chunk) {
+                    self.accept_bad_name(kind, &error, chunk, at);
+                }
+                if kind == RequestKind::Shutdown && self.is(Fault::ShutdownForbiddenIgnored) {
+                    // Fault: the server stops although it refused.
+                    self.shared.draining.store(true, Ordering::SeqCst);
+                }
+            }
+            Event::PutData(d) => {
+                if let Some((_, buf)) = &mut self.upload {
+                    buf.extend_from_slice(d);
+                }
+            }
+            Event::PutComplete { verified } => {
+                let Some((head, data)) = self.upload.take() else { return };
+                let provisional = self.provisional.take();
+                let name = self.key(head.frame.name);
+                if !verified {
+                    // The machine has answered CHECKSUM_MISMATCH.
+                    if self.is(Fault::PublishOnMismatch) {
+                        // Fault: the file is stored anyway.
+                        self.shared.files().insert(name, Stored { data, mtime_ms: now_ms() });
+                    } else if let Some((name, old)) = provisional {
+                        self.shared.put_back(name, old);
+                    }
+                    return;
+                }
+                let mut files = self.shared.files();
+                let exists = match &provisional {
+                    Some((_, old)) => old.is_some(),
+                    None => files.contains_key(&name),
+                };
+                // Fault: CreateOnlyOverwrites and CreateOnlyRace skip the check (`[STORE-6]`).
+                let check = !self.is(Fault::CreateOnlyOverwrites) && !self.is(Fault::CreateOnlyRace);
+                if head.mode == PutMode::CreateOnly && exists && check {
+                    drop(files);
+                    self.conn.respond_error(ErrorCode::EXISTS, "the file exists", now);
+                } else {
+                    files.insert(name, Stored { data, mtime_ms: now_ms() });
+                    drop(files);
+                    // Fault: WrongPutOutcome inverts the outcome.
+                    self.conn.respond_put(exists != self.is(Fault::WrongPutOutcome), now);
+                }
+                chunk.extend(self.take_output());
+            }
+            Event::Command(command) => self.on_command(command, chunk, now),
+        }
+    }
+
+    fn on_command(&mut self, command: Command, chunk: &mut Vec<u8>, now: Instant) {
+        match command {
+            Command::List => {
+                let files = self.shared.files().clone();
+                let mut entries: Vec<Entry> = files.iter().map(|(n, f)| entry(n, f)).collect();
+                if self.is(Fault::ListWrongDigest) {
+                    // Fault: the digest of the file and one more byte.
+                    for (e, f) in entries.iter_mut().zip(files.values()) {
+                        e.md5 = Some(Digest::of(&[f.data.as_slice(), b"!"].concat()));
+                    }
+                }
+                self.conn.respond_list(&entries, now);
+                let mut reply = self.take_output();
+                if self.is(Fault::UnsortedList) || self.is(Fault::ListShowsTemp) {
+                    // The machine wants sorted entries (and valid names): the reply is re-encoded.
+                    let rest = reply.split_off(list_len(&entries)); // a drain's SHUTTING_DOWN
+                    reply.clear();
+                    let mut shown: Vec<&Entry> = entries.iter().collect();
+                    let temp = self.is(Fault::ListShowsTemp);
+                    if self.is(Fault::UnsortedList) {
+                        // Fault: entries in reverse order.
+                        shown.reverse();
+                    }
+                    reply.push(ferry_proto::tag::LIST);
+                    reply.extend_from_slice(&(shown.len() as u32 + u32::from(temp)).to_be_bytes());
+                    if temp {
+                        // Fault: a temporary upload file, `.ferry-tmp-upload`, 0 bytes, no md5.
+                        let name = b".ferry-tmp-upload";
+                        reply.extend_from_slice(&(name.len() as u32).to_be_bytes());
+                        reply.extend_from_slice(name);
+                        reply.extend_from_slice(&[0; 16]);
+                        reply.push(0);
+                    }
+                    for e in shown {
+                        e.encode(&mut reply);
+                    }
+                    reply.extend(rest);
+                }
+                chunk.extend(reply);
+            }
+            Command::Stat(name) => {
+                let found = self.shared.files().get(&self.key(name.clone())).cloned();
+                match found {
+                    Some(f) => {
+                        let mut e = entry(&name, &f);
+                        // Fault: StatWrongSize adds one byte.
+                        e.size += u64::from(self.is(Fault::StatWrongSize));
+                        self.conn.respond_stat(&e, now);
+                    }
+                    None => self.not_found(now),
+                }
+                chunk.extend(self.take_output());
+            }
+            Command::Delete(name) => {
+                let key = self.key(name);
+                let removed = if self.is(Fault::DeleteKeepsFile) {
+                    // Fault: the file is kept.
+                    self.shared.files().contains_key(&key)
+                } else {
+                    self.shared.files().remove(&key).is_some()
+                };
+                if removed {
+                    self.conn.respond_delete(now);
+                } else {
+                    self.not_found(now);
+                }
+                chunk.extend(self.take_output());
+            }
+            Command::Status => {
+                // Fault: StatusMissingSelf leaves this connection out.
+                let records: Vec<ConnRecord> = (self.shared.history().iter())
+                    .filter(|r| r.id != self.id || !self.is(Fault::StatusMissingSelf))
+                    .cloned()
+                    .collect();
+                self.conn.respond_status(&records, now);
+                chunk.extend(self.take_output());
+            }
+            Command::Get { name, offset } => {
+                let found = self.shared.files().get(&self.key(name.clone())).cloned();
+                match found {
+                    Some(f) => self.get(name, offset, &f.data, chunk, now),
+                    None if self.is(Fault::WrongCodeNotFound) => {
+                        // Fault: INTERNAL for a missing file.
+                        self.conn.respond_error(ErrorCode::INTERNAL, "could not open the file", now);
+                    }
+                    None => self.not_found(now),
+                }
+                chunk.extend(self.take_output());
+            }
+            Command::Put(head) => {
+                let exists = self.shared.files().contains_key(&self.key(head.frame.name.clone()));
+                if self.is(Fault::ReadOnlyLeaks) && head.mode == PutMode::Overwrite {
+                    // Fault: the only writes this "read-only" server refuses.
+                    self.conn.respond_error(ErrorCode::FORBIDDEN, "this server is read-only", now);
+                } else if head.mode == PutMode::CreateOnly && exists && !self.is(Fault::CreateOnlyOverwrites) {
+                    // Fault: CreateOnlyOverwrites skips this check.
+                    self.conn.respond_error(ErrorCode::EXISTS, "the file exists", now);
+                } else {
+                    self.conn.accept_put();
+                    if self.is(Fault::VisibleDuringUpload) {
+                        // Fault: an empty file under the name until the upload ends.
+                        let name = self.key(head.frame.name.clone());
+                        let empty = Stored { data: Vec::new(), mtime_ms: now_ms() };
+                        let old = self.shared.files().insert(name.clone(), empty);
+                        self.provisional = Some((name, old));
+                    }
+                    self.upload = Some((head, Vec::new()));
+                }
+                chunk.extend(self.take_output());
+            }
+        }
+    }
+
+    fn not_found(&mut self, now: Instant) {
+        self.conn.respond_error(ErrorCode::NOT_FOUND, "no such file", now);
+        // Fault: the connection is closed after a recoverable error.
+        self.force_close |= self.is(Fault::DropAfterRecoverable);
+    }
+
+    fn get(&mut self, name: Name, offset: u64, data: &[u8], chunk: &mut Vec<u8>, now: Instant) {
+        let size = data.len() as u64;
+        let mut frame = FrameHead { name, size, md5: Digest::of(data) };
+        if self.is(Fault::WrongDigest) {
+            // Fault: the digest of the file and one more byte.
+            frame.md5 = Digest::of(&[data, b"!"].concat());
+        }
+        if self.is(Fault::TailDigest) {
+            // Fault: the digest of the bytes sent only.
+            frame.md5 = Digest::of(&data[(offset.min(size)) as usize..]);
+        }
+        if self.is(Fault::OffByOneSize) {
+            // Fault: one byte more announced than sent.
+            frame.size += 1;
+        }
+        let past_end = offset > size;
+        if past_end && self.is(Fault::BadOffsetNotRefused) {
+            // Fault: an empty frame; the machine is told the file is `offset` bytes long, and the
+            // size field is put back afterwards.
+            frame.size = offset;
+        }
+        let Some((_, remaining)) = self.conn.respond_get(frame.clone(), now) else { return };
+        let mut head = self.take_output();
+        let name_len = frame.name.as_str().len();
+        if past_end && self.is(Fault::BadOffsetNotRefused) {
+            let at = 1 + 8 + 4 + name_len;
+            head[at..at + 8].copy_from_slice(&size.to_be_bytes());
+        }
+        if self.is(Fault::UppercaseDigest) {
+            // Fault: the digest's hexadecimal digits in uppercase (the head's last 32 bytes).
+            let at = head.len() - 32;
+            head[at..].make_ascii_uppercase();
+        }
+        chunk.extend(head);
+        let from = if self.is(Fault::IgnoreOffset) { 0 } else { offset.min(size) as usize };
+        chunk.extend_from_slice(&data[from..]);
+        self.data_in_step = from < data.len();
+        self.conn.body_sent(remaining, now);
+    }
+
+    /// Faults on the server hello, the whole of `chunk` (the handshake's step makes nothing else).
+    fn hello_faults(&self, chunk: &mut [u8]) {
+        if chunk.len() != 32 {
+            return;
+        }
+        if self.is(Fault::VersionNotNegotiated) {
+            // Fault: the client's max_version.
+            chunk[1..3].copy_from_slice(&self.client_max_version.to_be_bytes());
+        }
+        if self.is(Fault::ForbiddenIgnored) {
+            // Fault: announces the configured role (read); the machine granted write.
+            chunk[3] = self.shared.setup.anonymous as u8;
+        }
+        if self.is(Fault::AnnouncedFileSizeNotEnforced) {
+            // Fault: half the limit the machine enforces.
+            let half = self.shared.config.limits.max_file_size / 2;
+            chunk[12..20].copy_from_slice(&half.to_be_bytes());
+        }
+        if self.is(Fault::ExtraCapabilityBits) {
+            // Fault: bit 8, which version 1 does not define.
+            chunk[6] |= 0x01;
+        }
+    }
+
+    /// `AcceptDotDot`, `AcceptSlash`, `AcceptReservedPrefix`: the BAD_NAME reply at `at` becomes
+    /// what a server that took the name would send.
+    fn accept_bad_name(&self, kind: RequestKind, error: &ErrorReply, chunk: &mut Vec<u8>, at: usize) {
+        let accepted = [
+            (Fault::AcceptDotDot, NameError::DotName("..")),
+            (Fault::AcceptSlash, NameError::ForbiddenChar('/')),
+            (Fault::AcceptReservedPrefix, NameError::Reserved),
+        ]
+        .into_iter()
+        .any(|(f, e)| self.is(f) && error.code == ErrorCode::BAD_NAME && error.message == e.to_string());
+        if !accepted {
+            return;
+        }
+        chunk.truncate(at);
+        match kind {
+            // The machine discards the data; the reply says it was stored.
+            RequestKind::Put => chunk.extend_from_slice(&[ferry_proto::tag::PUT, 0]),
+            _ => ErrorReply::new(ErrorCode::NOT_FOUND, "no such file").encode(chunk),
+        }
+    }
+
+    /// Sends a step's chunks; false if the connection failed.
+    fn send(&mut self, chunks: Vec<Vec<u8>>) -> bool {
+        for c in chunks {
+            let reorder =
+                self.is(Fault::ReorderReplies) && !self.conn.is_legacy() && c.first() != Some(&ferry_proto::tag::HELLO);
+            if !reorder {
+                if let Some((h, _)) = self.held.take() {
+                    self.write(&h);
+                }
+                self.write(&c);
+                continue;
+            }
+            // Fault: a reply is held back; if the next one comes soon and differs, it goes first.
+            match self.held.take() {
+                Some((h, _)) if h != c => {
+                    self.write(&c);
+                    self.write(&h);
+                }
+                Some((h, _)) => {
+                    self.write(&h);
+                    self.held = Some((c, Instant::now()));
+                }
+                None => self.held = Some((c, Instant::now())),
+            }
+        }
+        if self.conn.is_closed() || self.force_close {
+            if let Some((h, _)) = self.held.take() {
+                self.write(&h);
+            }
+        }
+        !self.failed
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.failed || bytes.is_empty() {
+            return;
+        }
+        match self.stream.write_all(bytes) {
+            Ok(()) => self.shared.record(self.id, |r| r.bytes_out += bytes.len() as u64),
+            Err(_) => self.failed = true,
+        }
+    }
+
+    fn close(mut self) {
+        let rest = self.take_output();
+        self.write(&rest);
+        if let Some((h, _)) = self.held.take() {
+            self.write(&h);
+        }
+        if let Some((name, old)) = self.provisional.take() {
+            self.shared.put_back(name, old);
+        }
+        if let Some((head, data)) = self.upload.take() {
+            if self.is(Fault::PublishPartial) {
+                // Fault: the bytes of a cut-off upload are published.
+                let name = self.key(head.frame.name);
+                self.shared.files().insert(name, Stored { data, mtime_ms: now_ms() });
+            }
+        }
+        let fatal = self.conn.close_reason().is_some_and(|c| c.is_fatal()) && !self.conn.is_legacy();
+        let keep_open =
+            (fatal && self.is(Fault::KeepOpenAfterFatal)) || (self.conn.is_legacy() && self.is(Fault::LegacyStaysOpen));
+        if keep_open {
+            // Fault: the connection stays open until the client closes it.
+            let end = Instant::now() + KEEP_OPEN;
+            drain_until(&mut self.stream, self.shared, end);
+            return;
+        }
+        linger(&mut self.stream, self.shared);
+    }
+}
+
+fn entry(name: &Name, f: &Stored) -> Entry {
+    Entry { name: name.clone(), size: f.data.len() as u64, mtime_ms: f.mtime_ms, md5: Some(Digest::of(&f.data)) }
+}
+
+/// The length of a LIST reply of `entries`.
+fn list_len(entries: &[Entry]) -> usize {
+    let mut out = vec![0; 5];
+    for e in entries {
+        e.encode(&mut out);
+    }
+    out.len()
+}
+
+/// Where the error reply that ends `out` starts, if one does: a tag 0xFF, a code of § 9.2, and a
+/// message reaching the end. Messages are UTF-8 and never contain 0xFF.
+fn tail_error(out: &[u8]) -> Option<usize> {
+    (0..out.len()).rev().filter(|&p| out[p] == ferry_proto::tag::ERROR).find(|&p| {
+        out.len() >= p + 5 && {
+            let code = u16::from_be_bytes([out[p + 1], out[p + 2]]);
+            let len = usize::from(u16::from_be_bytes([out[p + 3], out[p + 4]]));
+            (0x0100..=0x02FF).contains(&code) && p + 5 + len == out.len()
+        }
+    })
+}
