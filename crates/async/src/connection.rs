@@ -94,6 +94,9 @@ impl Conn {
                 }
             };
             tokio::select! {
+                // Input first: bytes that arrived before a deadline must not lose to the timer
+                // just because this task was polled late on a busy server.
+                biased;
                 r = stream.readable() => {
                     r?;
                     let mut buf = vec![0u8; READ_BUF];

@@ -63,15 +63,10 @@ fn run(server: &Server, stream: &TcpStream, session: &mut Session) -> io::Result
             // Nothing to send, nothing to read: the machine is stuck, which is a bug.
             return Err(io::Error::other("session neither reads nor writes"));
         }
+        // Even past a deadline, read first: bytes that arrived in time must not lose to a timer
+        // because this thread woke late on a busy machine.
         let now = Instant::now();
-        let wait = match session.poll_timeout() {
-            Some(deadline) if deadline <= now => {
-                session.handle_timeout(now);
-                continue;
-            }
-            Some(deadline) => (deadline - now).min(TICK),
-            None => TICK,
-        };
+        let wait = session.poll_timeout().map_or(TICK, |deadline| deadline.saturating_duration_since(now).min(TICK));
         stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
         match (&*stream).read(&mut buf) {
             Ok(0) => {
