@@ -222,11 +222,11 @@ impl Client {
         overwrite: bool,
         progress: &mut dyn Progress,
     ) -> Result<Downloaded, Error> {
-        if !overwrite && std::fs::symlink_metadata(dest).is_ok() {
-            return Err(Error::LocalExists { path: dest.to_owned() });
-        }
         if dest.is_dir() {
             return Err(Error::Usage(format!("{} is a directory", dest.display())));
+        }
+        if !overwrite && std::fs::symlink_metadata(dest).is_ok() {
+            return Err(Error::LocalExists { path: dest.to_owned() });
         }
         let mut part = Part::open(dest, overwrite)?;
         let mut state = DownloadState { sink: None, resumed_from: None, restarts: 0, retried_whole: false };

@@ -22,7 +22,8 @@ pub enum HashMode {
     Inline,
     /// On a second thread, fed copies of each chunk through a bounded queue, so that MD5 (about
     /// 600 MB/s on one core) and receiving overlap. The default: it is faster wherever a second
-    /// core is free; see the `throughput` example for the measurement.
+    /// core is free — 1 GiB over loopback on a 2-core machine, 503 MiB/s against 338 MiB/s
+    /// inline (1.49×), measured with the `throughput` example.
     #[default]
     Thread,
 }
