@@ -159,4 +159,41 @@ mod pty {
         let kept = std::fs::read_to_string(&history).unwrap();
         assert!(kept.contains("list") && kept.contains("stat remote.txt") && kept.contains("exit"), "{kept}");
     }
+
+    #[test]
+    fn ferry_alone_on_a_terminal_is_the_shell() {
+        let world = World::new(&[]);
+        let (mut master, slave) = open_pty();
+        let mut child = Guard(Some(
+            world
+                .ferry()
+                .env("FERRY_HISTORY", "")
+                .stdin(Stdio::from(slave.try_clone().unwrap()))
+                .stdout(Stdio::from(slave.try_clone().unwrap()))
+                .stderr(Stdio::from(slave))
+                .spawn()
+                .unwrap(),
+        ));
+        let mut reader = master.try_clone().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = String::new();
+        expect(&rx, &mut seen, "ferry> ", 1);
+        master.write_all(b"help\r").unwrap();
+        expect(&rx, &mut seen, "The server says:", 1);
+        master.write_all(b"quit\r").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.child().try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the shell did not exit; it shows:\n{seen}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(child.child().try_wait().unwrap().unwrap().success(), "{seen}");
+    }
 }
