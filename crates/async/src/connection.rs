@@ -146,12 +146,23 @@ impl Conn {
         match pushed? {
             Pushed::Done => Ok(false),
             Pushed::Blocked => {
-                // Clear tokio's cached readiness so that the next wait for writability is real.
+                // Clear tokio's cached readiness so that the next wait for writability is real —
+                // then look at the socket itself: the client may have drained it between the
+                // pool thread's EAGAIN and this clearing, and that edge is gone. Any drain after
+                // this look raises a new edge, so no wakeup is lost.
                 let _ = stream.try_io(Interest::WRITABLE, || Err::<(), _>(io::Error::from(ErrorKind::WouldBlock)));
-                Ok(true)
+                Ok(!writable_now(stream))
             }
         }
     }
+}
+
+/// Whether the socket can take more bytes right now (poll(2) with no wait).
+fn writable_now(stream: &TcpStream) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(stream, PollFlags::OUT)];
+    let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0) && fds[0].revents().contains(PollFlags::OUT)
 }
 
 /// Shuts the sending side and drains input until the client closes or `linger` passes

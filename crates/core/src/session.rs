@@ -47,8 +47,22 @@ impl Server {
     ///
     /// # Errors
     /// The root cannot be created or opened.
-    pub fn new(settings: Settings) -> std::io::Result<Arc<Self>> {
-        let store = Arc::new(Store::open(&settings.root, settings.store())?);
+    pub fn new(mut settings: Settings) -> std::io::Result<Arc<Self>> {
+        let mut store = Store::open(&settings.root, settings.store())?;
+        // A name the file system cannot hold could only fail late, as INTERNAL after an
+        // upload's data: announce no more than the root's file system allows (`[LIM-1]`).
+        if let Some(fs_max) = store.fs_name_max() {
+            if settings.max_name_len > fs_max {
+                tracing::warn!(
+                    configured = settings.max_name_len,
+                    file_system = fs_max,
+                    "--max-name-len is above what the root's file system allows; using its limit"
+                );
+                settings.max_name_len = fs_max;
+                store.set_max_name_len(fs_max);
+            }
+        }
+        let store = Arc::new(store);
         Ok(Arc::new(Self {
             protocol: settings.protocol(),
             history: History::new(settings.history),

@@ -147,6 +147,23 @@ impl Store {
         Ok(store)
     }
 
+    /// The longest name the root's file system accepts, where it says (`f_namemax`).
+    pub fn fs_name_max(&self) -> Option<u32> {
+        #[cfg(unix)]
+        {
+            rustix::fs::fstatvfs(&self.root).ok().and_then(|v| u32::try_from(v.f_namemax).ok()).filter(|&n| n > 0)
+        }
+        #[cfg(not(unix))]
+        {
+            None
+        }
+    }
+
+    /// Lowers the name length limit (names longer are not listed).
+    pub fn set_max_name_len(&mut self, max: u32) {
+        self.settings.max_name_len = max;
+    }
+
     /// The digest cache, for figures.
     pub fn digests(&self) -> &DigestCache {
         &self.digests
