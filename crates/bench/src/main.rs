@@ -328,7 +328,8 @@ fn get_rate(clients: usize, size: u64, seconds: u64, ferryd: Option<PathBuf>) ->
         let dir = tempfile::tempdir()?;
         write_pattern(&dir.path().join("small.bin"), size)?;
         let cap = (clients + 16).to_string();
-        let server = Ferryd::start_with(&bin, dir.path(), &["--engine", engine, "--max-clients", &cap, "--max-per-ip", &cap])?;
+        let server =
+            Ferryd::start_with(&bin, dir.path(), &["--engine", engine, "--max-clients", &cap, "--max-per-ip", &cap])?;
         download(server.addr, "small.bin")?; // hashed once, before timing
         let until = Instant::now() + Duration::from_secs(seconds);
         let started = Instant::now();
@@ -343,7 +344,10 @@ fn get_rate(clients: usize, size: u64, seconds: u64, ferryd: Option<PathBuf>) ->
             total += h.join().map_err(|_| anyhow::anyhow!("a client panicked"))??;
         }
         let rate = total as f64 / started.elapsed().as_secs_f64();
-        println!("{engine:>8}: {total} GETs of {size} bytes by {clients} clients in {:.1} s: {rate:.0} GET/s", started.elapsed().as_secs_f64());
+        println!(
+            "{engine:>8}: {total} GETs of {size} bytes by {clients} clients in {:.1} s: {rate:.0} GET/s",
+            started.elapsed().as_secs_f64()
+        );
         rates.push(rate);
     }
     println!("async/blocking GET rate ratio: {:.2}", rates[1] / rates[0]);
@@ -353,7 +357,10 @@ fn get_rate(clients: usize, size: u64, seconds: u64, ferryd: Option<PathBuf>) ->
 fn raise_fd_limit() -> Result<u64> {
     let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     let hard = lim.maximum.unwrap_or(1 << 20);
-    rustix::process::setrlimit(rustix::process::Resource::Nofile, rustix::process::Rlimit { current: Some(hard), maximum: lim.maximum })?;
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit { current: Some(hard), maximum: lim.maximum },
+    )?;
     Ok(hard)
 }
 
