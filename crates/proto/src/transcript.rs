@@ -192,6 +192,14 @@ impl Transcript {
                 let kind = if rest.trim() == "close" {
                     StepKind::ExpectClose
                 } else {
+                    // spec/README.md: `rest` belongs to a connection's last `S:` line, since
+                    // it reads to the close.
+                    let after_rest = t.connections.last().is_some_and(|steps| {
+                        steps.iter().any(|s| matches!(&s.kind, StepKind::Expect(f) if f.last() == Some(&Field::Rest)))
+                    });
+                    if after_rest {
+                        return Err(err("an `S:` line after `rest`, which reads to the close".into()));
+                    }
                     StepKind::Expect(parse_fields(rest, true).map_err(err)?)
                 };
                 push(&mut t, Step { line, requirements: ids, kind });
@@ -319,6 +327,11 @@ fn parse_fields(line: &str, expect: bool) -> Result<Vec<Field>, String> {
         rest = after.trim_start();
         fields.push(parse_field(&token, expect)?);
     }
+    // spec/README.md: `rest` is the last field of its line; a field after it could never be
+    // matched, and the step would pass without checking it.
+    if fields.iter().rev().skip(1).any(|f| *f == Field::Rest) {
+        return Err("`rest` must be the last field of its line".into());
+    }
     Ok(fields)
 }
 
@@ -362,7 +375,11 @@ fn parse_field(token: &str, expect: bool) -> Result<Field, String> {
         return wildcard_ok(Field::Rest);
     }
     if let Some(inner) = token.strip_prefix("opt:") {
-        return wildcard_ok(Field::Opt(Box::new(parse_field(inner, expect)?)));
+        let inner = parse_field(inner, expect)?;
+        if inner == Field::Rest {
+            return Err("`rest` cannot be inside `opt:`".into());
+        }
+        return wildcard_ok(Field::Opt(Box::new(inner)));
     }
     if token.starts_with('"') {
         return Ok(Field::Text(quoted(token)?));
@@ -466,10 +483,12 @@ fn match_from(patterns: &[Pattern], received: &[u8], mut pos: usize, eof: bool) 
                 pos += want.len();
             }
             Pattern::Any(n) => {
-                if received.len() < pos + n {
+                // `*:N` may name any count: saturate rather than wrap past the end.
+                let end = pos.saturating_add(*n);
+                if received.len() < end {
                     return Err(Match::NeedMore);
                 }
-                pos += n;
+                pos = end;
             }
             Pattern::AnyPrefixed(width) => {
                 if received.len() < pos + width {
@@ -511,7 +530,7 @@ pub fn min_len(patterns: &[Pattern]) -> usize {
             Pattern::Rest => 0,
             Pattern::Opt(_) => 1,
         })
-        .sum()
+        .fold(0, usize::saturating_add)
 }
 
 #[cfg(test)]
