@@ -217,7 +217,8 @@ function makeConverters(Ferry) {
       max_file_size: int64(s.maxFileSize, 'max_file_size'),
       max_clients: s.maxClients,
       idle_timeout_ms: s.idleTimeoutMs,
-      request_timeout_ms: s.requestTimeoutMs,
+      head_timeout_ms: s.headTimeoutMs,
+      progress_timeout_ms: s.progressTimeoutMs,
     }];
   }
 

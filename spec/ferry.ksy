@@ -191,9 +191,12 @@ types:
       - id: idle_timeout_ms
         type: u4
         doc: Idle deadline (§ 12.3); 0 means "none".
-      - id: request_timeout_ms
+      - id: head_timeout_ms
         type: u4
-        doc: Whole-request deadline (§ 12.4); 0 means "none".
+        doc: Request head deadline (§ 12.4); never 0 ([TIME-8]).
+      - id: progress_timeout_ms
+        type: u4
+        doc: Transfer progress deadline, per PROGRESS_UNIT bytes moved (§ 12.5); never 0 ([TIME-10]).
     instances:
       cap_legacy:
         value: (capabilities & 0x01) != 0

@@ -21,6 +21,7 @@ pub const NOT_ON_THE_WIRE: &[(&str, &str)] = &[
     ("NAME-9", "refusing to start on case-insensitive storage"),
     ("SEC-3", "how much work a server does at once internally"),
     ("NAME-10", "needs a symbolic link in the server's root, which no request can create"),
+    ("STORE-8", "needs a directory or symbolic link in the server's root, which no request can create"),
     ("GET-6", "needs a storage read error in the middle of a GET, which no request can cause"),
     ("ENC-4", "no client-to-server message has an opt<T> field, so a server never receives a presence byte"),
 ];

@@ -461,7 +461,8 @@ fn placeholder_hello() -> ServerHello {
         max_file_size: 0,
         max_clients: 0,
         idle_timeout_ms: 0,
-        request_timeout_ms: 0,
+        head_timeout_ms: 0,
+        progress_timeout_ms: 0,
     }
 }
 

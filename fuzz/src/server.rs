@@ -27,7 +27,7 @@ use crate::owned::{decode_c2s, decode_s2c, End, Start, C, S};
 /// The server configuration a config byte selects.
 ///
 /// bits 0-1: anonymous role (0 write, 1 read, 2 admin, 3 none); bit 2: read-only; bit 3: no
-/// LEGACY; bit 4: no RESUME; bit 5: no STATUS and SHUTDOWN; bit 6: `max_name_len` 16 (else
+/// LEGACY, and a 16-byte `max_output` (the machine pauses after every reply, `[RES-2]`); bit 4: no RESUME; bit 5: no STATUS and SHUTDOWN; bit 6: `max_name_len` 16 (else
 /// 255); bit 7: `max_file_size` 4 (else 1 TiB). Tokens: `s3cret` is admin, `reader` read.
 pub fn config(b: u8) -> ServerConfig {
     let mut caps = Capabilities::ALL_V1.0;
@@ -48,7 +48,9 @@ pub fn config(b: u8) -> ServerConfig {
         max_clients: 8,
         handshake_timeout: Duration::from_secs(10),
         idle_timeout: Some(Duration::from_secs(300)),
-        request_timeout: Some(Duration::from_secs(3600)),
+        head_timeout: Duration::from_secs(10),
+        progress_timeout: Duration::from_secs(30),
+        max_output: if b & 0x08 != 0 { 16 } else { 64 * 1024 },
         capabilities: Capabilities(caps),
         anonymous: match b & 3 {
             0 => Some(Role::Write),
@@ -149,10 +151,14 @@ impl Host {
         let pending = self.conn.pending_output();
         let k = n.min(pending.len());
         self.output.extend_from_slice(&pending[..k]);
-        self.conn.consume_output(k);
+        self.conn.consume_output(k, self.now);
         n -= k;
         if !self.conn.pending_output().is_empty() {
             return;
+        }
+        if self.body.is_none() && self.conn.wants_input() && !self.inbuf.is_empty() {
+            // The output fell below its bound (`[RES-2]`): input that waited is read now.
+            self.pump();
         }
         if let Some((body, pos)) = &mut self.body {
             let m = n.min(body.len() - *pos);
@@ -245,7 +251,7 @@ impl Host {
         match command {
             Command::List => {
                 let entries: Vec<Entry> = store.files.iter().map(|(n, d)| entry(n, d)).collect();
-                conn.respond_list(&entries, now);
+                conn.respond_list(entries, now);
             }
             Command::Stat(name) => match store.files.get(&name) {
                 Some(d) => conn.respond_stat(&entry(&name, d), now),
@@ -255,7 +261,7 @@ impl Host {
                 Some(_) => conn.respond_delete(now),
                 None => conn.respond_error(ErrorCode::NOT_FOUND, "no such file", now),
             },
-            Command::Status => conn.respond_status(&store.history, now),
+            Command::Status => conn.respond_status(store.history.as_slice(), now),
             Command::Get { name, .. } => match store.files.get(&name) {
                 Some(data) => {
                     let frame = FrameHead { name: name.clone(), size: data.len() as u64, md5: Digest::of(data) };
@@ -284,7 +290,7 @@ impl Host {
         // does only once everything is written.
         self.flush();
         match what {
-            Injected::Shutdown => self.conn.begin_shutdown(),
+            Injected::Shutdown => self.conn.begin_shutdown(self.now),
             Injected::Timeout => {
                 self.now += DAY;
                 self.conn.handle_timeout(self.now);
@@ -449,7 +455,7 @@ pub fn run_reference(config: Arc<ServerConfig>, t0: Instant, data: &[u8], events
         used += n;
         output.extend(conn.take_output());
         match what {
-            Injected::Shutdown => conn.connection_mut().begin_shutdown(),
+            Injected::Shutdown => conn.connection_mut().begin_shutdown(now),
             Injected::Timeout => {
                 now += DAY;
                 conn.connection_mut().handle_timeout(now);

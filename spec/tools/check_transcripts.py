@@ -781,7 +781,8 @@ class Transcript:
             if role is not None:
                 self.warn(lineno, "a concrete role in the server hello: the runner's token decides it")
             for width, what in ((4, "capabilities"), (4, "max_name_len"), (8, "max_file_size"),
-                                (4, "max_clients"), (4, "idle_timeout_ms"), (4, "request_timeout_ms")):
+                                (4, "max_clients"), (4, "idle_timeout_ms"), (4, "head_timeout_ms"),
+                                (4, "progress_timeout_ms")):
                 if r.int(width, what) is not None:
                     self.warn(lineno, f"a concrete {what} in the server hello: it varies")
         elif kind in ("list", "status"):

@@ -324,13 +324,13 @@ def c_legacy(nm):
 
 
 def s_hello(version=1, role=2, caps=0x0E, max_name_len=255, max_file_size=4294967296,
-            max_clients=64, idle=300000, request=3600000):
+            max_clients=64, idle=300000, head=10000, progress=30000):
     segs = [u8(TAG_HELLO), u16(version), u8(role), u32(caps), u32(max_name_len),
-            u64(max_file_size), u32(max_clients), u32(idle), u32(request)]
+            u64(max_file_size), u32(max_clients), u32(idle), u32(head), u32(progress)]
     item = {"type": "hello_ok", "version": version, "role": role, "capabilities": caps,
             "max_name_len": max_name_len, "max_file_size": max_file_size,
             "max_clients": max_clients, "idle_timeout_ms": idle,
-            "request_timeout_ms": request}
+            "head_timeout_ms": head, "progress_timeout_ms": progress}
     return Msg(segs, [item])
 
 
@@ -721,7 +721,7 @@ def build_c2s_requests():
         end="truncated")
     vec("c2s-put-truncated-mid-data", "PUT of 5 bytes cut after 2 data bytes: the head and the 2 bytes "
         "that arrived are yielded; EOF here would be an error (the upload is discarded).",
-        ["ENC-5", "PUT-6", "STORE-2", "TIME-3"], [put.drop(3)], items=[put.items[0], D(b"he")],
+        ["ENC-5", "PUT-6", "STORE-2", "TIME-9"], [put.drop(3)], items=[put.items[0], D(b"he")],
         end="truncated")
 
 
@@ -879,16 +879,17 @@ def build_c2s_appendix():
 
 def build_s2c_hello():
     vec("s2c-hello-ok-basic", "Server hello: version 1, write role, capabilities 0x0e (RESUME, STATUS, "
-        "SHUTDOWN), max name 255, max file 4 GiB, 64 clients, idle 300 s, request 3600 s.",
-        ["HELLO-4", "HELLO-10", "ENC-1"], [s_hello()], start="handshake")
+        "SHUTDOWN), max name 255, max file 4 GiB, 64 clients, idle 300 s, head 10 s, progress 30 s.",
+        ["HELLO-4", "HELLO-10", "ENC-1", "TIME-8", "TIME-10"], [s_hello()], start="handshake")
     vec("s2c-hello-ok-read-minimal", "Server hello: read role, no capabilities, max_clients 0 (not "
-        "announced), both timeouts 0 (none).", ["HELLO-4", "HELLO-9"],
-        [s_hello(role=1, caps=0, max_name_len=64, max_file_size=0, max_clients=0, idle=0, request=0)],
+        "announced), no idle deadline (0), a 1 ms head and progress deadline.", ["HELLO-4", "HELLO-9"],
+        [s_hello(role=1, caps=0, max_name_len=64, max_file_size=0, max_clients=0, idle=0, head=1,
+                 progress=1)],
         start="handshake")
     vec("s2c-hello-ok-admin", "Server hello: admin role, all four capability bits (0x0f, LEGACY "
         "included), max_name_len 4096, max_file_size 1 TiB.", ["HELLO-4", "LEG-1", "LIM-2"],
         [s_hello(role=3, caps=0x0F, max_name_len=4096, max_file_size=2**40, max_clients=1000,
-                 idle=60000, request=0)], start="handshake")
+                 idle=60000, head=60000, progress=4294967295)], start="handshake")
     for role in (0, 4):
         m = s_hello(role=role)
         vec(f"s2c-hello-ok-role-{role}", f"Server hello announcing role {role}: only 1 (read), 2 (write) "
@@ -1195,7 +1196,7 @@ ITEM_KEYS = {
     },
     "s2c": {
         "hello_ok": ["version", "role", "capabilities", "max_name_len", "max_file_size", "max_clients",
-                     "idle_timeout_ms", "request_timeout_ms"],
+                     "idle_timeout_ms", "head_timeout_ms", "progress_timeout_ms"],
         "error": ["code", "message"], "list_start": ["count"],
         "entry": ["name", "size", "mtime_ms", "md5"], "stat_ok": ["name", "size", "mtime_ms", "md5"],
         "get_ok": ["offset", "name", "size", "md5"], "put_ok": ["replaced"], "delete_ok": [],
@@ -1242,7 +1243,7 @@ def reencode(direction, items):
             if t == "hello_ok":
                 out += s_hello(it["version"], it["role"], it["capabilities"], it["max_name_len"],
                                it["max_file_size"], it["max_clients"], it["idle_timeout_ms"],
-                               it["request_timeout_ms"]).segs
+                               it["head_timeout_ms"], it["progress_timeout_ms"]).segs
             elif t == "error":
                 out += s_error(it["code"], it["message"]).segs
             elif t in ("list_start", "status_start"):

@@ -45,16 +45,23 @@ pub fn cases() -> Vec<Case> {
             idle_deadline,
         ),
         case(
-            "limits.deadline.request",
-            "A request trickling in one byte at a time is cut off at request_timeout_ms",
-            &["TIME-3", "TIME-4", "STORE-2"],
+            "limits.deadline.head",
+            "A request head trickling in one byte at a time is cut off at head_timeout_ms",
+            &["TIME-7", "TIME-8", "TIME-4"],
             Needs::default(),
-            request_deadline,
+            head_deadline,
+        ),
+        case(
+            "limits.deadline.progress",
+            "PUT data trickling in below PROGRESS_UNIT per progress_timeout_ms is cut off, and discarded",
+            &["TIME-9", "TIME-10", "TIME-4", "STORE-2"],
+            Needs::default(),
+            progress_deadline,
         ),
         case(
             "limits.deadline.stalled-reader",
-            "A client that stops reading during a large GET is closed after a bounded wait",
-            &["TIME-5"],
+            "A client that stops reading during a large GET is closed within progress_timeout_ms",
+            &["TIME-5", "TIME-10"],
             Needs::default(),
             stalled_reader,
         ),
@@ -226,45 +233,77 @@ fn idle_deadline(ctx: &Ctx) -> Verdict {
     judge_timeout_close(&conn.raw.received, &format!("idle for {waited:.1?}"))
 }
 
-fn request_deadline(ctx: &Ctx) -> Verdict {
-    let hello = ctx.server.ok_or_else(|| fail("TIME-3", "no server hello"))?;
-    if hello.request_timeout_ms == 0 {
-        return Ok(Outcome::Unsupported("the server announces no request deadline".into()));
+fn head_deadline(ctx: &Ctx) -> Verdict {
+    let hello = ctx.server.ok_or_else(|| fail("TIME-7", "no server hello"))?;
+    if hello.head_timeout_ms == 0 {
+        return Err(fail("TIME-8", "the hello announces no head deadline (head_timeout_ms 0)"));
     }
-    let deadline = Duration::from_millis(u64::from(hello.request_timeout_ms));
+    let deadline = Duration::from_millis(u64::from(hello.head_timeout_ms));
+    // A STAT of a long name: nothing but head.
+    let len = usize::try_from(hello.max_name_len.min(4096)).unwrap_or(255);
+    let suffix = vec![b'x'; len.saturating_sub(ctx.prefix.len()).max(1)];
+    let bytes = raw_name_request(0x02, &[ctx.prefix.as_bytes(), &suffix].concat(), &[]);
+    let verdict = trickle(ctx, "TIME-7", "head_timeout_ms", deadline, &[], &bytes)?;
+    server_alive(ctx, "TIME-7", "the cut-off request")?;
+    if matches!(verdict, Outcome::Pass) && deadline > Duration::from_secs(60) {
+        return Ok(Outcome::Warn(Failure::new("TIME-8", format!("head_timeout_ms is {deadline:?}, above 60 s"))));
+    }
+    Ok(verdict)
+}
+
+fn progress_deadline(ctx: &Ctx) -> Verdict {
+    let hello = ctx.server.ok_or_else(|| fail("TIME-9", "no server hello"))?;
+    if hello.progress_timeout_ms == 0 {
+        return Err(fail("TIME-10", "the hello announces no progress deadline (progress_timeout_ms 0)"));
+    }
+    let deadline = Duration::from_millis(u64::from(hello.progress_timeout_ms));
+    // Less than a PROGRESS_UNIT in all, so that no pace can count as progress. The head goes at
+    // once; the data trickles. Without the write role the data is read and discarded all the
+    // same (`[PUT-5]`), under the same deadline.
+    let size = ferry_proto::limits::PROGRESS_UNIT as usize - 1;
+    if super::support::fits(ctx, 7, size as u64).is_some() {
+        return Ok(Outcome::Unsupported(format!("an upload of {size} bytes is above max_file_size")));
+    }
+    let upload = super::support::writable(ctx)?;
+    let name = ctx.name("trickle");
+    let data = vec![b't'; size];
+    let head = super::support::request_bytes(&put_head(&name, PutMode::Overwrite, &data, None));
+    let verdict = trickle(ctx, "TIME-9", "progress_timeout_ms", deadline, &head, &data)?;
+    let mut other = ctx.conn().map_err(|p| problem("STORE-2", "handshake", &p))?;
+    match other.call(&Request::Stat(name.clone())) {
+        Ok(r) if r.code() == Some(ErrorCode::NOT_FOUND.0) => {}
+        Ok(r) if !upload && r.code().is_some() => {}
+        Ok(r) => return Err(fail("STORE-2", format!("after the upload was cut off, STAT {name}: {}", r.describe()))),
+        Err(p) => return Err(problem("STORE-2", "STAT after the cut-off upload", &p)),
+    }
+    Ok(verdict)
+}
+
+/// Sends `at_once`, then `trickled` a byte at a time, paced so that the whole takes longer than
+/// `deadline` plus slack, and expects the close within it: the deadline covers the whole, not
+/// each read.
+fn trickle(ctx: &Ctx, req: &str, field: &str, deadline: Duration, at_once: &[u8], trickled: &[u8]) -> Verdict {
     let limit = deadline + slack(deadline);
     if limit + margin(ctx) > remaining(ctx) {
-        return Ok(Outcome::Unsupported(format!("request deadline {deadline:?}: longer than the case timeout allows")));
+        return Ok(Outcome::Unsupported(format!("{field} {deadline:?}: longer than the case timeout allows")));
     }
-    let mut conn = ctx.conn().map_err(|p| problem("TIME-3", "handshake", &p))?;
-    // A byte every quarter of the deadline at most: no single read waits long, the whole
-    // request does. A PUT (its data discarded) when the role allows, else a STAT of a long name.
-    let name = ctx.name("trickle");
-    let upload = super::support::fits(ctx, 7, 1 << 20).is_none() && super::support::writable(ctx)?;
-    let bytes = if upload {
-        let data = vec![b't'; 1 << 20];
-        let mut b = super::support::request_bytes(&put_head(&name, PutMode::Overwrite, &data, None));
-        b.extend_from_slice(&data);
-        b
-    } else {
-        let len = usize::try_from(hello.max_name_len.min(4096)).unwrap_or(255);
-        let suffix = vec![b'x'; len.saturating_sub(ctx.prefix.len()).max(1)];
-        raw_name_request(0x02, &[ctx.prefix.as_bytes(), &suffix].concat(), &[])
-    };
-    let pace = (limit / u32::try_from(bytes.len()).unwrap_or(u32::MAX).max(1))
-        .max(Duration::from_millis(20))
-        .min(deadline / 4);
-    if pace * u32::try_from(bytes.len()).unwrap_or(u32::MAX) < limit {
+    let mut conn = ctx.conn().map_err(|p| problem(req, "handshake", &p))?;
+    let n = u32::try_from(trickled.len()).unwrap_or(u32::MAX).max(1);
+    // A byte every quarter of the deadline at most: no single read waits long, the whole does.
+    let pace = (limit / n).max(Duration::from_millis(20)).min(deadline / 4);
+    if pace * n < limit {
         return Ok(Outcome::Unsupported(format!(
-            "a request of {} bytes sent a byte per {pace:?} ends before the deadline",
-            bytes.len()
+            "{} bytes sent a byte per {pace:?} end before the deadline",
+            trickled.len()
         )));
     }
-    let mut writer = conn.raw.stream.try_clone().map_err(|e| fail("TIME-3", e.to_string()))?;
+    conn.raw.send(at_once).map_err(|e| fail(req, e.to_string()))?;
+    let mut writer = conn.raw.stream.try_clone().map_err(|e| fail(req, e.to_string()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop_writer = stop.clone();
+    let bytes = trickled.to_vec();
     let started = Instant::now();
-    let trickle = std::thread::spawn(move || {
+    let trickler = std::thread::spawn(move || {
         for b in bytes {
             if stop_writer.load(Ordering::Relaxed) || std::io::Write::write_all(&mut writer, &[b]).is_err() {
                 return;
@@ -275,34 +314,24 @@ fn request_deadline(ctx: &Ctx) -> Verdict {
     let closed = conn.raw.wait_close(started + limit);
     let waited = started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let _ = trickle.join();
+    let _ = trickler.join();
     if !closed {
         return Err(fail(
-            "TIME-3",
+            req,
             format!(
-                "a request arriving one byte per {pace:?} was still open after {waited:.1?}; request_timeout_ms is {}",
-                hello.request_timeout_ms
+                "bytes arriving one per {pace:?} kept the connection open for {waited:.1?}; {field} is {deadline:?}"
             ),
         ));
     }
-    let verdict = judge_timeout_close(&conn.raw.received, &format!("a trickling request, after {waited:.1?}"))?;
-    drop(conn);
-    if upload {
-        let mut other = ctx.conn().map_err(|p| problem("STORE-2", "handshake", &p))?;
-        match other.call(&Request::Stat(name.clone())) {
-            Ok(r) if r.code() == Some(ErrorCode::NOT_FOUND.0) => {}
-            Ok(r) => {
-                return Err(fail("STORE-2", format!("after the upload was cut off, STAT {name}: {}", r.describe())))
-            }
-            Err(p) => return Err(problem("STORE-2", "STAT after the cut-off upload", &p)),
-        }
-    } else {
-        server_alive(ctx, "TIME-3", "the cut-off request")?;
-    }
-    Ok(verdict)
+    judge_timeout_close(&conn.raw.received, &format!("a trickle, after {waited:.1?}"))
 }
 
 fn stalled_reader(ctx: &Ctx) -> Verdict {
+    let hello = ctx.server.ok_or_else(|| fail("TIME-5", "no server hello"))?;
+    if hello.progress_timeout_ms == 0 {
+        return Err(fail("TIME-10", "the hello announces no progress deadline (progress_timeout_ms 0)"));
+    }
+    let progress = Duration::from_millis(u64::from(hello.progress_timeout_ms));
     let upload = super::support::fits(ctx, 3, STALL_FILE as u64).is_none() && super::support::writable(ctx)?;
     // Made before connecting: an idle deadline must not pass while it is made.
     let data: Vec<u8> = if upload { vec![b'z'; STALL_FILE] } else { Vec::new() };
@@ -337,7 +366,11 @@ fn stalled_reader(ctx: &Ctx) -> Verdict {
         .map_err(|e| fail("TIME-5", e.to_string()))?;
     let started = Instant::now();
     let drain_time = ctx.target.io_timeout.min(Duration::from_secs(5));
-    let stall_until = ctx.deadline.checked_sub(margin(ctx) + drain_time).unwrap_or(started);
+    let case_end = ctx.deadline.checked_sub(margin(ctx) + drain_time).unwrap_or(started);
+    // The announced deadline, counted from the last unit the client took: within moments of
+    // the request, since the socket buffers take megabytes at once.
+    let judged = started + progress + slack(progress) <= case_end;
+    let stall_until = case_end.min(started + progress + slack(progress));
     // With STATUS the close shows in the records; without it, the whole stall is waited out.
     while Instant::now() < stall_until {
         std::thread::sleep(Duration::from_millis(250).min(stall_until.saturating_duration_since(Instant::now())));
@@ -358,18 +391,20 @@ fn stalled_reader(ctx: &Ctx) -> Verdict {
         stalled.raw.received.clear();
     }
     let head = 1 + 8 + 4 + name.as_str().len() + 8 + 32;
-    if stalled.raw.eof || stalled.raw.reset {
-        if total < head + STALL_FILE {
-            return Ok(Outcome::Pass);
-        }
-        return Ok(Outcome::Unsupported(format!(
-            "the whole file arrived after a stall of {stall:.1?}: the server's write deadline (not announced) is longer"
-        )));
+    let closed = stalled.raw.eof || stalled.raw.reset;
+    if closed && total < head + STALL_FILE {
+        return Ok(Outcome::Pass);
     }
     if total >= head + STALL_FILE {
-        return Ok(Outcome::Unsupported(format!(
-            "the whole file arrived after a stall of {stall:.1?}: the server's write deadline (not announced) is longer"
-        )));
+        if !judged {
+            return Ok(Outcome::Unsupported(format!(
+                "progress_timeout_ms is {progress:?}: longer than the case timeout allows"
+            )));
+        }
+        return Err(fail(
+            "TIME-5",
+            format!("the whole file arrived after a stall of {stall:.1?}; progress_timeout_ms is {progress:?}"),
+        ));
     }
     Err(fail("TIME-5", format!("after a stall of {stall:.1?} and reading again, {total} bytes came, and no close")))
 }

@@ -464,7 +464,7 @@ pub fn transcript(seed: u64, prefix: &str, steps: &[Step], resume: bool, require
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "C: x:4645525259 u16:1 u16:1 str16:\"${{TOKEN}}\"");
-    let _ = writeln!(out, "S: u8:0x80 u16:1 u8:* u32:* u32:* u64:* u32:* u32:* u32:*");
+    let _ = writeln!(out, "S: u8:0x80 u16:1 u8:* u32:* u32:* u64:* u32:* u32:* u32:* u32:*");
     let mut model: BTreeMap<String, Content> = BTreeMap::new();
     for (i, step) in steps.iter().enumerate() {
         let last = i + 1 == steps.len();

@@ -114,9 +114,9 @@ faults! {
     ListShowsTemp ["LIST-1"];
     /// Connections beyond the announced max_clients are served instead of getting BUSY.
     IgnoreCapacity ["CAP-1"];
-    /// A request that stops arriving (a truncated frame) holds the connection forever: no
-    /// whole-request deadline.
-    HangOnTruncated ["TIME-3"];
+    /// A request that stops arriving (a truncated head or frame) holds the connection forever: no
+    /// head or progress deadline.
+    HangOnTruncated ["TIME-7", "TIME-9"];
     /// An idle connection is never closed: no idle deadline.
     IdleNeverTimesOut ["TIME-2"];
     /// A legacy refusal is sent as a version 1 error reply instead of "ERROR" and a message.

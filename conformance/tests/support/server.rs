@@ -60,7 +60,8 @@ impl Server {
             max_clients: setup.max_clients,
             handshake_timeout: setup.handshake_timeout,
             idle_timeout: Some(setup.idle_timeout),
-            request_timeout: Some(setup.request_timeout),
+            head_timeout: setup.request_timeout,
+            progress_timeout: setup.request_timeout,
             capabilities: Capabilities::ALL_V1,
             anonymous: Some(anonymous),
             // Fault: ReadOnlyLeaks refuses writes in the host, and only some of them.
@@ -299,7 +300,7 @@ impl<'a> Session<'a> {
             }
             if self.shared.draining.load(Ordering::SeqCst) && self.drain_started.is_none() {
                 self.drain_started = Some(Instant::now());
-                self.conn.begin_shutdown();
+                self.conn.begin_shutdown(Instant::now());
             }
             if self.drain_started.is_some_and(|t| t.elapsed() > GRACE) {
                 break; // § 13: the grace period is over; an upload in progress is discarded.
@@ -345,7 +346,7 @@ impl<'a> Session<'a> {
         if self.conn.poll_timeout().is_some_and(|d| now >= d) {
             let request_in_progress = self.conn.is_busy();
             let idle = !request_in_progress && self.conn.role().is_some();
-            // Fault: HangOnTruncated has no whole-request deadline, IdleNeverTimesOut no idle one.
+            // Fault: HangOnTruncated has no head or progress deadline, IdleNeverTimesOut no idle one.
             let skip =
                 (request_in_progress && self.is(Fault::HangOnTruncated)) || (idle && self.is(Fault::IdleNeverTimesOut));
             if !skip {
@@ -381,8 +382,13 @@ impl<'a> Session<'a> {
     }
 
     fn take_output(&mut self) -> Vec<u8> {
-        let out = self.conn.pending_output().to_vec();
-        self.conn.consume_output(out.len());
+        let mut out = Vec::new();
+        // A long reply is produced as it is taken: take it whole.
+        while !self.conn.pending_output().is_empty() {
+            out.extend_from_slice(self.conn.pending_output());
+            let n = self.conn.pending_output().len();
+            self.conn.consume_output(n, Instant::now());
+        }
         out
     }
 
@@ -402,10 +408,13 @@ impl<'a> Session<'a> {
                 None => self.after_machine_replies(&mut chunk),
             }
             self.chunk_faults(&mut chunk);
-            if !chunk.is_empty() {
+            // The machine pauses while its output is above its bound (`[RES-2]`); this host
+            // takes the output at once, so a step that produced some is followed by another.
+            let produced = !chunk.is_empty();
+            if produced {
                 chunks.push(chunk);
             }
-            if !more || self.force_close {
+            if !(more || n > 0 || produced) || self.force_close {
                 break;
             }
         }
@@ -556,7 +565,7 @@ impl<'a> Session<'a> {
                         e.md5 = Some(Digest::of(&[f.data.as_slice(), b"!"].concat()));
                     }
                 }
-                self.conn.respond_list(&entries, now);
+                self.conn.respond_list(entries.as_slice(), now);
                 let mut reply = self.take_output();
                 if self.is(Fault::UnsortedList) || self.is(Fault::ListShowsTemp) {
                     // The machine wants sorted entries (and valid names): the reply is re-encoded.
@@ -619,7 +628,7 @@ impl<'a> Session<'a> {
                     .filter(|r| r.id != self.id || !self.is(Fault::StatusMissingSelf))
                     .cloned()
                     .collect();
-                self.conn.respond_status(&records, now);
+                self.conn.respond_status(records, now);
                 chunk.extend(self.take_output());
             }
             Command::Get { name, offset } => {
@@ -706,7 +715,7 @@ impl<'a> Session<'a> {
 
     /// Faults on the server hello, the whole of `chunk` (the handshake's step makes nothing else).
     fn hello_faults(&self, chunk: &mut [u8]) {
-        if chunk.len() != 32 {
+        if chunk.len() != 36 {
             return;
         }
         if self.is(Fault::VersionNotNegotiated) {

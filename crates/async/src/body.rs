@@ -27,7 +27,7 @@ pub(crate) fn push(fd: &OwnedFd, session: &mut Session, body: &mut Option<Body>)
     loop {
         while !session.pending_output().is_empty() {
             match rustix::io::write(fd, session.pending_output()) {
-                Ok(n) => session.consume_output(n),
+                Ok(n) => session.consume_output(n, std::time::Instant::now()),
                 Err(rustix::io::Errno::AGAIN) => return Ok(Pushed::Blocked),
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(e.into()),

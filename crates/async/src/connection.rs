@@ -57,15 +57,17 @@ impl Conn {
 
     async fn run(&mut self, stream: &TcpStream, session: Session) -> io::Result<Ending> {
         stream.set_nodelay(true)?;
-        let write_timeout = self.server.settings.write_timeout;
         let mut state = Some((session, None::<Body>));
         let mut blocked = false;
         let mut told_shutdown = false;
         loop {
             let (s, body) = state.as_mut().ok_or_else(|| io::Error::other("session lost"))?;
             if blocked {
-                // `[TIME-5]`: a client that stops reading is dropped after the write timeout.
-                tokio::time::timeout(write_timeout, stream.writable())
+                // `[TIME-5]`: a client that takes too little of what waits for it is dropped at
+                // the session's send deadline; partial progress does not restart it.
+                let deadline =
+                    s.send_deadline().unwrap_or_else(|| Instant::now() + self.server.settings.progress_timeout);
+                tokio::time::timeout_at(deadline.into(), stream.writable())
                     .await
                     .map_err(|_| io::Error::new(ErrorKind::TimedOut, "client stopped reading"))??;
                 blocked = self.hop(stream, &mut state, |_| {}).await?;
@@ -80,7 +82,7 @@ impl Conn {
             }
             if *self.stop.borrow() && !told_shutdown {
                 told_shutdown = true;
-                s.begin_shutdown();
+                s.begin_shutdown(Instant::now());
                 continue;
             }
             if !s.wants_input() {

@@ -112,6 +112,7 @@ pub(crate) struct IpSlot {
 
 impl PerIp {
     fn take(self: &Arc<Self>, ip: IpAddr, max: u32) -> Option<IpSlot> {
+        let ip = ferry_core::peer::group(ip);
         let mut c = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = c.entry(ip).or_default();
         if *n >= max {

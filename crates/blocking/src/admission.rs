@@ -50,6 +50,7 @@ impl Admission {
 
     /// A place for a connection from `ip`, if the caps allow.
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, stream: &Arc<TcpStream>) -> Option<Ticket> {
+        let ip = ferry_core::peer::group(ip);
         let mut s = self.lock();
         if s.live.len() as u32 >= self.max_clients || s.per_ip.get(&ip).copied().unwrap_or(0) >= self.max_per_ip {
             return None;

@@ -12,7 +12,8 @@ use tracing::{debug, info};
 use crate::admission::Ticket;
 use crate::body;
 
-/// Reads wake at least this often, so a connection notices a shutdown while it waits.
+/// Reads wake at least this often, so a connection notices a shutdown while it waits; so do
+/// writes, so that the send deadline is checked (`[TIME-5]`).
 const TICK: Duration = Duration::from_millis(250);
 /// Socket reads go into a buffer of this size (a connection's main memory cost).
 const READ_BUF: usize = 64 * 1024;
@@ -38,15 +39,20 @@ enum Ending {
 
 fn run(server: &Server, stream: &TcpStream, session: &mut Session) -> io::Result<Ending> {
     stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(server.settings.write_timeout))?;
+    // SO_SNDTIMEO applies to each call, and any partial progress restarts it: it only wakes the
+    // thread, while the session's send deadline decides when a slow reader is dropped.
+    stream.set_write_timeout(Some(TICK))?;
     let mut buf = vec![0u8; READ_BUF];
     let mut told_shutdown = false;
     loop {
         write_pending(stream, session)?;
         if let Some(mut body) = session.take_body() {
             while body.len > 0 {
-                let n = body::send_some(stream, &mut body)?;
-                session.body_sent(n, Instant::now());
+                match body::send_some(stream, &mut body) {
+                    Ok(n) => session.body_sent(n, Instant::now()),
+                    Err(e) if blocked(&e) => check_send_deadline(session)?,
+                    Err(e) => return Err(e),
+                }
             }
             // Input pipelined behind the GET may have produced more to send.
             continue;
@@ -56,7 +62,7 @@ fn run(server: &Server, stream: &TcpStream, session: &mut Session) -> io::Result
         }
         if server.is_shutting_down() && !told_shutdown {
             told_shutdown = true;
-            session.begin_shutdown();
+            session.begin_shutdown(Instant::now());
             continue;
         }
         if !session.wants_input() {
@@ -86,20 +92,33 @@ fn run(server: &Server, stream: &TcpStream, session: &mut Session) -> io::Result
     }
 }
 
-/// Writes everything the session has to say. The socket's write timeout bounds each write
-/// (`[TIME-5]`): a client that stops reading is dropped.
+/// Writes everything the session has to say: a long reply is produced as it goes out, and
+/// requests pipelined behind it are processed as room is made (`[RES-2]`). A client that takes
+/// too little of it is dropped at the session's send deadline (`[TIME-5]`).
 fn write_pending(stream: &TcpStream, session: &mut Session) -> io::Result<()> {
     while !session.pending_output().is_empty() {
         match (&*stream).write(session.pending_output()) {
             Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "socket closed")),
-            Ok(n) => session.consume_output(n),
+            Ok(n) => session.consume_output(n, Instant::now()),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                info!("client stopped reading: dropped");
-                return Err(e);
-            }
+            Err(e) if blocked(&e) => check_send_deadline(session)?,
             Err(e) => return Err(e),
         }
+    }
+    Ok(())
+}
+
+/// A write that timed out after [`TICK`] without any progress.
+fn blocked(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// Fails once the session's send deadline has passed (`[TIME-5]`); otherwise the write is
+/// tried again.
+fn check_send_deadline(session: &Session) -> io::Result<()> {
+    if session.send_deadline().is_some_and(|d| Instant::now() >= d) {
+        info!("client stopped reading: dropped");
+        return Err(io::Error::new(ErrorKind::TimedOut, "client stopped reading"));
     }
     Ok(())
 }

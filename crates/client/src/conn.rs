@@ -145,7 +145,8 @@ impl Connection {
             max_file_size: 0,
             max_clients: 0,
             idle_timeout_ms: 0,
-            request_timeout_ms: 0,
+            head_timeout_ms: 0,
+            progress_timeout_ms: 0,
         };
         let mut conn = Self {
             stream,

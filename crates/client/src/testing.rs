@@ -101,7 +101,8 @@ pub fn hello(role: Role) -> ServerHello {
         max_file_size: 1 << 40,
         max_clients: 8,
         idle_timeout_ms: 0,
-        request_timeout_ms: 0,
+        head_timeout_ms: 0,
+        progress_timeout_ms: 0,
     }
 }
 

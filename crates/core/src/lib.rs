@@ -4,6 +4,7 @@
 //! - [`digests`]: the MD5 of each file version, computed once.
 //! - [`history`]: the connection history STATUS reports.
 //! - [`settings`]: every limit and switch, named and documented.
+//! - [`peer`]: which connections count as one client for the per-address cap.
 //! - [`session`]: one connection — ferry-proto's state machine driven against the store.
 //!
 //! The blocking and async engines own sockets and threads (or tasks) and nothing else: they feed
@@ -12,6 +13,7 @@
 
 pub mod digests;
 pub mod history;
+pub mod peer;
 pub mod session;
 pub mod settings;
 pub mod store;

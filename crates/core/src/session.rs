@@ -253,7 +253,7 @@ impl Session {
                 Command::List => match store.list() {
                     Ok(entries) => {
                         info!(entries = entries.len(), "LIST");
-                        self.conn.respond_list(&entries, now);
+                        self.conn.respond_list(entries, now);
                     }
                     Err(e) => self.fail(e.into(), now),
                 },
@@ -273,7 +273,7 @@ impl Session {
                 },
                 Command::Status => {
                     info!("STATUS");
-                    self.conn.respond_status(&self.server.history.snapshot(), now);
+                    self.conn.respond_status(self.server.history.snapshot(), now);
                 }
                 Command::Get { name, offset } => {
                     let opened = store.open_file(&name).and_then(|f| Ok((store.digest_of(&f)?, f)));
@@ -320,10 +320,20 @@ impl Session {
         self.conn.pending_output()
     }
 
-    /// Reports that `n` bytes of [`Self::pending_output`] were written.
-    pub fn consume_output(&mut self, n: usize) {
+    /// Reports that `n` bytes of [`Self::pending_output`] were written at `now`. Once the replies
+    /// waiting fall below the bound, requests pipelined behind them are processed (`[RES-2]`).
+    pub fn consume_output(&mut self, n: usize, now: Instant) {
         self.stats.add_out(n as u64);
-        self.conn.consume_output(n);
+        self.conn.consume_output(n, now);
+        if self.conn.wants_input() && !self.inbuf.is_empty() {
+            self.process_buffered(now);
+        }
+    }
+
+    /// When the engine must drop a client that takes none of the bytes waiting for it
+    /// (`[TIME-5]`); `None` while nothing waits.
+    pub fn send_deadline(&self) -> Option<Instant> {
+        self.conn.send_deadline()
     }
 
     /// A file range to send now, after the pending output.
@@ -379,9 +389,9 @@ impl Session {
         }
     }
 
-    /// Starts the drain for this connection (§ 13).
-    pub fn begin_shutdown(&mut self) {
-        self.conn.begin_shutdown();
+    /// Starts the drain for this connection (§ 13) at `now`.
+    pub fn begin_shutdown(&mut self, now: Instant) {
+        self.conn.begin_shutdown(now);
     }
 
     /// Whether the connection is over: flush the pending output, then close.

@@ -18,18 +18,24 @@ pub struct Settings {
     /// The directory served; created if missing.
     pub root: PathBuf,
     /// Connections served at once; the next one gets `BUSY` and is closed (`[CAP-1]`). Each
-    /// costs a thread (blocking engine) or a task (async engine) and a 64 KiB read buffer.
+    /// costs a thread (blocking engine) or a task (async engine), a 64 KiB read buffer and at
+    /// most [`Self::max_output`] plus one reply of output. The default is 16 times
+    /// [`Self::max_per_ip`]: one address cannot take every slot (`[CAP-3]`).
     pub max_clients: u32,
-    /// Connections served at once from one IP address (`[CAP-1]`).
+    /// Connections served at once from one IP address, or one IPv6 `/64` (`[CAP-1]`, `[CAP-3]`).
     pub max_per_ip: u32,
     /// Time for a new connection to send its hello (`[TIME-1]`).
     pub handshake_timeout: Duration,
     /// Time a connection may wait between requests (`[TIME-2]`); `None`: no limit.
     pub idle_timeout: Option<Duration>,
-    /// Time for one whole request to arrive, PUT data included (`[TIME-3]`); `None`: no limit.
-    pub request_timeout: Option<Duration>,
-    /// Time one write to a client may block before the connection is dropped (`[TIME-5]`).
-    pub write_timeout: Duration,
+    /// Time for a request head to arrive, from its first byte (`[TIME-7]`). Short: a head is a
+    /// few kilobytes, and a slow one only holds a slot.
+    pub head_timeout: Duration,
+    /// Time a transfer may go without moving 64 KiB (`PROGRESS_UNIT`) or the rest of it: PUT
+    /// data arriving (`[TIME-9]`), or reply bytes taken by the client (`[TIME-5]`).
+    pub progress_timeout: Duration,
+    /// Reply bytes held for one client before its requests stop being read (`[RES-2]`).
+    pub max_output: usize,
     /// After a fatal error, how long input is read and dropped before the socket is closed, so
     /// the error reply is not destroyed by a TCP reset (`[ERR-9]`).
     pub linger: Duration,
@@ -57,12 +63,13 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             root: PathBuf::from("server_files"),
-            max_clients: 64,
+            max_clients: 256,
             max_per_ip: 16,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(300)),
-            request_timeout: Some(Duration::from_secs(3600)),
-            write_timeout: Duration::from_secs(30),
+            head_timeout: Duration::from_secs(10),
+            progress_timeout: Duration::from_secs(30),
+            max_output: ferry_proto::server::DEFAULT_MAX_OUTPUT,
             linger: Duration::from_secs(2),
             max_file_size: 64 << 30,
             max_name_len: 255,
@@ -89,7 +96,9 @@ impl Settings {
             max_clients: self.max_clients,
             handshake_timeout: self.handshake_timeout,
             idle_timeout: self.idle_timeout,
-            request_timeout: self.request_timeout,
+            head_timeout: self.head_timeout,
+            progress_timeout: self.progress_timeout,
+            max_output: self.max_output,
             capabilities,
             anonymous: self.anonymous,
             tokens: self.tokens.clone(),

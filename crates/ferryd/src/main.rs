@@ -33,24 +33,33 @@ struct Cli {
     /// Reactor threads of the async engine (0: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
-    /// Connections served at once; the next one gets BUSY and is closed.
-    #[arg(long, default_value_t = 64)]
+    /// Connections served at once; the next one gets BUSY and is closed. Well above
+    /// --max-per-ip, so that one address cannot take every slot.
+    #[arg(long, default_value_t = Settings::default().max_clients)]
     max_clients: u32,
-    /// Connections served at once from one IP address.
-    #[arg(long, default_value_t = 16)]
+    /// Connections served at once from one IP address (for IPv6, one /64 prefix).
+    #[arg(long, default_value_t = Settings::default().max_per_ip)]
     max_per_ip: u32,
     /// Seconds a connection may wait between requests (0: no limit).
     #[arg(long, default_value_t = 300)]
     idle_timeout: u64,
-    /// Seconds one whole request may take to arrive, upload data included (0: no limit).
-    #[arg(long, default_value_t = 3600)]
-    request_timeout: u64,
+    /// Seconds a request head may take to arrive, from its first byte: a slow head is cut off
+    /// (like nginx's client_header_timeout). Upload data is not included.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=4_000_000))]
+    head_timeout: u64,
     /// Seconds a new connection has to send its hello.
     #[arg(long, default_value_t = 10)]
     handshake_timeout: u64,
-    /// Seconds one write to a client may block before the client is dropped.
-    #[arg(long, default_value_t = 30)]
-    write_timeout: u64,
+    /// Seconds a transfer may go without moving 64 KiB (or the rest of it): upload data arriving,
+    /// or replies and downloads taken by the client. A client that stops reading, or trickles,
+    /// is dropped after this; a slow but steady transfer is never cut.
+    #[arg(long, alias = "write-timeout", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=4_000_000))]
+    progress_timeout: u64,
+    /// Reply bytes held for one client before the server stops reading its requests
+    /// (backpressure: pipelined requests then wait in the client's socket).
+    #[arg(long, value_name = "BYTES", default_value_t = Settings::default().max_output as u64,
+          value_parser = clap::value_parser!(u64).range(1024..=64 << 20))]
+    max_output: u64,
     /// Largest file accepted in an upload, in bytes.
     #[arg(long, default_value_t = 64 << 30)]
     max_file_size: u64,
@@ -134,8 +143,9 @@ impl Cli {
             max_per_ip: self.max_per_ip,
             handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
             idle_timeout: secs(self.idle_timeout),
-            request_timeout: secs(self.request_timeout),
-            write_timeout: Duration::from_secs(self.write_timeout.max(1)),
+            head_timeout: Duration::from_secs(self.head_timeout),
+            progress_timeout: Duration::from_secs(self.progress_timeout),
+            max_output: usize::try_from(self.max_output).context("--max-output")?,
             max_file_size: self.max_file_size,
             max_name_len: self.max_name_len,
             tokens,

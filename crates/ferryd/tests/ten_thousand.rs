@@ -73,7 +73,7 @@ fn async_engine_holds_ten_thousand_connections_and_answers_a_new_client() {
     }
     // Every one is served (its hello answered), none merely queued or refused.
     for s in &mut held {
-        let mut reply = [0u8; 32];
+        let mut reply = [0u8; 36];
         s.read_exact(&mut reply).unwrap();
         assert_eq!(reply[0], ferry_proto::message::tag::HELLO, "a connection was refused");
     }
@@ -96,7 +96,7 @@ fn async_engine_holds_ten_thousand_connections_and_answers_a_new_client() {
     let mut list = Vec::new();
     Request::List.encode(&mut list);
     newcomer.write_all(&list).unwrap();
-    let mut reply = [0u8; 32 + 5];
+    let mut reply = [0u8; 36 + 5];
     newcomer.read_exact(&mut reply).unwrap();
     let waited = started.elapsed();
     assert_eq!(reply[32], ferry_proto::message::tag::LIST);

@@ -13,6 +13,9 @@ pub const HELP_TEXT_MAX: u32 = 65536;
 pub const PEER_LEN_MAX: usize = 64;
 /// Largest file size or offset (§ 3.1): fits an `i64` so implementations in any language agree.
 pub const FILE_SIZE_CEILING: u64 = i64::MAX as u64;
+/// Bytes a transfer must move, in either direction, within each progress deadline (§ 12.5). Small
+/// enough for a slow link to move in seconds, large enough that a trickle cannot hold a connection.
+pub const PROGRESS_UNIT: u64 = 65536;
 /// The protocol version this crate speaks.
 pub const VERSION: u16 = 1;
 /// The first bytes of a version 1 client hello (§ 4.2).

@@ -38,12 +38,14 @@ pub struct MemoryConnection {
     /// The upload in progress: its head and the bytes so far.
     upload: Option<(crate::message::PutHead, Vec<u8>)>,
     output: Vec<u8>,
+    /// The time of the latest call: when output taken by [`Self::take_output`] counts as sent.
+    now: Instant,
 }
 
 impl MemoryConnection {
     /// A connection accepted at `now`.
     pub fn new(config: Arc<ServerConfig>, now: Instant) -> Self {
-        Self { conn: ServerConnection::new(config, now), upload: None, output: Vec::new() }
+        Self { conn: ServerConnection::new(config, now), upload: None, output: Vec::new(), now }
     }
 
     /// The state machine, for inspection.
@@ -58,12 +60,18 @@ impl MemoryConnection {
 
     /// Feeds received bytes; returns how many were used (the rest waits for the machine).
     pub fn feed(&mut self, store: &mut MemoryStore, input: &[u8], now: Instant) -> usize {
+        self.now = now;
         let mut used = 0;
         loop {
             let (n, event) = self.conn.handle_input(&input[used..], now);
             used += n;
-            let Some(event) = event else { break };
-            self.on_event(store, event, now);
+            match event {
+                Some(event) => self.on_event(store, event, now),
+                // The machine pauses while replies wait for the client (`[RES-2]`); this host
+                // takes them at once, so the machine goes on.
+                None if !self.conn.pending_output().is_empty() => self.drain(),
+                None => break,
+            }
         }
         self.drain();
         if self.conn.is_closed() {
@@ -79,9 +87,11 @@ impl MemoryConnection {
     }
 
     fn drain(&mut self) {
-        let n = self.conn.pending_output().len();
-        self.output.extend_from_slice(self.conn.pending_output());
-        self.conn.consume_output(n);
+        while !self.conn.pending_output().is_empty() {
+            let n = self.conn.pending_output().len();
+            self.output.extend_from_slice(self.conn.pending_output());
+            self.conn.consume_output(n, self.now);
+        }
     }
 
     fn on_event(&mut self, store: &mut MemoryStore, event: Event<'_>, now: Instant) {
@@ -110,7 +120,7 @@ impl MemoryConnection {
             Event::Command(command) => match command {
                 Command::List => {
                     let entries: Vec<Entry> = store.files.iter().map(|(n, d)| MemoryStore::entry(n, d)).collect();
-                    conn.respond_list(&entries, now);
+                    conn.respond_list(entries, now);
                 }
                 Command::Stat(name) => match store.files.get(&name) {
                     Some(d) => conn.respond_stat(&MemoryStore::entry(&name, d), now),
@@ -120,14 +130,14 @@ impl MemoryConnection {
                     Some(_) => conn.respond_delete(now),
                     None => conn.respond_error(ErrorCode::NOT_FOUND, "no such file", now),
                 },
-                Command::Status => conn.respond_status(&store.history, now),
+                Command::Status => conn.respond_status(store.history.as_slice(), now),
                 Command::Get { name, .. } => match store.files.get(&name) {
                     Some(data) => {
                         let frame = FrameHead { name: name.clone(), size: data.len() as u64, md5: Digest::of(data) };
                         if let Some((offset, len)) = conn.respond_get(frame, now) {
                             let n = conn.pending_output().len();
                             self.output.extend_from_slice(conn.pending_output());
-                            conn.consume_output(n);
+                            conn.consume_output(n, now);
                             let start = offset as usize;
                             self.output.extend_from_slice(&data[start..start + len as usize]);
                             conn.body_sent(len, now);

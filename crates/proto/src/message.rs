@@ -297,8 +297,10 @@ pub struct ServerHello {
     pub max_clients: u32,
     /// 0: none.
     pub idle_timeout_ms: u32,
-    /// 0: none.
-    pub request_timeout_ms: u32,
+    /// The request head deadline (§ 12.4); a server never announces 0.
+    pub head_timeout_ms: u32,
+    /// The transfer progress deadline (§ 12.5); a server never announces 0.
+    pub progress_timeout_ms: u32,
 }
 
 /// The head of a file frame (§ 6.1): everything but the data.

@@ -50,8 +50,9 @@ pub fn parse(protocol: &str) -> (Vec<Requirement>, Vec<Unlabelled>) {
                 section = num.to_owned();
             }
         }
-        // § 1 defines the conventions (the key words, the ids); it is not itself normative.
-        if section == "1" || section.starts_with("1.") {
+        // § 1 defines the conventions (the key words, the ids); it is not itself normative. A
+        // withdrawn requirement keeps its id in the text (§ 1.2) but binds no one.
+        if section == "1" || section.starts_with("1.") || block.starts_with("*Withdrawn") {
             continue;
         }
         let ids = ids_in(&block);

@@ -9,20 +9,27 @@
 //!    [`ServerConnection::accept_put`] for an upload, before more input is processed).
 //! 2. Send [`ServerConnection::pending_output`], then report it with `consume_output`. After
 //!    [`ServerConnection::respond_get`], send the file's bytes yourself (sendfile, copy) and report
-//!    them with [`ServerConnection::body_sent`].
+//!    them with [`ServerConnection::body_sent`]. While the client takes none of them, give up no
+//!    later than [`ServerConnection::send_deadline`] (`[TIME-5]`): drop the connection.
 //! 3. Wait for more input no later than [`ServerConnection::poll_timeout`]; when it passes, call
 //!    [`ServerConnection::handle_timeout`]. On EOF call [`ServerConnection::handle_eof`].
+//!
+//! What a connection holds is bounded whatever the client does (`[RES-1]`): it stops taking
+//! requests while more than [`ServerConfig::max_output`] reply bytes wait for the client
+//! (`[RES-2]`), and produces LIST and STATUS replies as the client takes them (`[RES-3]`), so
+//! pipelining cannot turn a few bytes of requests into megabytes of replies.
 //! 4. When [`ServerConnection::is_closed`], flush the pending output and close the socket. An
 //!    upload not completed by then is discarded by the engine.
 //!
 //! Time is always an argument, so tests run on simulated time.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::codec::{ClientItem, Decoded, RequestDecoder, ServerItem};
 use crate::digest::Hasher;
-use crate::limits::{ReadLimits, VERSION};
+use crate::limits::{ReadLimits, PROGRESS_UNIT, VERSION};
 use crate::message::{
     Capabilities, ConnRecord, Entry, ErrorCode, ErrorReply, FrameHead, PutHead, Request, RequestKind, Role, ServerHello,
 };
@@ -39,8 +46,16 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// How long a connection may wait between requests (`[TIME-2]`). `None`: forever.
     pub idle_timeout: Option<Duration>,
-    /// How long one request may take to arrive, PUT data included (`[TIME-3]`). `None`: forever.
-    pub request_timeout: Option<Duration>,
+    /// How long a request head may take to arrive, from its first byte (`[TIME-7]`). A head is a
+    /// few kilobytes at most, so this is short: a slowloris client is cut off by it.
+    pub head_timeout: Duration,
+    /// How long a transfer may go without moving [`PROGRESS_UNIT`] bytes (or the rest of it), in
+    /// either direction: PUT data arriving (`[TIME-9]`), reply bytes taken by the client
+    /// (`[TIME-5]`). It bounds stalls, not whole transfers.
+    pub progress_timeout: Duration,
+    /// Reply bytes held for the client before the connection stops taking requests (`[RES-2]`).
+    /// A connection's output buffer stays below this plus one reply (a HELP text, an entry).
+    pub max_output: usize,
     /// Optional features offered (§ 4.5); `LEGACY` also switches the legacy profile on.
     pub capabilities: Capabilities,
     /// The role of a client without a token; `None` refuses such clients (`[AUTH-2]`).
@@ -60,7 +75,9 @@ impl Default for ServerConfig {
             max_clients: 64,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(300)),
-            request_timeout: Some(Duration::from_secs(3600)),
+            head_timeout: Duration::from_secs(10),
+            progress_timeout: Duration::from_secs(30),
+            max_output: DEFAULT_MAX_OUTPUT,
             capabilities: Capabilities::ALL_V1,
             anonymous: Some(Role::Write),
             tokens: HashMap::new(),
@@ -69,6 +86,9 @@ impl Default for ServerConfig {
         }
     }
 }
+
+/// The default of [`ServerConfig::max_output`]: Kestrel's `MaxResponseBufferSize` is the same.
+pub const DEFAULT_MAX_OUTPUT: usize = 64 * 1024;
 
 /// A summary of the commands, for HELP.
 pub fn default_help_text() -> String {
@@ -98,7 +118,9 @@ impl ServerConfig {
             max_file_size: limits.max_file_size,
             max_clients: self.max_clients,
             idle_timeout_ms: ms(self.idle_timeout),
-            request_timeout_ms: ms(self.request_timeout),
+            // `[TIME-8]`, `[TIME-10]`: always enforced, so always announced (never 0).
+            head_timeout_ms: ms(Some(self.head_timeout)),
+            progress_timeout_ms: ms(Some(self.progress_timeout)),
         }
     }
 
@@ -170,7 +192,39 @@ enum State {
     Sending {
         remaining: u64,
     },
+    /// A long reply, encoded as the client takes it (`[RES-3]`).
+    Streaming(Stream),
     Closed,
+}
+
+/// The rest of a LIST or STATUS reply. The items are shared (a listing may serve many
+/// connections) and encoded a few at a time, so a connection's buffer never holds the whole reply.
+#[derive(Debug)]
+enum Stream {
+    Entries { items: Arc<[Entry]>, next: usize },
+    Records { items: Arc<[ConnRecord]>, next: usize },
+}
+
+impl Stream {
+    /// Appends the next item's wire form; returns false once every item has been.
+    fn encode_next(&mut self, out: &mut Vec<u8>) -> bool {
+        match self {
+            Self::Entries { items, next } => items.get(*next).map(|e| e.encode(out)),
+            Self::Records { items, next } => items.get(*next).map(|r| r.encode(out)),
+        }
+        .inspect(|()| match self {
+            Self::Entries { next, .. } | Self::Records { next, .. } => *next += 1,
+        })
+        .is_some()
+    }
+}
+
+/// When the client last made progress taking reply bytes (`[TIME-5]`): `moved` bytes since
+/// `since`. A unit of [`PROGRESS_UNIT`] bytes restarts the clock; so does an empty output.
+#[derive(Debug, Clone, Copy)]
+struct SendClock {
+    since: Instant,
+    moved: u64,
 }
 
 /// The server side of one connection.
@@ -187,8 +241,13 @@ pub struct ServerConnection {
     out_pos: usize,
     /// When the current deadline passes, if there is one.
     deadline: Option<Instant>,
-    /// Set when the first byte of the current request arrived (`[TIME-3]`).
+    /// Set when the first byte of the current request arrived (`[TIME-7]`).
     in_request: bool,
+    /// PUT data bytes (stored or discarded) since the read-side progress deadline last moved
+    /// (`[TIME-9]`).
+    data_moved: u64,
+    /// Running while reply bytes wait for the client (`[TIME-5]`).
+    send_clock: Option<SendClock>,
     shutting_down: bool,
     /// How the connection ended, when it has: the error sent, if any.
     close_reason: Option<ErrorCode>,
@@ -208,6 +267,8 @@ impl ServerConnection {
             out_pos: 0,
             deadline,
             in_request: false,
+            data_moved: 0,
+            send_clock: None,
             shutting_down: false,
             close_reason: None,
         }
@@ -240,9 +301,13 @@ impl ServerConnection {
         self.close_reason
     }
 
-    /// Whether the connection wants more input now (not while the host is answering or sending).
+    /// Whether the connection wants more input now: not while the host is answering or sending,
+    /// nor while more than [`ServerConfig::max_output`] reply bytes wait for the client
+    /// (`[RES-2]`). Input it does not want stays in the transport, whose flow control then stops
+    /// the client.
     pub fn wants_input(&self) -> bool {
         matches!(self.state, State::AwaitHello | State::Ready | State::Receiving { .. } | State::Discarding)
+            && self.pending_output().len() < self.config.max_output.max(1)
     }
 
     /// Whether a request is under way (for the drain: a transfer in flight).
@@ -250,7 +315,11 @@ impl ServerConnection {
         self.in_request
             || matches!(
                 self.state,
-                State::Serving(_) | State::Deciding { .. } | State::Sending { .. } | State::Receiving { .. }
+                State::Serving(_)
+                    | State::Deciding { .. }
+                    | State::Sending { .. }
+                    | State::Receiving { .. }
+                    | State::Streaming(_)
             )
     }
 
@@ -259,12 +328,57 @@ impl ServerConnection {
         &self.out[self.out_pos..]
     }
 
-    /// Reports that the first `n` bytes of [`Self::pending_output`] were sent.
-    pub fn consume_output(&mut self, n: usize) {
+    /// Reports that the first `n` bytes of [`Self::pending_output`] were sent at `now`. A long
+    /// reply's next items are encoded as room is made for them.
+    pub fn consume_output(&mut self, n: usize, now: Instant) {
         self.out_pos = (self.out_pos + n).min(self.out.len());
         if self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;
+        }
+        self.note_sent(n as u64, now);
+        self.refill(now);
+        self.settle(now);
+    }
+
+    /// When the engine must give up on a client that takes no reply bytes (`[TIME-5]`): by then
+    /// [`PROGRESS_UNIT`] bytes, or all that waited, must have been sent since the clock last
+    /// moved. `None` while nothing waits to be sent. The connection cannot be told (the client
+    /// is not reading): the engine drops it.
+    pub fn send_deadline(&self) -> Option<Instant> {
+        self.send_clock.and_then(|c| c.since.checked_add(self.config.progress_timeout))
+    }
+
+    fn note_sent(&mut self, n: u64, now: Instant) {
+        if let Some(clock) = &mut self.send_clock {
+            clock.moved += n;
+            if clock.moved >= PROGRESS_UNIT {
+                *clock = SendClock { since: now, moved: 0 };
+            }
+        }
+    }
+
+    /// Starts the send clock when bytes wait to be sent, stops it when none do. Every public
+    /// method that can queue output or report it sent ends here.
+    fn settle(&mut self, now: Instant) {
+        let waiting = !self.pending_output().is_empty() || matches!(self.state, State::Sending { .. });
+        if !waiting {
+            self.send_clock = None;
+        } else if self.send_clock.is_none() {
+            self.send_clock = Some(SendClock { since: now, moved: 0 });
+        }
+    }
+
+    /// Encodes more of a long reply while the output is below its bound (`[RES-3]`); when the
+    /// last item is out, the request is done.
+    fn refill(&mut self, now: Instant) {
+        let bound = self.config.max_output.max(1);
+        while self.out.len() - self.out_pos < bound {
+            let State::Streaming(stream) = &mut self.state else { return };
+            if !stream.encode_next(&mut self.out) {
+                self.request_done(now);
+                return;
+            }
         }
     }
 
@@ -272,7 +386,7 @@ impl ServerConnection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::AwaitHello | State::Ready | State::Receiving { .. } | State::Discarding => self.deadline,
-            // The PUT's data is still to come: the whole-request deadline runs on.
+            // The PUT's data is still to come: its progress deadline runs.
             State::Deciding { .. } => self.deadline,
             _ => None,
         }
@@ -284,11 +398,13 @@ impl ServerConnection {
         match self.poll_timeout() {
             Some(deadline) if now >= deadline => {
                 let what = match self.state {
-                    State::AwaitHello => "handshake",
-                    State::Ready if !self.in_request => "idle",
-                    _ => "request",
+                    State::AwaitHello => "handshake deadline passed",
+                    State::Ready if !self.in_request => "idle deadline passed",
+                    State::Ready => "request head deadline passed",
+                    _ => "upload data stalled past the progress deadline",
                 };
-                self.fatal(ErrorCode::TIMEOUT, &format!("{what} deadline passed"));
+                self.fatal(ErrorCode::TIMEOUT, what);
+                self.settle(now);
                 true
             }
             _ => false,
@@ -304,19 +420,26 @@ impl ServerConnection {
         clean
     }
 
-    /// Starts the graceful drain (§ 13): an idle connection is told and closed now; a busy one
-    /// after its current request is answered (`[SHUT-3]`).
-    pub fn begin_shutdown(&mut self) {
+    /// Starts the graceful drain (§ 13) at `now`: an idle connection is told and closed now; a
+    /// busy one after its current request is answered (`[SHUT-3]`).
+    pub fn begin_shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
         let idle = matches!(self.state, State::AwaitHello) || (matches!(self.state, State::Ready) && !self.in_request);
         if idle {
             self.fatal(ErrorCode::SHUTTING_DOWN, "server shutting down");
         }
+        self.settle(now);
     }
 
     /// Processes input from the start of `input`: returns how many bytes were used and the next
     /// event, if one arose. Call again with the rest until it returns `None`.
     pub fn handle_input<'a>(&mut self, input: &'a [u8], now: Instant) -> (usize, Option<Event<'a>>) {
+        let result = self.take_input(input, now);
+        self.settle(now);
+        result
+    }
+
+    fn take_input<'a>(&mut self, input: &'a [u8], now: Instant) -> (usize, Option<Event<'a>>) {
         if !self.wants_input() {
             return (0, None);
         }
@@ -332,9 +455,9 @@ impl ServerConnection {
         let mut used = 0;
         while self.wants_input() {
             if matches!(self.state, State::Ready) && used < input.len() && !self.in_request {
-                // `[TIME-3]`: the whole-request deadline starts at the request's first byte.
+                // `[TIME-7]`: the head deadline starts at the request's first byte.
                 self.in_request = true;
-                self.deadline = self.config.request_timeout.and_then(|t| now.checked_add(t));
+                self.deadline = now.checked_add(self.config.head_timeout);
             }
             match self.decoder.decode(&input[used..]) {
                 Ok(Decoded::NeedMore) => break,
@@ -380,13 +503,16 @@ impl ServerConnection {
                 self.refuse(kind, ErrorCode::BAD_NAME, error.to_string(), now)
             }
             ClientItem::Request(request) => self.on_request(request, now),
-            ClientItem::Data(data) => match &mut self.state {
-                State::Receiving { hasher, .. } => {
-                    hasher.update(data);
-                    Some(Event::PutData(data))
+            ClientItem::Data(data) => {
+                self.data_progress(data.len(), now);
+                match &mut self.state {
+                    State::Receiving { hasher, .. } => {
+                        hasher.update(data);
+                        Some(Event::PutData(data))
+                    }
+                    _ => None,
                 }
-                _ => None,
-            },
+            }
             ClientItem::DataEnd => match std::mem::replace(&mut self.state, State::Ready) {
                 State::Receiving { hasher, head } => {
                     // `[PUT-3]`, `[FRAME-5]`: published only if the digest matches.
@@ -409,6 +535,21 @@ impl ServerConnection {
                 }
             },
         }
+    }
+
+    /// PUT data arrived (`[TIME-9]`): every [`PROGRESS_UNIT`] bytes move the deadline on.
+    fn data_progress(&mut self, n: usize, now: Instant) {
+        self.data_moved += n as u64;
+        if self.data_moved >= PROGRESS_UNIT {
+            self.data_moved = 0;
+            self.start_data_deadline(now);
+        }
+    }
+
+    /// A PUT's head is complete: from now its data must keep moving (`[TIME-9]`), however long
+    /// the whole upload takes.
+    fn start_data_deadline(&mut self, now: Instant) {
+        self.deadline = now.checked_add(self.config.progress_timeout);
     }
 
     fn on_hello(&mut self, hello: crate::message::ClientHello, now: Instant) -> Option<Event<'static>> {
@@ -479,6 +620,8 @@ impl ServerConnection {
             Request::Delete(name) => Command::Delete(name),
             Request::Status => Command::Status,
             Request::Put(head) => {
+                self.data_moved = 0;
+                self.start_data_deadline(now);
                 self.state = State::Deciding { head: head.clone() };
                 return Some(Event::Command(Command::Put(head)));
             }
@@ -498,6 +641,8 @@ impl ServerConnection {
         let error = ErrorReply::new(code, message);
         self.reply(ServerItem::Error(error.clone()));
         if kind == RequestKind::Put {
+            self.data_moved = 0;
+            self.start_data_deadline(now);
             self.state = State::Discarding;
         } else {
             self.request_done(now);
@@ -551,17 +696,21 @@ impl ServerConnection {
         }
     }
 
-    /// Answers LIST. `entries` must be sorted by name (`[LIST-2]`).
-    pub fn respond_list(&mut self, entries: &[Entry], now: Instant) {
+    /// Answers LIST. `entries` must be sorted by name (`[LIST-2]`). They are encoded as the
+    /// client takes them (`[RES-3]`): a shared listing costs the connection no copy.
+    pub fn respond_list(&mut self, entries: impl Into<Arc<[Entry]>>, now: Instant) {
         if !self.expects(Awaiting::Command(RequestKind::List)) {
             return;
         }
-        debug_assert!(entries.windows(2).all(|w| w[0].name < w[1].name), "[LIST-2] entries unsorted");
-        self.reply(ServerItem::ListStart { count: entries.len() as u32 });
-        for e in entries {
-            self.reply(ServerItem::Entry(e.clone()));
-        }
-        self.request_done(now);
+        let items = entries.into();
+        debug_assert!(items.windows(2).all(|w| w[0].name < w[1].name), "[LIST-2] entries unsorted");
+        // A namespace of more than 2^32 - 1 files cannot be listed in version 1: list the first.
+        let count = u32::try_from(items.len()).unwrap_or(u32::MAX);
+        let items = if count as usize == items.len() { items } else { items[..count as usize].into() };
+        self.reply(ServerItem::ListStart { count });
+        self.state = State::Streaming(Stream::Entries { items, next: 0 });
+        self.refill(now);
+        self.settle(now);
     }
 
     /// Answers STAT.
@@ -569,6 +718,7 @@ impl ServerConnection {
         if self.expects(Awaiting::Command(RequestKind::Stat)) {
             self.reply(ServerItem::Stat(entry.clone()));
             self.request_done(now);
+            self.settle(now);
         }
     }
 
@@ -577,19 +727,23 @@ impl ServerConnection {
         if self.expects(Awaiting::Command(RequestKind::Delete)) {
             self.reply(ServerItem::DeleteOk);
             self.request_done(now);
+            self.settle(now);
         }
     }
 
-    /// Answers STATUS with the connection history, oldest first (`[STATUS-1]`).
-    pub fn respond_status(&mut self, records: &[ConnRecord], now: Instant) {
+    /// Answers STATUS with the connection history, oldest first (`[STATUS-1]`), encoded as the
+    /// client takes it (`[RES-3]`).
+    pub fn respond_status(&mut self, records: impl Into<Arc<[ConnRecord]>>, now: Instant) {
         if !self.expects(Awaiting::Command(RequestKind::Status)) {
             return;
         }
-        self.reply(ServerItem::StatusStart { count: records.len() as u32 });
-        for r in records {
-            self.reply(ServerItem::Connection(r.clone()));
-        }
-        self.request_done(now);
+        let items = records.into();
+        let count = u32::try_from(items.len()).unwrap_or(u32::MAX);
+        let items = if count as usize == items.len() { items } else { items[..count as usize].into() };
+        self.reply(ServerItem::StatusStart { count });
+        self.state = State::Streaming(Stream::Records { items, next: 0 });
+        self.refill(now);
+        self.settle(now);
     }
 
     /// Answers GET with the file that will be sent: `frame` describes the whole file as it will be
@@ -605,6 +759,7 @@ impl ServerConnection {
             let message = format!("offset {offset} is past the end of the file ({} bytes)", frame.size);
             self.reply(ServerItem::Error(ErrorReply::new(ErrorCode::BAD_OFFSET, message)));
             self.request_done(now);
+            self.settle(now);
             return None;
         }
         let remaining = frame.size - offset;
@@ -617,10 +772,11 @@ impl ServerConnection {
         if remaining == 0 {
             self.request_done(now);
         }
+        self.settle(now);
         Some((offset, remaining))
     }
 
-    /// Reports that `n` more bytes of the GET's data were sent.
+    /// Reports that `n` more bytes of the GET's data were sent at `now`.
     pub fn body_sent(&mut self, n: u64, now: Instant) {
         if let State::Sending { remaining } = &mut self.state {
             *remaining = remaining.saturating_sub(n);
@@ -628,6 +784,8 @@ impl ServerConnection {
                 self.request_done(now);
             }
         }
+        self.note_sent(n, now);
+        self.settle(now);
     }
 
     /// Accepts the PUT just announced: its data follows as [`Event::PutData`]. Call
@@ -648,6 +806,7 @@ impl ServerConnection {
         if self.expects(Awaiting::PutCommit) {
             self.reply(ServerItem::PutOk { replaced });
             self.request_done(now);
+            self.settle(now);
         }
     }
 
@@ -667,13 +826,14 @@ impl ServerConnection {
         }
         if code.is_fatal() || self.legacy {
             self.fatal(code, &message);
-            return;
-        }
-        self.reply(ServerItem::Error(ErrorReply::new(code, message)));
-        if matches!(self.state, State::Deciding { .. } | State::Receiving { .. }) {
-            self.state = State::Discarding;
         } else {
-            self.request_done(now);
+            self.reply(ServerItem::Error(ErrorReply::new(code, message)));
+            if matches!(self.state, State::Deciding { .. } | State::Receiving { .. }) {
+                self.state = State::Discarding;
+            } else {
+                self.request_done(now);
+            }
         }
+        self.settle(now);
     }
 }

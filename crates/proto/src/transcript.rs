@@ -543,7 +543,7 @@ mod tests {
 @role    write
 
 C: x:4645525259 u16:1 u16:1 str16:"${TOKEN}"          # [HELLO-1] hello
-S: u8:0x80 u16:1 u8:* u32:* u32:* u64:* u32:* u32:* u32:*
+S: u8:0x80 u16:1 u8:* u32:* u32:* u64:* u32:* u32:* u32:* u32:*
 C: u8:0x04 u8:0 name:"${P}a.txt" u64:2 md5:"hi"
    "hi"                                                 # [PUT-1] continued
 S: u8:0xFF u16:0x0201 str16:*

@@ -204,7 +204,8 @@ pub fn server_item_json(item: &ServerItem<'_>) -> Value {
         ServerItem::Hello(h) => json!({
             "type": "hello_ok", "version": h.version, "role": h.role as u8, "capabilities": h.capabilities.0,
             "max_name_len": h.max_name_len, "max_file_size": h.max_file_size, "max_clients": h.max_clients,
-            "idle_timeout_ms": h.idle_timeout_ms, "request_timeout_ms": h.request_timeout_ms,
+            "idle_timeout_ms": h.idle_timeout_ms, "head_timeout_ms": h.head_timeout_ms,
+            "progress_timeout_ms": h.progress_timeout_ms,
         }),
         ServerItem::Error(e) => json!({ "type": "error", "code": e.code.0, "message": e.message }),
         ServerItem::ListStart { count } => json!({ "type": "list_start", "count": count }),

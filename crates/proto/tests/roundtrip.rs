@@ -137,8 +137,8 @@ proptest! {
 }
 
 fn server_hello() -> impl Strategy<Value = ServerHello> {
-    (1u16..4, 1u8..=3, any::<u32>(), 1u32..=4096, any::<u64>(), any::<[u32; 3]>()).prop_map(
-        |(version, role, caps, max_name_len, max_file_size, [max_clients, idle, request])| ServerHello {
+    (1u16..4, 1u8..=3, any::<u32>(), 1u32..=4096, any::<u64>(), any::<[u32; 4]>()).prop_map(
+        |(version, role, caps, max_name_len, max_file_size, [max_clients, idle, head, progress])| ServerHello {
             version,
             role: Role::from_wire(role).unwrap(),
             capabilities: Capabilities(caps),
@@ -146,7 +146,8 @@ fn server_hello() -> impl Strategy<Value = ServerHello> {
             max_file_size,
             max_clients,
             idle_timeout_ms: idle,
-            request_timeout_ms: request,
+            head_timeout_ms: head,
+            progress_timeout_ms: progress,
         },
     )
 }

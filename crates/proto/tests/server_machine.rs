@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_proto::client::{ClientConfig, ClientConnection};
-use ferry_proto::limits::ReadLimits;
+use ferry_proto::limits::{ReadLimits, PROGRESS_UNIT};
 use ferry_proto::memory::{MemoryConnection, MemoryStore};
 use ferry_proto::server::ServerConfig;
 use ferry_proto::vector::{decode, Direction, Start};
@@ -209,11 +209,12 @@ fn no_common_version_is_refused_hello_5() {
 }
 
 #[test]
-fn deadlines_on_simulated_time_time_1_time_2_time_3() {
+fn deadlines_on_simulated_time_time_1_time_2_time_7_time_9() {
     let config = Arc::new(ServerConfig {
         handshake_timeout: Duration::from_secs(5),
         idle_timeout: Some(Duration::from_secs(30)),
-        request_timeout: Some(Duration::from_secs(10)),
+        head_timeout: Duration::from_secs(10),
+        progress_timeout: Duration::from_secs(20),
         ..Default::default()
     });
     let t0 = Instant::now();
@@ -233,22 +234,167 @@ fn deadlines_on_simulated_time_time_1_time_2_time_3() {
     c.feed(&mut store, &hello(None), t0);
     assert_eq!(c.connection().poll_timeout(), Some(t0 + Duration::from_secs(30)));
 
-    // Whole request: a PUT trickling one byte a second never gets past the request deadline,
-    // however recent its last byte.
-    let mut input = put(PutMode::Overwrite, "slow", &[b'x'; 100], Digest::of(&[b'x'; 100]));
-    let mut c = MemoryConnection::new(config, t0);
+    // Head: a STAT trickling one byte a second never gets past the head deadline, however recent
+    // its last byte (`[TIME-7]`).
+    let mut input = Vec::new();
+    Request::Stat(Name::parse(&"n".repeat(200)).unwrap()).encode(&mut input);
+    let mut c = MemoryConnection::new(config.clone(), t0);
     c.feed(&mut store, &hello(None), t0);
     let start = t0 + Duration::from_secs(1);
     let mut now = start;
     let mut sent = 0;
     while !c.connection().is_closed() {
-        assert!(now < start + Duration::from_secs(11), "the deadline did not fire");
+        assert!(now <= start + Duration::from_secs(10), "the head deadline did not fire");
         sent += c.feed(&mut store, &input[sent..sent + 1], now);
         now += Duration::from_secs(1);
         c.connection_mut().handle_timeout(now);
     }
+    assert!(sent < input.len());
+
+    // PUT data: a trickle below a unit per progress deadline is cut (`[TIME-9]`), and the upload
+    // leaves nothing (`[STORE-2]`).
+    let data = vec![b'x'; 3 * PROGRESS_UNIT as usize];
+    let input = put(PutMode::Overwrite, "slow", &data, Digest::of(&data));
+    let head_len = input.len() - data.len();
+    let mut c = MemoryConnection::new(config.clone(), t0);
+    c.feed(&mut store, &hello(None), t0);
+    assert_eq!(c.feed(&mut store, &input[..head_len], t0), head_len);
+    assert_eq!(c.connection().poll_timeout(), Some(t0 + Duration::from_secs(20)), "from the head's end");
+    let mut sent = head_len;
+    let mut now = t0;
+    while !c.connection().is_closed() {
+        assert!(now <= t0 + Duration::from_secs(20), "the progress deadline did not fire");
+        sent += c.feed(&mut store, &input[sent..sent + 1000], now);
+        now += Duration::from_secs(1);
+        c.connection_mut().handle_timeout(now);
+    }
     assert!(store.files.is_empty(), "[STORE-2] a PUT cut off by the deadline leaves nothing");
+
+    // PUT data moving a unit every 15 s: slow, but it never stalls, so it completes however long
+    // it takes in all — far past the head and progress deadlines.
+    let mut c = MemoryConnection::new(config, t0);
+    c.feed(&mut store, &hello(None), t0);
+    c.feed(&mut store, &input[..head_len], t0);
+    let mut now = t0;
+    for chunk in input[head_len..].chunks(PROGRESS_UNIT as usize) {
+        now += Duration::from_secs(15);
+        assert!(!c.connection_mut().handle_timeout(now));
+        c.feed(&mut store, chunk, now);
+    }
+    assert!(!c.connection().is_closed());
+    assert_eq!(store.files.get(&Name::parse("slow").unwrap()), Some(&data));
+}
+
+/// Feeds `input` to a bare machine, answering what it asks like a host that never reads the
+/// socket: nothing is consumed. Returns the input bytes used.
+fn feed_unread(conn: &mut ferry_proto::server::ServerConnection, input: &[u8], now: Instant) -> usize {
+    let mut used = 0;
+    loop {
+        let (n, ev) = conn.handle_input(&input[used..], now);
+        used += n;
+        match ev {
+            Some(ferry_proto::server::Event::Command(ferry_proto::server::Command::List)) => {
+                let entries: Vec<_> = (0..2000)
+                    .map(|i| ferry_proto::Entry {
+                        name: Name::parse(&format!("file-{i:05}")).unwrap(),
+                        size: 1,
+                        mtime_ms: 0,
+                        md5: None,
+                    })
+                    .collect();
+                conn.respond_list(entries, now);
+            }
+            Some(_) => {}
+            None => return used,
+        }
+    }
+}
+
+#[test]
+fn pipelined_requests_wait_while_replies_are_unread_res_2() {
+    let config = Arc::new(ServerConfig::default());
+    let t0 = Instant::now();
+    let mut conn = ferry_proto::server::ServerConnection::new(config.clone(), t0);
+    let mut input = hello(None);
+    input.extend(std::iter::repeat_n(0x07u8, 64 * 1024)); // 64 Ki HELPs: ~40 MB of replies
+    let used = feed_unread(&mut conn, &input, t0);
+    let held = conn.pending_output().len();
+    assert!(held < config.max_output + 4096, "[RES-2] {held} reply bytes held");
+    assert!(used < input.len() / 10, "[RES-2] the machine took {used} bytes while no reply was read");
+    assert!(!conn.wants_input());
+    assert_eq!(conn.send_deadline(), Some(t0 + config.progress_timeout), "[TIME-5] the clock runs");
+
+    // Once the client reads, the machine goes on, and answers every request in order.
+    let mut out = Vec::new();
+    let mut now = t0;
+    let mut used = used;
+    while used < input.len() || !conn.pending_output().is_empty() {
+        now += Duration::from_millis(1);
+        out.extend_from_slice(conn.pending_output());
+        let n = conn.pending_output().len();
+        conn.consume_output(n, now);
+        used += feed_unread(&mut conn, &input[used..], now);
+        assert!(conn.pending_output().len() < config.max_output + 4096);
+    }
+    let (items, _) = decode(Direction::ServerToClient, Start::Handshake, ReadLimits::default(), &out, &[]);
+    assert_eq!(items.iter().filter(|i| i["type"] == "help_ok").count(), 64 * 1024, "[REQ-1] every one answered");
+    assert!(conn.send_deadline().is_none(), "nothing waits: no clock");
+}
+
+#[test]
+fn a_long_list_is_produced_as_the_client_takes_it_res_3_time_5() {
+    let config = Arc::new(ServerConfig { max_output: 4096, ..Default::default() });
+    let t0 = Instant::now();
+    let mut conn = ferry_proto::server::ServerConnection::new(config.clone(), t0);
+    let mut input = hello(None);
+    let hello_reply_len = {
+        feed_unread(&mut conn, &input, t0);
+        let n = conn.pending_output().len();
+        conn.consume_output(n, t0);
+        n
+    };
+    assert!(hello_reply_len > 0);
     input.clear();
+    input.push(0x01); // LIST: 2000 entries, ~60 KB
+    input.push(0x07); // then HELP, which must wait for the whole LIST
+    let used = feed_unread(&mut conn, &input, t0);
+    assert_eq!(used, 1, "HELP waits behind the LIST");
+    assert!(conn.pending_output().len() < 4096 + 100, "[RES-3] not built whole");
+
+    // The client takes a trickle: 1000 bytes every 10 s. Less than a unit per progress deadline.
+    let mut now = t0;
+    let mut taken = Vec::new();
+    loop {
+        let deadline = conn.send_deadline().expect("bytes wait: the clock runs");
+        assert!(deadline <= t0 + config.progress_timeout, "[TIME-5] a trickle does not move the clock");
+        now += Duration::from_secs(10);
+        if now >= deadline {
+            break;
+        }
+        let out = conn.pending_output();
+        let n = out.len().min(1000);
+        taken.extend_from_slice(&out[..n]);
+        conn.consume_output(n, now);
+    }
+
+    // A client that reads at speed gets the whole reply, then the HELP.
+    let mut conn = ferry_proto::server::ServerConnection::new(config, t0);
+    feed_unread(&mut conn, &hello(None), t0);
+    let n = conn.pending_output().len();
+    conn.consume_output(n, t0);
+    let mut out = Vec::new();
+    let mut used = 0;
+    while used < input.len() || !conn.pending_output().is_empty() {
+        used += feed_unread(&mut conn, &input[used..], t0);
+        out.extend_from_slice(conn.pending_output());
+        let n = conn.pending_output().len();
+        conn.consume_output(n, t0);
+    }
+    let (items, _) = decode(Direction::ServerToClient, Start::Session, ReadLimits::default(), &out, &[]);
+    let entries = items.iter().filter(|i| i["type"] == "entry").count();
+    assert_eq!(entries, 2000);
+    assert_eq!(items.first().map(|i| i["type"].clone()), Some(json!("list_start")));
+    assert_eq!(items.last().map(|i| i["type"].clone()), Some(json!("help_ok")), "[REQ-4] in order");
 }
 
 #[test]
@@ -265,8 +411,8 @@ fn the_drain_finishes_a_transfer_then_closes_shut_3() {
     busy.feed(&mut store, &hello(None), t0);
     busy.feed(&mut store, &upload[..500], t0);
 
-    idle.connection_mut().begin_shutdown();
-    busy.connection_mut().begin_shutdown();
+    idle.connection_mut().begin_shutdown(t0);
+    busy.connection_mut().begin_shutdown(t0);
     assert!(idle.connection().is_closed(), "an idle connection is told at once");
     assert!(!busy.connection().is_closed(), "[SHUT-4] a transfer in flight is not cut");
     busy.feed(&mut store, &upload[500..], t0);
@@ -371,7 +517,7 @@ fn client_and_server_machines_agree_in_memory() {
 fn a_late_host_answer_cannot_reopen_a_closed_connection_req_5() {
     // Review finding: a PUT decision arriving after the deadline closed the connection used to
     // reopen it in release builds and store the file.
-    let config = Arc::new(ServerConfig { request_timeout: Some(Duration::from_secs(1)), ..Default::default() });
+    let config = Arc::new(ServerConfig { progress_timeout: Duration::from_secs(1), ..Default::default() });
     let t0 = Instant::now();
     let mut conn = ferry_proto::server::ServerConnection::new(config, t0);
     let mut input = hello(None);
@@ -413,7 +559,8 @@ fn the_client_matches_replies_to_what_it_asked_get_1_shut_2_hello_10() {
         max_file_size: 1 << 30,
         max_clients: 0,
         idle_timeout_ms: 0,
-        request_timeout_ms: 0,
+        head_timeout_ms: 0,
+        progress_timeout_ms: 0,
     });
     let feed = |c: &mut ClientConnection, bytes: &[u8]| -> Result<(), ferry_proto::client::ClientError> {
         let mut pos = 0;

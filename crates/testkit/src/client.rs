@@ -562,6 +562,33 @@ impl Client {
         self.try_write(bytes)
     }
 
+    /// Sends `pattern` over and over (raw: replies are no longer matched to requests) without
+    /// reading, until the server stops taking bytes — no write progress for `stall` — or `max`
+    /// bytes are sent. Returns the bytes sent.
+    pub fn send_until_blocked(&mut self, pattern: &[u8], max: usize, stall: Duration) -> usize {
+        self.go_raw();
+        let chunk: Vec<u8> = pattern.iter().copied().cycle().take(64 * 1024 / pattern.len() * pattern.len()).collect();
+        self.stream.set_write_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut sent = 0;
+        let mut last_progress = Instant::now();
+        while sent < max && last_progress.elapsed() < stall {
+            let at = sent % chunk.len();
+            let want = (chunk.len() - at).min(max - sent);
+            match (&self.stream).write(&chunk[at..at + want]) {
+                Ok(n) if n > 0 => {
+                    sent += n;
+                    self.sent += n as u64;
+                    last_progress = Instant::now();
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => panic!("sending pipelined requests: {other:?}"),
+            }
+        }
+        self.stream.set_write_timeout(Some(self.io_timeout)).unwrap();
+        sent
+    }
+
     /// Shuts down the sending side: the server reads EOF.
     pub fn shutdown_write(&self) {
         let _ = self.stream.shutdown(Shutdown::Write);

@@ -117,7 +117,8 @@ impl ServerHello {
         put_u64(out, self.max_file_size);
         put_u32(out, self.max_clients);
         put_u32(out, self.idle_timeout_ms);
-        put_u32(out, self.request_timeout_ms);
+        put_u32(out, self.head_timeout_ms);
+        put_u32(out, self.progress_timeout_ms);
     }
 }
 
@@ -341,7 +342,8 @@ fn server_hello(i: &[u8]) -> PResult<'_, ServerItem<'_>> {
     let (i, max_file_size) = be_u64(i)?;
     let (i, max_clients) = be_u32(i)?;
     let (i, idle_timeout_ms) = be_u32(i)?;
-    let (i, request_timeout_ms) = be_u32(i)?;
+    let (i, head_timeout_ms) = be_u32(i)?;
+    let (i, progress_timeout_ms) = be_u32(i)?;
     let hello = ServerHello {
         version,
         role,
@@ -350,7 +352,8 @@ fn server_hello(i: &[u8]) -> PResult<'_, ServerItem<'_>> {
         max_file_size,
         max_clients,
         idle_timeout_ms,
-        request_timeout_ms,
+        head_timeout_ms,
+        progress_timeout_ms,
     };
     Ok((i, ServerItem::Hello(hello)))
 }

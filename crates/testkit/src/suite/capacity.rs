@@ -118,13 +118,15 @@ pub fn idle_deadline_closes_quiet_connections(engine: StartFn) {
     assert_deadline("[TIME-2] after the last reply", start.elapsed(), SHORT);
 }
 
-/// [TIME-3] [TIME-4] [STORE-2]: a request that is not complete within the whole-request deadline
-/// (300 ms) gets `TIMEOUT` and the close, however steadily its bytes trickle in (one every
-/// 50 ms) — a PUT's data included, which is discarded. The deadline starts at the request's first
-/// byte, not at the previous reply.
-pub fn request_deadline_cuts_a_trickling_client(engine: StartFn) {
+/// [TIME-7] [TIME-9] [TIME-4] [STORE-2]: a request head not complete within the head deadline
+/// (300 ms), and PUT data that moves less than a `PROGRESS_UNIT` within the progress deadline
+/// (300 ms), get `TIMEOUT` and the close however steadily their bytes trickle in (one every
+/// 50 ms); the upload is discarded. The head deadline starts at the request's first byte, not at
+/// the previous reply; PUT data that keeps moving is never cut, however long it takes in all.
+pub fn head_and_progress_deadlines_cut_a_trickling_client(engine: StartFn) {
     let server = TestServer::start_with(engine, |s| {
-        s.request_timeout = Some(SHORT);
+        s.head_timeout = SHORT;
+        s.progress_timeout = SHORT;
         s.idle_timeout = Some(Duration::from_secs(30));
     });
     // A PUT whose head arrives at once and whose data trickles.
@@ -135,8 +137,8 @@ pub fn request_deadline_cuts_a_trickling_client(engine: StartFn) {
     let (reply, _) = trickle(&mut c, &data, Duration::from_millis(50));
     let elapsed = start.elapsed();
     let reply = reply.expect("[TIME-4] TIMEOUT before the close");
-    assert_eq!(reply.error_code(), Some(ErrorCode::TIMEOUT), "[TIME-3] {reply:?}");
-    assert_deadline("[TIME-3] trickled PUT data", elapsed, SHORT);
+    assert_eq!(reply.error_code(), Some(ErrorCode::TIMEOUT), "[TIME-9] {reply:?}");
+    assert_deadline("[TIME-9] trickled PUT data", elapsed, SHORT);
     c.expect_closed(IO_TIMEOUT);
     server.assert_no_temp_files(IO_TIMEOUT);
     assert!(server.read_file("slow.bin").is_none(), "[STORE-2]");
@@ -144,28 +146,97 @@ pub fn request_deadline_cuts_a_trickling_client(engine: StartFn) {
     // A STAT whose head trickles.
     let mut c = server.client();
     let (reply, elapsed) = trickle(&mut c, &wire::stat(b"a-name-that-takes-a-while"), Duration::from_millis(50));
-    assert_eq!(reply.and_then(|r| r.error_code()), Some(ErrorCode::TIMEOUT), "[TIME-3]");
-    assert_deadline("[TIME-3] trickled STAT", elapsed, SHORT);
+    assert_eq!(reply.and_then(|r| r.error_code()), Some(ErrorCode::TIMEOUT), "[TIME-7]");
+    assert_deadline("[TIME-7] trickled STAT", elapsed, SHORT);
 
-    // Idle longer than the request deadline, then a quick request: served.
+    // Idle longer than the head deadline, then a quick request: served.
     let mut c = server.client();
     c.expect_silence(SHORT + SHORT / 2);
     assert!(!c.put_ok("quick.bin", &data));
+
+    // A slow but steady upload: a unit every 100 ms, 1 s in all, three times the deadlines.
+    let unit = ferry_proto::limits::PROGRESS_UNIT as usize;
+    let data = content(91, 10 * unit);
+    let mut c = server.client();
+    c.put_head(PutMode::Overwrite, "steady.bin", data.len() as u64, md5(&data));
+    for chunk in data.chunks(unit) {
+        c.expect_silence(Duration::from_millis(100));
+        c.send_data(chunk);
+    }
+    assert!(!c.read_reply().replaced(), "[TIME-9] a transfer that keeps moving is not cut");
+    assert_eq!(server.read_file("steady.bin"), Some(data));
 }
 
-/// [TIME-5]: a client that stops reading a download is dropped once a write has been blocked for
-/// the write timeout (300 ms): STATUS soon shows its connection closed.
+/// [TIME-5]: a client that stops reading a download is dropped at the progress deadline
+/// (300 ms): STATUS soon shows its connection closed. So is one that reads a trickle, less than
+/// a `PROGRESS_UNIT` per deadline: partial progress does not restart the clock.
 pub fn clients_that_stop_reading_are_dropped(engine: StartFn) {
-    let server = TestServer::start_with(engine, |s| s.write_timeout = SHORT);
+    let server = TestServer::start_with(engine, |s| s.progress_timeout = SHORT);
     // 64 MiB, sparse: far more than the socket buffers hold.
     std::fs::File::create(server.path("big.bin")).unwrap().set_len(64 << 20).unwrap();
+    let mut watcher = server.client();
     let mut stalled = server.client_with(ConnectOptions { recv_buffer: Some(16 * 1024), ..ConnectOptions::default() });
     let peer = stalled.local_addr().to_string();
     stalled.send(&ferry_proto::Request::Get { name: crate::name("big.bin"), offset: 0 });
-    let mut watcher = server.client();
     let dropped = wait_until(Duration::from_secs(15), || {
         watcher.status().iter().any(|r| r.peer == peer && r.disconnected_ms.is_some())
     });
     assert!(dropped, "[TIME-5] the stalled client is still connected");
     drop(stalled);
+
+    let mut trickler = server.client_with(ConnectOptions { recv_buffer: Some(16 * 1024), ..ConnectOptions::default() });
+    let peer = trickler.local_addr().to_string();
+    trickler.send(&ferry_proto::Request::Get { name: crate::name("big.bin"), offset: 0 });
+    let start = Instant::now();
+    let mut buf = [0u8; 512];
+    let mut closed = false;
+    // 512 bytes every 50 ms: 3 KiB per deadline, far below a unit.
+    while start.elapsed() < Duration::from_secs(10) {
+        // The pace of the trickle is the test's input, not a wait for an event.
+        std::thread::sleep(Duration::from_millis(50));
+        match std::io::Read::read(&mut trickler.stream(), &mut buf) {
+            Ok(0) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+        }
+        if watcher.status().iter().any(|r| r.peer == peer && r.disconnected_ms.is_some()) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "[TIME-5] a client reading a trickle was held for {:?}", start.elapsed());
+}
+
+/// [RES-1] [RES-2] [RES-3] [RES-4] [RES-5]: clients that pipeline requests with long replies (HELP,
+/// LIST, STATUS) and read nothing stop being read after a bounded amount — their writes
+/// block — while a fresh client is served at once; once one of them reads, every request it
+/// sent is answered, in order.
+pub fn pipelined_requests_without_reading_are_held_back(engine: StartFn) {
+    let server = TestServer::start(engine);
+    for i in 0..200 {
+        std::fs::write(server.path(&format!("file-{i:03}")), b"x").unwrap();
+    }
+    let opts = ConnectOptions { recv_buffer: Some(16 * 1024), ..ConnectOptions::default() };
+    let mut hostile: Vec<(Client, usize)> = Vec::new();
+    for opcode in [0x07u8, 0x01, 0x06] {
+        let mut c = server.client_with(opts);
+        let sent = c.send_until_blocked(&[opcode], 32 << 20, Duration::from_millis(500));
+        assert!(sent < 32 << 20, "[RES-2] the server took 32 MiB of pipelined {opcode:#04x} without a reply read");
+        hostile.push((c, sent));
+    }
+    // A fresh client while the three are held.
+    let start = Instant::now();
+    let mut fresh = server.client();
+    assert_eq!(fresh.list().len(), 200);
+    assert!(start.elapsed() < Duration::from_secs(2), "[RES-5] a fresh client waited {:?}", start.elapsed());
+    fresh.bye();
+
+    // The HELP pipeliner reads now: every request it managed to send is answered.
+    let (mut c, sent) = hostile.remove(0);
+    c.set_io_timeout(Duration::from_secs(30));
+    for _ in 0..sent {
+        assert!(matches!(c.read_reply().head(), ferry_proto::ServerItem::Help(_)), "[REQ-1] [REQ-4]");
+    }
 }

@@ -19,7 +19,8 @@ pub fn hello_announces_version_role_capabilities_and_limits(engine: StartFn) {
         s.max_name_len = 100;
         s.max_file_size = 12_345;
         s.idle_timeout = Some(Duration::from_millis(4_500));
-        s.request_timeout = Some(Duration::from_secs(60));
+        s.head_timeout = Duration::from_secs(60);
+        s.progress_timeout = Duration::from_secs(45);
     });
     let mut c = Client::start(server.addr, None);
     c.send(&Request::Help);
@@ -33,7 +34,8 @@ pub fn hello_announces_version_role_capabilities_and_limits(engine: StartFn) {
     assert_eq!(hello.max_file_size, 12_345, "[LIM-1]");
     assert_eq!(hello.max_clients, 7);
     assert_eq!(hello.idle_timeout_ms, 4_500);
-    assert_eq!(hello.request_timeout_ms, 60_000);
+    assert_eq!(hello.head_timeout_ms, 60_000, "[TIME-8]");
+    assert_eq!(hello.progress_timeout_ms, 45_000, "[TIME-10]");
     assert!(matches!(c.read_reply().head(), ServerItem::Help(_)), "[HELLO-10] one message, then HELP's reply");
     c.bye();
 }

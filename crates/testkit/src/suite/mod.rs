@@ -94,8 +94,9 @@ macro_rules! server_suite {
             clients_over_the_per_address_limit_get_busy,
             handshake_deadline_closes_silent_and_slow_clients,
             idle_deadline_closes_quiet_connections,
-            request_deadline_cuts_a_trickling_client,
+            head_and_progress_deadlines_cut_a_trickling_client,
             clients_that_stop_reading_are_dropped,
+            pipelined_requests_without_reading_are_held_back,
             // shutdown
             shutdown_by_an_admin_drains_the_server,
             shutdown_lets_an_upload_in_flight_finish,
