@@ -9,9 +9,13 @@
 //! - `get-rate`: small-file GETs per second at N concurrent clients, for the async engine against
 //!   the blocking one (the baseline), one after the other in the same invocation.
 //! - `idle-memory`: each engine's resident memory holding N idle connections, per connection.
+//! - `hostile`: hostile loads against each engine: peak memory and threads, whether the server
+//!   survives, and a fresh client's latency meanwhile. Baseline: the server's memory at start.
+//!   See [`hostile`] for the loads and the commands.
 
 mod client;
 mod ferryd;
+mod hostile;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -67,6 +71,9 @@ enum What {
         #[arg(long)]
         ferryd: Option<PathBuf>,
     },
+    /// Hostile loads (pipelining without reading, slowloris, stalled downloads) against each
+    /// engine: peak memory and threads, and what a fresh client sees meanwhile.
+    Hostile(hostile::Args),
     /// Resident memory of each engine holding N idle connections.
     IdleMemory {
         #[arg(long, default_value_t = 10_000)]
@@ -82,6 +89,7 @@ fn main() -> Result<()> {
         What::Memory { clients, size_gib, baseline_mib, ferryd } => memory(clients, size_gib, baseline_mib, ferryd),
         What::GetRate { clients, size, seconds, ferryd } => get_rate(clients, size, seconds, ferryd),
         What::IdleMemory { connections, ferryd } => idle_memory(connections, ferryd),
+        What::Hostile(args) => hostile::run(args),
     }
 }
 
