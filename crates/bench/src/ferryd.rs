@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -34,14 +35,25 @@ impl Ferryd {
         };
         let mut cmd = Command::new(bin);
         cmd.args(["--listen", "127.0.0.1:0", "--root"]).arg(root);
-        for (flag, value) in [("--log-level", "warn")].into_iter().chain(defaults.iter().map(|(f, v)| (*f, v.as_str())))
-        {
+        let log_level = ("--log-level", "warn".to_owned());
+        for (flag, value) in std::iter::once(&log_level).chain(defaults) {
             if !named_in_extra(flag) {
-                cmd.args([flag, value]);
+                cmd.args([flag, value.as_str()]);
             }
         }
-        let mut child =
-            cmd.args(extra).stdout(Stdio::piped()).spawn().with_context(|| format!("starting {}", bin.display()))?;
+        cmd.args(extra).stdout(Stdio::piped());
+        // A bench killed outright (SIGKILL, an abort) runs no `Drop`: the kernel then kills
+        // ferryd, so that it never outlives the bench. The signal follows the death of the
+        // spawning thread, and every measurement starts ferryd from the main thread.
+        // SAFETY: the closure runs in the child between fork and exec; prctl(PR_SET_PDEATHSIG)
+        // is async-signal-safe and neither allocates nor touches the parent's memory.
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
         let mut out = child.stdout.take().context("no stdout")?;
         let mut line = Vec::new();
         let mut byte = [0u8; 1];

@@ -280,13 +280,16 @@ fn run_one(bin: &Path, engine: Engine, load: Load, args: &Args) -> Result<Row> {
         let sampler = s.spawn(|| sample(pid, rss_limit_kib, &phase));
         let prober = s.spawn(|| probe::probe_every(addr, probe_from, PROBE_EVERY, &phase));
         let loader = s.spawn(|| run_load(load, addr, args, &phase));
-        // The measured period starts once the load's connections are open; a server that dies
-        // or a load that gives up ends it early.
+        // The measured period starts once the load's connections are open (or after
+        // `--seconds` of trying: connects to a wedged server time out one by one); a server
+        // that dies or a load that gives up ends it early.
         let over = || sampler.is_finished() || loader.is_finished();
-        while !phase.is_opened() && !over() {
+        let seconds = Duration::from_secs(args.seconds);
+        let open_by = Instant::now() + seconds;
+        while !phase.is_opened() && !over() && Instant::now() < open_by {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let until = Instant::now() + Duration::from_secs(args.seconds);
+        let until = Instant::now() + seconds;
         while Instant::now() < until && !over() {
             std::thread::sleep(SAMPLE_EVERY);
         }

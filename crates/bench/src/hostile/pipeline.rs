@@ -36,24 +36,48 @@ enum State {
     Failed,
 }
 
+/// What each connection sends: the hello, then `total - hello.len()` request bytes, all the
+/// same opcode. Only one [`TURN`] of them is kept in memory, however many are sent.
+struct Script {
+    hello: Vec<u8>,
+    /// [`TURN`] copies of the opcode.
+    requests: Vec<u8>,
+    /// Bytes of the hello and requests.
+    total: u64,
+}
+
+impl Script {
+    /// The next bytes to send after the first `sent`, at most [`TURN`].
+    fn after(&self, sent: u64) -> &[u8] {
+        let hello = self.hello.len() as u64;
+        if sent < hello {
+            &self.hello[sent as usize..]
+        } else {
+            &self.requests[..(self.total - sent).min(TURN as u64) as usize]
+        }
+    }
+}
+
 struct Writer {
     stream: TcpStream,
     opened: Instant,
     /// Bytes of the hello and requests accepted by the kernel so far.
-    sent: usize,
+    sent: u64,
     last_progress: Instant,
     state: State,
 }
 
 impl Writer {
     /// Writes what the socket takes now, at most [`TURN`] bytes.
-    fn write_some(&mut self, stream_bytes: &[u8]) {
-        let turn_end = (self.sent + TURN).min(stream_bytes.len());
+    fn write_some(&mut self, script: &Script) {
+        let turn_end = (self.sent + TURN as u64).min(script.total);
         while self.sent < turn_end {
-            match self.stream.write(&stream_bytes[self.sent..turn_end]) {
+            let next = script.after(self.sent);
+            let next = &next[..next.len().min((turn_end - self.sent) as usize)];
+            match self.stream.write(next) {
                 Ok(0) => break,
                 Ok(n) => {
-                    self.sent += n;
+                    self.sent += n as u64;
                     self.last_progress = Instant::now();
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -64,19 +88,20 @@ impl Writer {
                 }
             }
         }
-        if self.sent == stream_bytes.len() {
+        if self.sent == script.total {
             self.state = State::Done;
         }
     }
 }
 
 /// Opens `n` connections that each send the hello then `bytes` copies of `opcode`, never
-/// reading, until the load stops. Returns the load's figure: the request bytes each managed to send.
+/// reading, until the load stops. Returns the load's figure: the request bytes each managed to
+/// send.
 pub fn run(server: SocketAddr, n: usize, opcode: u8, bytes: u64, phase: &Phase) -> String {
-    let mut stream_bytes = Vec::new();
-    ClientHello { min_version: 1, max_version: 1, token: None }.encode(&mut stream_bytes);
-    let hello_len = stream_bytes.len();
-    stream_bytes.resize(hello_len + bytes as usize, opcode);
+    let mut hello = Vec::new();
+    ClientHello { min_version: 1, max_version: 1, token: None }.encode(&mut hello);
+    let hello_len = hello.len() as u64;
+    let script = Script { total: hello_len + bytes, hello, requests: vec![opcode; TURN] };
 
     let mut writers = Vec::with_capacity(n);
     let mut connect_errors = 0;
@@ -112,7 +137,7 @@ pub fn run(server: SocketAddr, n: usize, opcode: u8, bytes: u64, phase: &Phase) 
             for (&i, ready) in writing.iter().zip(ready) {
                 let w = &mut writers[i];
                 if ready {
-                    w.write_some(&stream_bytes);
+                    w.write_some(&script);
                     if w.state == State::Failed {
                         drops.mark(i);
                     }
