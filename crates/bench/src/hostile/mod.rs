@@ -24,16 +24,16 @@
 //!
 //! - `pipeline-help`, `pipeline-status`, `pipeline-list`: `--connections` N (500) clients each
 //!   send the hello and then `--bytes` (1 MiB) of one-byte requests, HELP (0x07), STATUS (0x06)
-//!   or LIST (0x01), and never read. Their sockets have small buffers, so that kernel buffers do
-//!   not hide what the server does. Writes are non-blocking; a connection whose writes make no
-//!   progress for 2 s is left alone: the server stopped reading it, which is what backpressure
-//!   looks like from here. Figure: request bytes accepted per connection (median, max), how many
-//!   sent everything, stalled or were reset, and how many the server dropped. Even a server that
-//!   never reads accepts about 150 KiB: its socket's receive buffer and this side's send buffer
-//!   (a stand-in server that only accepts showed 157 KiB). `pipeline-list`
-//!   first puts `--files` (1000) small files in the root, so each LIST reply is large. The reply
-//!   to each request is much larger than the request: a server that reads on regardless holds
-//!   about `bytes × reply size` per connection.
+//!   or LIST (0x01), and never read. `pipeline-list` first puts `--files` (1000) small files in
+//!   the root, so that each LIST reply is large. Every reply is much larger than its request: a
+//!   server that reads on regardless holds about `bytes × reply size` per connection. The
+//!   clients' sockets have small buffers, so that kernel buffers do not hide what the server
+//!   does, and their writes are non-blocking: a connection whose writes make no progress for
+//!   2 s is left alone, as the server has stopped reading it, which is what backpressure looks
+//!   like from here. Figure: request bytes accepted per connection (median, max), how many
+//!   connections sent everything, stalled or were reset, and how many the server dropped. Even
+//!   a server that reads nothing accepts about 150 KiB, its receive buffer and this side's send
+//!   buffer (a stand-in server that only accepts showed 157 KiB).
 //! - `loris`: N clients send the hello, then a STAT head (opcode, a name length of 200, the
 //!   name) one byte every `--interval-ms` (1000). Figure: how long the server kept each one it
 //!   served open, until EOF or reset (min/median/max; "≥" marks connections still open at the
@@ -44,29 +44,39 @@
 //!   when the server dropped each, judged from the server's end of the connection in
 //!   `/proc/net/tcp`, which reading the client's socket cannot show (see [`net::Drops`]).
 //! - `loris-addresses`: `loris` from `--addresses` K (4) source addresses 127.0.0.2 to
-//!   127.0.0.(1+K), `--connections` (here 16) from each, against ferryd's default capacity
+//!   127.0.0.(1+K), `--connections` (default 16 here) from each, against ferryd's default capacity
 //!   settings; the fresh client comes from 127.0.0.(2+K) and must get its hello, not BUSY.
 //!
 //! # Commands
 //!
 //! Build with `cargo build --release -p ferry-bench -p ferryd`; the bench finds `ferryd` next to
 //! itself (or give `--ferryd PATH`). Both engines run one after the other unless `--engine
-//! blocking|async` picks one; `--load` may be repeated.
+//! blocking|async` picks one; `--load` may be repeated, each load with its own server.
 //!
 //! ```text
-//! ferry-bench hostile --load pipeline-help                # 500 × 1 MiB of HELP
+//! ferry-bench hostile --load pipeline-help                 # 500 clients × 1 MiB of HELP, 20 s
 //! ferry-bench hostile --load pipeline-status
 //! ferry-bench hostile --load pipeline-list --files 1000
 //! ferry-bench hostile --load loris --interval-ms 1000
 //! ferry-bench hostile --load stalled-get --size-mib 1024
 //! ferry-bench hostile --load loris-addresses --addresses 4 --connections 16
-//! ferry-bench hostile --load loris --extra --request-timeout=10    # a flag for ferryd
+//! ferry-bench hostile --load loris --extra --request-timeout=10     # a flag for ferryd
+//! ferry-bench hostile --load stalled-get --extra --write-timeout --extra 5
 //! ```
 //!
-//! Against a server without backpressure, keep N × `--bytes` small: each request byte can cost
-//! the server a whole reply. `--connections 20 --bytes 65536` for `pipeline-help` reaches about
-//! a gigabyte; STATUS and LIST replies are larger still (`--connections 5 --bytes 4096`, and
-//! `--files 100` for LIST).
+//! Against a server without backpressure keep N × `--bytes` small, as each request byte can
+//! cost the server a whole reply: HELP's is about 520 bytes, STATUS's and LIST's grow with the
+//! connection history and the files. These small runs stay under a gigabyte against such a
+//! server, and took about 5 s per load and engine:
+//!
+//! ```text
+//! ferry-bench hostile --load pipeline-help --connections 20 --bytes 65536 --seconds 5
+//! ferry-bench hostile --load pipeline-status --connections 5 --bytes 4096 --seconds 5
+//! ferry-bench hostile --load pipeline-list --files 100 --connections 5 --bytes 4096 --seconds 5
+//! ferry-bench hostile --load loris --connections 20 --seconds 5
+//! ferry-bench hostile --load stalled-get --connections 10 --seconds 5
+//! ferry-bench hostile --load loris-addresses --seconds 5
+//! ```
 
 mod loris;
 mod net;
@@ -306,7 +316,8 @@ fn run_one(bin: &Path, engine: Engine, load: Load, args: &Args) -> Result<Row> {
 
     // Alive: still running, and the last fresh client got its LIST reply. The table shows the
     // first word of why not; the line printed here says all of it.
-    let (alive, why) = match (server.exited()?, &peaks.killed_at_kib, &last_probe) {
+    let exited = server.exited()?;
+    let (alive, why) = match (exited, &peaks.killed_at_kib, &last_probe) {
         (_, Some(kib), _) => ("no: killed", format!("killed by the bench at {} resident", fmt_kib(*kib))),
         (Some(status), None, _) => ("no: exited", status.to_string()),
         (None, None, Probe::Answered(_)) => ("yes", "the last fresh client got its LIST reply".to_owned()),
@@ -323,11 +334,13 @@ fn run_one(bin: &Path, engine: Engine, load: Load, args: &Args) -> Result<Row> {
     );
     println!("{figure}");
     let (status, took, killed) = server.stop(STOP_PATIENCE)?;
-    println!(
-        "stopped with SIGTERM: {status} after {}{}",
-        fmt_secs(took),
-        if killed { " (did not exit in time: killed)" } else { "" }
-    );
+    if exited.is_none() {
+        println!(
+            "stopped with SIGTERM: {status} after {}{}",
+            fmt_secs(took),
+            if killed { " (did not exit in time: killed)" } else { "" }
+        );
+    }
     Ok(Row {
         load,
         connections: n,
