@@ -9,17 +9,24 @@
 //! - `get-rate`: small-file GETs per second at N concurrent clients, for the async engine against
 //!   the blocking one (the baseline), one after the other in the same invocation.
 //! - `idle-memory`: each engine's resident memory holding N idle connections, per connection.
+//! - `hostile`: hostile loads against each engine: peak memory and threads, whether the server
+//!   survives, and a fresh client's latency meanwhile. Baseline: the server's memory at start.
+//!   See [`hostile`] for the loads and the commands.
+
+mod client;
+mod ferryd;
+mod hostile;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
-use ferry_proto::client::{ClientConfig, ClientConnection};
-use ferry_proto::{Name, Request, ServerItem};
+
+use crate::client::{download, get_loop};
+use crate::ferryd::{ferryd_path, raise_fd_limit, Ferryd};
 
 #[derive(Debug, Parser)]
 #[command(name = "ferry-bench")]
@@ -64,6 +71,9 @@ enum What {
         #[arg(long)]
         ferryd: Option<PathBuf>,
     },
+    /// Hostile loads (pipelining without reading, slowloris, stalled downloads) against each
+    /// engine: peak memory and threads, and what a fresh client sees meanwhile.
+    Hostile(hostile::Args),
     /// Resident memory of each engine holding N idle connections.
     IdleMemory {
         #[arg(long, default_value_t = 10_000)]
@@ -79,41 +89,7 @@ fn main() -> Result<()> {
         What::Memory { clients, size_gib, baseline_mib, ferryd } => memory(clients, size_gib, baseline_mib, ferryd),
         What::GetRate { clients, size, seconds, ferryd } => get_rate(clients, size, seconds, ferryd),
         What::IdleMemory { connections, ferryd } => idle_memory(connections, ferryd),
-    }
-}
-
-/// Downloads `name` whole; returns the data bytes received (not kept).
-fn download(addr: SocketAddr, name: &str) -> Result<u64> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    let mut conn = ClientConnection::new(ClientConfig::default())?;
-    conn.send(&Request::Get { name: Name::parse(name)?, offset: 0 })?;
-    conn.send(&Request::Bye)?;
-    stream.write_all(conn.pending_output())?;
-    let n = conn.pending_output().len();
-    conn.consume_output(n);
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut pending: Vec<u8> = Vec::new();
-    let mut received = 0u64;
-    loop {
-        let read = stream.read(&mut buf)?;
-        if read == 0 {
-            conn.handle_eof(&pending)?;
-            return Ok(received);
-        }
-        pending.extend_from_slice(&buf[..read]);
-        let mut used = 0;
-        loop {
-            let (n, item) = conn.handle_input(&pending[used..])?;
-            used += n;
-            match item {
-                Some(ServerItem::Data(d)) => received += d.len() as u64,
-                Some(ServerItem::Error(e)) => bail!("server refused: {e}"),
-                Some(_) => {}
-                None => break,
-            }
-        }
-        pending.drain(..used);
+        What::Hostile(args) => hostile::run(args),
     }
 }
 
@@ -168,52 +144,6 @@ fn digest_cache(size_mib: u64) -> Result<()> {
     Ok(())
 }
 
-/// A `ferryd` child process, killed and reaped on drop.
-struct Ferryd {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Ferryd {
-    fn start(bin: &Path, root: &Path) -> Result<Self> {
-        Self::start_with(bin, root, &[])
-    }
-
-    fn start_with(bin: &Path, root: &Path, extra: &[&str]) -> Result<Self> {
-        let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0", "--root"])
-            .arg(root)
-            .args(["--log-level", "warn"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let mut out = child.stdout.take().context("no stdout")?;
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        while out.read(&mut byte)? == 1 && byte[0] != b'\n' {
-            line.push(byte[0]);
-        }
-        let line = String::from_utf8(line)?;
-        let addr = line.strip_prefix("listening on ").context("no `listening on` line")?.parse()?;
-        Ok(Self { child, addr })
-    }
-
-    /// Resident set size now, in KiB.
-    fn rss_kib(&self) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
-        Ok(line.split_whitespace().nth(1).context("bad VmRSS")?.parse()?)
-    }
-}
-
-impl Drop for Ferryd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs `clients` concurrent downloads of `name`, sampling the server's RSS every 20 ms; returns
 /// the peak in KiB and the elapsed time.
 fn peak_during(server: &Ferryd, clients: usize, name: &str, size: u64) -> Result<(u64, Duration)> {
@@ -240,10 +170,7 @@ fn peak_during(server: &Ferryd, clients: usize, name: &str, size: u64) -> Result
 }
 
 fn memory(clients: usize, size_gib: u64, baseline_mib: u64, ferryd: Option<PathBuf>) -> Result<()> {
-    let bin = match ferryd {
-        Some(p) => p,
-        None => std::env::current_exe()?.with_file_name("ferryd"),
-    };
+    let bin = ferryd_path(ferryd)?;
     let dir = tempfile::tempdir()?;
     let big = size_gib << 30;
     let small = baseline_mib << 20;
@@ -265,60 +192,6 @@ fn memory(clients: usize, size_gib: u64, baseline_mib: u64, ferryd: Option<PathB
     println!("measured: {clients} clients x {size_gib} GiB: peak RSS {peak} KiB ({:.1} s)", t_big.as_secs_f64());
     println!("peak ratio measured/baseline: {:.2} for a file {}x larger", peak as f64 / base as f64, big / small);
     Ok(())
-}
-
-fn ferryd_path(ferryd: Option<PathBuf>) -> Result<PathBuf> {
-    Ok(match ferryd {
-        Some(p) => p,
-        None => std::env::current_exe()?.with_file_name("ferryd"),
-    })
-}
-
-/// One persistent connection doing GETs of `name` until `until`; returns the count.
-fn get_loop(addr: SocketAddr, name: &str, size: u64, until: Instant) -> Result<u64> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut conn = ClientConnection::new(ClientConfig::default())?;
-    let name = Name::parse(name)?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut pending: Vec<u8> = Vec::new();
-    let mut done = 0u64;
-    while Instant::now() < until {
-        conn.send(&Request::Get { name: name.clone(), offset: 0 })?;
-        stream.write_all(conn.pending_output())?;
-        let n = conn.pending_output().len();
-        conn.consume_output(n);
-        let mut got = 0u64;
-        let mut finished = false;
-        while !finished {
-            let mut used = 0;
-            loop {
-                let (n, item) = conn.handle_input(&pending[used..])?;
-                used += n;
-                match item {
-                    Some(ServerItem::Data(d)) => got += d.len() as u64,
-                    Some(ServerItem::DataEnd) => finished = true,
-                    Some(ServerItem::Error(e)) => bail!("server refused: {e}"),
-                    Some(_) => {}
-                    None => break,
-                }
-            }
-            pending.drain(..used);
-            if !finished {
-                let r = stream.read(&mut buf)?;
-                if r == 0 {
-                    bail!("server closed");
-                }
-                pending.extend_from_slice(&buf[..r]);
-            }
-        }
-        if got != size {
-            bail!("got {got} of {size} bytes");
-        }
-        done += 1;
-    }
-    Ok(done)
 }
 
 fn get_rate(clients: usize, size: u64, seconds: u64, ferryd: Option<PathBuf>) -> Result<()> {
@@ -352,16 +225,6 @@ fn get_rate(clients: usize, size: u64, seconds: u64, ferryd: Option<PathBuf>) ->
     }
     println!("async/blocking GET rate ratio: {:.2}", rates[1] / rates[0]);
     Ok(())
-}
-
-fn raise_fd_limit() -> Result<u64> {
-    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    let hard = lim.maximum.unwrap_or(1 << 20);
-    rustix::process::setrlimit(
-        rustix::process::Resource::Nofile,
-        rustix::process::Rlimit { current: Some(hard), maximum: lim.maximum },
-    )?;
-    Ok(hard)
 }
 
 fn idle_memory(connections: usize, ferryd: Option<PathBuf>) -> Result<()> {
