@@ -99,7 +99,7 @@ fn async_engine_holds_ten_thousand_connections_and_answers_a_new_client() {
     let mut reply = [0u8; 36 + 5];
     newcomer.read_exact(&mut reply).unwrap();
     let waited = started.elapsed();
-    assert_eq!(reply[32], ferry_proto::message::tag::LIST);
+    assert_eq!(reply[36], ferry_proto::message::tag::LIST);
     assert!(waited < Duration::from_secs(10), "the newcomer waited {waited:?}");
 
     // The downloads are still progressing.
