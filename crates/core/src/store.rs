@@ -122,7 +122,8 @@ impl Store {
     /// earlier run left behind (`[STORE-7]`).
     ///
     /// # Errors
-    /// The directory cannot be created or opened.
+    /// The directory cannot be created, opened or listed. A leftover that cannot be removed is
+    /// only logged: it is never served, and must not keep the server from starting.
     pub fn open(path: &Path, settings: StoreSettings) -> io::Result<Self> {
         std::fs::create_dir_all(path)?;
         let root = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
@@ -133,18 +134,40 @@ impl Store {
             settings,
             tmp_seq: AtomicU64::new(0),
         };
+        store.remove_stale_temp_files()?;
+        Ok(store)
+    }
+
+    /// Removes the regular files under [`TEMP_PREFIX`] (`[STORE-7]`, a SHOULD). Anything else
+    /// there — a directory, a link, a file this process may not remove — is not ours to judge:
+    /// it is left alone with a warning that names it, and start-up goes on.
+    fn remove_stale_temp_files(&self) -> io::Result<()> {
         let mut removed = 0;
-        for entry in store.root.entries()? {
-            let entry = entry?;
-            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                entry.remove_file()?;
-                removed += 1;
+        for entry in self.root.entries()? {
+            let Ok(entry) = entry.inspect_err(|e| tracing::warn!(error = %e, "could not read a root entry")) else {
+                continue;
+            };
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            // file_type does not follow links: a link named like a temporary file is kept too.
+            match entry.file_type() {
+                Ok(t) if t.is_file() => match entry.remove_file() {
+                    Ok(()) => removed += 1,
+                    Err(e) => tracing::warn!(entry = ?name, error = %e, "could not remove a stale temporary file"),
+                },
+                Ok(_) => {
+                    tracing::warn!(entry = ?name, "left alone: named like a temporary file, but not a regular file")
+                }
+                Err(e) => tracing::warn!(entry = ?name, error = %e, "could not inspect a stale temporary file"),
             }
         }
         if removed > 0 {
             tracing::info!(removed, "removed stale temporary upload files");
         }
-        Ok(store)
+        Ok(())
     }
 
     /// The longest name the root's file system accepts, where it says (`f_namemax`).

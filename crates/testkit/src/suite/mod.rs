@@ -89,6 +89,7 @@ macro_rules! server_suite {
             get_in_flight_completes_with_the_version_it_announced,
             get_of_a_file_truncated_mid_send_closes_the_connection,
             files_over_4_gib_are_listed_and_resumed,
+            start_up_leaves_a_directory_named_like_a_temporary_file,
             // capacity and deadlines
             clients_over_max_clients_get_busy,
             clients_over_the_per_address_limit_get_busy,

@@ -311,3 +311,22 @@ pub fn files_over_4_gib_are_listed_and_resumed(engine: StartFn) {
     let e = c.stat("sparse.bin").stat();
     assert!(e.md5.is_none_or(|d| d == whole), "[LIST-3] {e:?}");
 }
+
+/// [STORE-7] (a SHOULD: the server must start whatever it cannot clean): a root holding a
+/// directory named like a temporary file, with a file inside, next to a stale temporary file. The
+/// server starts and serves, the stale file is removed, and the directory and its content are left
+/// alone.
+pub fn start_up_leaves_a_directory_named_like_a_temporary_file(engine: StartFn) {
+    let dir = crate::server::new_dir();
+    let root = dir.path().join("root");
+    let odd = root.join(".ferry-tmp-dir");
+    std::fs::create_dir(&odd).unwrap();
+    std::fs::write(odd.join("inside"), b"not ours").unwrap();
+    let stale = root.join(".ferry-tmp-1-2");
+    std::fs::write(&stale, b"half an upload").unwrap();
+    let server = TestServer::start_in(engine, dir, |_| {});
+    assert!(wait_until(Duration::from_secs(2), || !stale.exists()), "[STORE-7] {:?}", server.root_entries());
+    assert!(server.client().list().is_empty(), "[LIST-1] neither is listed");
+    assert_eq!(server.root_entries(), [".ferry-tmp-dir"], "the directory is left alone");
+    assert_eq!(std::fs::read(odd.join("inside")).unwrap(), b"not ours", "and its content too");
+}
