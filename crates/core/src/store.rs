@@ -31,6 +31,10 @@ pub enum StoreError {
     NotFound,
     #[error("the file exists")]
     Exists,
+    /// `[STORE-8]`: the name is held by something that is not a regular file. It is not in the
+    /// namespace, yet it is not ours to replace or remove: a PUT of it is refused.
+    #[error("the name is held by a directory or link on the server, which Ferry does not serve or replace")]
+    NotAFile,
     #[error("no space left on the server for this file")]
     Full,
     #[error("storage error: {0}")]
@@ -43,6 +47,7 @@ impl StoreError {
         match self {
             Self::NotFound => ErrorCode::NOT_FOUND,
             Self::Exists => ErrorCode::EXISTS,
+            Self::NotAFile => ErrorCode::FORBIDDEN,
             Self::Full => ErrorCode::STORAGE_FULL,
             Self::Io(_) => ErrorCode::INTERNAL,
         }
@@ -301,17 +306,53 @@ impl Store {
     /// Starts an upload: a new temporary file that only [`Upload::commit`] publishes.
     ///
     /// # Errors
-    /// [`StoreError::Exists`] for a create-only PUT of an existing name (checked again at
-    /// commit), or the temporary file cannot be made.
+    /// [`StoreError::NotAFile`] if the name is held by a directory, link or other non-file (either
+    /// mode, `[STORE-8]`), [`StoreError::Exists`] for a create-only PUT of an existing file (both
+    /// checked again at commit), or the temporary file cannot be made.
     pub fn begin_upload(self: &Arc<Self>, head: &PutHead) -> Result<Upload, StoreError> {
-        if head.mode == PutMode::CreateOnly && self.root.symlink_metadata(head.frame.name.as_str()).is_ok() {
-            return Err(StoreError::Exists);
+        match (self.holder(head.frame.name.as_str()), head.mode) {
+            (Holder::Other, _) => return Err(StoreError::NotAFile),
+            (Holder::File, PutMode::CreateOnly) => return Err(StoreError::Exists),
+            (Holder::File, PutMode::Overwrite) | (Holder::Nothing, _) => {}
         }
         let tmp_name = format!("{TEMP_PREFIX}{}-{}", std::process::id(), self.tmp_seq.fetch_add(1, Ordering::Relaxed));
         let mut o = OpenOptions::new();
         o.write(true).create_new(true).follow(FollowSymlinks::No);
         let file = self.root.open_with(&tmp_name, &o)?.into_std();
         Ok(Upload { store: self.clone(), tmp_name: Some(tmp_name), file, head: head.clone() })
+    }
+}
+
+/// What holds a name in the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    /// Nothing we can see: the name is free (or cannot be looked up, which publishing will report).
+    Nothing,
+    /// A regular file: a name of the namespace.
+    File,
+    /// A directory, a symbolic link (dangling or not), a device…: not in the namespace, and never
+    /// replaced (`[STORE-8]`).
+    Other,
+}
+
+impl Store {
+    /// Why publishing under `name` failed with `e`: a name taken by a non-file is
+    /// [`StoreError::NotAFile`] (`[STORE-8]`), not `EXISTS`.
+    fn taken_error(&self, name: &str, e: io::Error) -> StoreError {
+        if e.kind() == io::ErrorKind::AlreadyExists && self.holder(name) == Holder::Other {
+            StoreError::NotAFile
+        } else {
+            StoreError::from(e)
+        }
+    }
+
+    /// What holds `name` in the root, without following a link (`[NAME-10]`).
+    fn holder(&self, name: &str) -> Holder {
+        match self.root.symlink_metadata(name) {
+            Ok(meta) if meta.is_file() => Holder::File,
+            Ok(_) => Holder::Other,
+            Err(_) => Holder::Nothing,
+        }
     }
 }
 
@@ -362,7 +403,8 @@ impl Upload {
     /// earlier file was replaced.
     ///
     /// # Errors
-    /// [`StoreError::Exists`] if a create-only upload lost a race; storage errors.
+    /// [`StoreError::Exists`] if a create-only upload lost a race; [`StoreError::NotAFile`] if a
+    /// directory or link took the name meanwhile (`[STORE-8]`); storage errors.
     pub fn commit(mut self) -> Result<bool, StoreError> {
         let Some(tmp) = self.tmp_name.clone() else { return Err(StoreError::NotFound) };
         self.file.sync_all()?;
@@ -374,13 +416,18 @@ impl Upload {
         let root = &self.store.root;
         let replaced = match self.head.mode {
             PutMode::Overwrite => {
-                let existed = root.symlink_metadata(name).is_ok();
+                let holder = self.store.holder(name);
+                if holder == Holder::Other {
+                    return Err(StoreError::NotAFile);
+                }
                 root.rename(&tmp, root, name)?;
-                existed
+                holder == Holder::File
             }
             PutMode::CreateOnly => {
                 // link(2) fails with EEXIST if the name exists: exactly one racer wins.
-                root.hard_link(&tmp, root, name)?;
+                if let Err(e) = root.hard_link(&tmp, root, name) {
+                    return Err(self.store.taken_error(name, e));
+                }
                 root.remove_file(&tmp)?;
                 false
             }

@@ -90,6 +90,8 @@ macro_rules! server_suite {
             get_of_a_file_truncated_mid_send_closes_the_connection,
             files_over_4_gib_are_listed_and_resumed,
             start_up_leaves_a_directory_named_like_a_temporary_file,
+            put_onto_a_directory_or_link_is_forbidden_and_replaces_nothing,
+            a_directory_or_link_made_during_an_upload_is_not_replaced,
             // capacity and deadlines
             clients_over_max_clients_get_busy,
             clients_over_the_per_address_limit_get_busy,

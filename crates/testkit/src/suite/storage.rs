@@ -330,3 +330,114 @@ pub fn start_up_leaves_a_directory_named_like_a_temporary_file(engine: StartFn) 
     assert_eq!(server.root_entries(), [".ferry-tmp-dir"], "the directory is left alone");
     assert_eq!(std::fs::read(odd.join("inside")).unwrap(), b"not ours", "and its content too");
 }
+
+/// The kinds of entry that may hold a name in the root without being a regular file.
+#[derive(Debug, Clone, Copy)]
+enum NonFile {
+    /// A directory, with a file inside.
+    Dir,
+    /// A symbolic link to a file outside the root.
+    Link,
+    /// A symbolic link to nothing.
+    Dangling,
+}
+
+const NON_FILES: [NonFile; 3] = [NonFile::Dir, NonFile::Link, NonFile::Dangling];
+
+/// Makes `name` in the root a `kind` of non-file; link targets live in `outside`.
+fn make_non_file(server: &TestServer, name: &str, kind: NonFile, outside: &std::path::Path) {
+    let path = server.path(name);
+    match kind {
+        NonFile::Dir => {
+            std::fs::create_dir(&path).unwrap();
+            std::fs::write(path.join("inside"), b"a directory's own file").unwrap();
+        }
+        NonFile::Link => {
+            let target = outside.join(format!("{name}.target"));
+            std::fs::write(&target, b"a link's target").unwrap();
+            std::os::unix::fs::symlink(target, path).unwrap();
+        }
+        NonFile::Dangling => std::os::unix::fs::symlink(outside.join(format!("{name}.missing")), path).unwrap(),
+    }
+}
+
+/// What a non-file is, observed without following it and through it: the kind of entry, a
+/// link's target path, and the content behind it. Equal before and after means untouched.
+fn describe(path: &std::path::Path) -> String {
+    let meta = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{} is gone: {e}", path.display()));
+    if meta.is_dir() {
+        let inside = std::fs::read(path.join("inside")).unwrap_or_default();
+        let count = std::fs::read_dir(path).unwrap().count();
+        format!("directory of {count} entries, inside: {:?}", String::from_utf8_lossy(&inside))
+    } else if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(path).unwrap();
+        let behind = std::fs::read(&target).map(|d| String::from_utf8_lossy(&d).into_owned());
+        format!("link to {} holding {behind:?}", target.display())
+    } else {
+        format!("a {:?}", meta.file_type())
+    }
+}
+
+/// Asserts that the outside directory holds only the link targets it was given: nothing was
+/// created through a dangling link.
+#[track_caller]
+fn assert_nothing_written_through_links(outside: &std::path::Path) {
+    for entry in std::fs::read_dir(outside).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(name.ends_with(".target"), "[SEC-2] {name} was created outside the root");
+    }
+}
+
+/// [SEC-2] [NAME-10] [PUT-5] [STAT-2] (and STORE-8, being written into PROTOCOL.md: a name held by
+/// a non-file is not in the namespace and is never replaced): a PUT of a name that a directory, a
+/// link to a file or a dangling link holds gets `FORBIDDEN` in either mode; the entry is left as
+/// it was, the refused data is read and discarded (the next request on the connection is
+/// answered), and STAT of the name says `NOT_FOUND`.
+pub fn put_onto_a_directory_or_link_is_forbidden_and_replaces_nothing(engine: StartFn) {
+    let server = TestServer::start(engine);
+    let outside = tempfile::tempdir().unwrap();
+    let data = content(90, 300_000);
+    let mut c = server.client();
+    for (i, kind) in NON_FILES.into_iter().enumerate() {
+        let name = format!("held-{i}");
+        make_non_file(&server, &name, kind, outside.path());
+        let before = describe(&server.path(&name));
+        for mode in [PutMode::Overwrite, PutMode::CreateOnly] {
+            let reply = c.put(&name, &data, mode);
+            assert_eq!(reply.error_code(), Some(ErrorCode::FORBIDDEN), "{kind:?}, {mode:?}: {reply:?}");
+            c.stat(&name).assert_error(ErrorCode::NOT_FOUND);
+            assert_eq!(describe(&server.path(&name)), before, "{kind:?}, {mode:?}: the entry is untouched");
+        }
+    }
+    assert_nothing_written_through_links(outside.path());
+    assert!(c.list().is_empty(), "[NAME-10] none of them is listed");
+    server.assert_no_temp_files(IO_TIMEOUT);
+}
+
+/// [SEC-2] [NAME-10] [STORE-2] (and STORE-8, being written into PROTOCOL.md): a directory or link
+/// that takes a name while an upload of that name is under way is not replaced when the upload
+/// completes: the PUT gets `FORBIDDEN` in either mode, the entry is left as it was, no temporary
+/// file is left, and the connection goes on.
+pub fn a_directory_or_link_made_during_an_upload_is_not_replaced(engine: StartFn) {
+    let server = TestServer::start(engine);
+    let outside = tempfile::tempdir().unwrap();
+    let data = content(91, 300_000);
+    let mut c = server.client();
+    for (i, kind) in NON_FILES.into_iter().enumerate() {
+        for mode in [PutMode::Overwrite, PutMode::CreateOnly] {
+            let name = format!("late-{i}-{}", mode as u8);
+            c.put_head(mode, &name, data.len() as u64, md5(&data));
+            c.send_data(&data[..100_000]);
+            wait_for_upload_to_start(&server);
+            make_non_file(&server, &name, kind, outside.path());
+            let before = describe(&server.path(&name));
+            c.send_data(&data[100_000..]);
+            let reply = c.read_reply();
+            assert_eq!(reply.error_code(), Some(ErrorCode::FORBIDDEN), "{kind:?}, {mode:?}: {reply:?}");
+            assert_eq!(describe(&server.path(&name)), before, "{kind:?}, {mode:?}: the entry is untouched");
+            server.assert_no_temp_files(IO_TIMEOUT);
+            c.stat(&name).assert_error(ErrorCode::NOT_FOUND);
+        }
+    }
+    assert_nothing_written_through_links(outside.path());
+}
