@@ -4,9 +4,10 @@
 //! through a cap-std [`Dir`] handle (fd-relative, `openat2(RESOLVE_BENEATH)` where the kernel has
 //! it), names are single validated path components, and symbolic links are never followed
 //! (`[NAME-10]`). Uploads are written to temporary files under the reserved `.ferry` prefix that
-//! LIST never shows, fsynced, and published by one rename — or, for create-only, by a hard link,
-//! which the kernel refuses if the name exists, so two racing uploads cannot both win
-//! (`[STORE-1]`, `[STORE-6]`).
+//! LIST never shows, fsynced, and published in one kernel step that also decides what the PUT
+//! reports ([`crate::publish`]): a rename that refuses to replace, else swaps with the file there,
+//! for overwrite; a hard link, which the kernel refuses if the name exists, for create-only. So two
+//! racing uploads can neither both create nor both win (`[STORE-1]`, `[STORE-5]`, `[STORE-6]`).
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -20,6 +21,7 @@ use ferry_proto::digest::Hasher;
 use ferry_proto::{Digest, Entry, ErrorCode, Name, PutHead, PutMode};
 
 use crate::digests::{DigestCache, FileKey, HashLimiter};
+use crate::publish::{self, Holder};
 
 /// Temporary upload files begin with this (inside the reserved `.ferry` prefix, `[NAME-6]`).
 pub const TEMP_PREFIX: &str = ".ferry-tmp-";
@@ -310,7 +312,7 @@ impl Store {
     /// mode, `[STORE-8]`), [`StoreError::Exists`] for a create-only PUT of an existing file (both
     /// checked again at commit), or the temporary file cannot be made.
     pub fn begin_upload(self: &Arc<Self>, head: &PutHead) -> Result<Upload, StoreError> {
-        match (self.holder(head.frame.name.as_str()), head.mode) {
+        match (publish::holder(&self.root, head.frame.name.as_str()), head.mode) {
             (Holder::Other, _) => return Err(StoreError::NotAFile),
             (Holder::File, PutMode::CreateOnly) => return Err(StoreError::Exists),
             (Holder::File, PutMode::Overwrite) | (Holder::Nothing, _) => {}
@@ -320,39 +322,6 @@ impl Store {
         o.write(true).create_new(true).follow(FollowSymlinks::No);
         let file = self.root.open_with(&tmp_name, &o)?.into_std();
         Ok(Upload { store: self.clone(), tmp_name: Some(tmp_name), file, head: head.clone() })
-    }
-}
-
-/// What holds a name in the root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Holder {
-    /// Nothing we can see: the name is free (or cannot be looked up, which publishing will report).
-    Nothing,
-    /// A regular file: a name of the namespace.
-    File,
-    /// A directory, a symbolic link (dangling or not), a device…: not in the namespace, and never
-    /// replaced (`[STORE-8]`).
-    Other,
-}
-
-impl Store {
-    /// Why publishing under `name` failed with `e`: a name taken by a non-file is
-    /// [`StoreError::NotAFile`] (`[STORE-8]`), not `EXISTS`.
-    fn taken_error(&self, name: &str, e: io::Error) -> StoreError {
-        if e.kind() == io::ErrorKind::AlreadyExists && self.holder(name) == Holder::Other {
-            StoreError::NotAFile
-        } else {
-            StoreError::from(e)
-        }
-    }
-
-    /// What holds `name` in the root, without following a link (`[NAME-10]`).
-    fn holder(&self, name: &str) -> Holder {
-        match self.root.symlink_metadata(name) {
-            Ok(meta) if meta.is_file() => Holder::File,
-            Ok(_) => Holder::Other,
-            Err(_) => Holder::Nothing,
-        }
     }
 }
 
@@ -399,8 +368,9 @@ impl Upload {
     }
 
     /// Publishes the verified file under its name, durably (`[STORE-3]`): fsync the file, rename
-    /// (or hard-link, for create-only) it into place, fsync the directory. Returns whether an
-    /// earlier file was replaced.
+    /// (or hard-link, for create-only) it into place in one kernel step that also decides the
+    /// outcome ([`publish`]), fsync the directory. Returns whether an earlier file was replaced
+    /// (`[PUT-2]`).
     ///
     /// # Errors
     /// [`StoreError::Exists`] if a create-only upload lost a race; [`StoreError::NotAFile`] if a
@@ -415,20 +385,9 @@ impl Upload {
         let name = self.head.frame.name.as_str();
         let root = &self.store.root;
         let replaced = match self.head.mode {
-            PutMode::Overwrite => {
-                let holder = self.store.holder(name);
-                if holder == Holder::Other {
-                    return Err(StoreError::NotAFile);
-                }
-                root.rename(&tmp, root, name)?;
-                holder == Holder::File
-            }
+            PutMode::Overwrite => publish::overwrite(root, &tmp, name)?,
             PutMode::CreateOnly => {
-                // link(2) fails with EEXIST if the name exists: exactly one racer wins.
-                if let Err(e) = root.hard_link(&tmp, root, name) {
-                    return Err(self.store.taken_error(name, e));
-                }
-                root.remove_file(&tmp)?;
+                publish::create_only(root, &tmp, name)?;
                 false
             }
         };

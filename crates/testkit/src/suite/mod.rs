@@ -85,6 +85,7 @@ macro_rules! server_suite {
             upload_is_invisible_until_complete,
             racing_create_only_uploads_have_one_winner,
             racing_overwrites_leave_one_whole_upload,
+            racing_overwrites_of_a_new_name_create_it_once,
             reads_during_replacement_see_one_whole_version,
             get_in_flight_completes_with_the_version_it_announced,
             get_of_a_file_truncated_mid_send_closes_the_connection,

@@ -78,18 +78,17 @@ pub fn upload_is_invisible_until_complete(engine: StartFn) {
     assert_eq!(server.root_entries(), ["doc.bin"]);
 }
 
-/// Eight clients send the same name's upload at once: each sends its head and half its data,
+/// `racers` clients send the same name's upload at once: each sends its head and half its data,
 /// all wait at a barrier, then each sends the rest. Returns each client's reply and content.
-fn race(server: &TestServer, name: &'static str, mode: PutMode, size: usize) -> Vec<(Vec<u8>, crate::Reply)> {
-    const RACERS: usize = 8;
-    let barrier = Arc::new(Barrier::new(RACERS));
-    let threads: Vec<_> = (0..RACERS)
+fn race(server: &TestServer, name: &str, mode: PutMode, size: usize, racers: usize) -> Vec<(Vec<u8>, crate::Reply)> {
+    let barrier = Arc::new(Barrier::new(racers));
+    let threads: Vec<_> = (0..racers)
         .map(|i| {
-            let (addr, barrier) = (server.addr, barrier.clone());
+            let (addr, barrier, name) = (server.addr, barrier.clone(), name.to_owned());
             std::thread::spawn(move || {
                 let data = content(60 + i as u64, size);
                 let mut c = Client::hello(addr, None);
-                c.put_head(mode, name, data.len() as u64, md5(&data));
+                c.put_head(mode, &name, data.len() as u64, md5(&data));
                 c.send_data(&data[..size / 2]);
                 barrier.wait();
                 c.send_data(&data[size / 2..]);
@@ -106,7 +105,7 @@ fn race(server: &TestServer, name: &'static str, mode: PutMode, size: usize) -> 
 pub fn racing_create_only_uploads_have_one_winner(engine: StartFn) {
     let server = TestServer::start(engine);
     for name in ["race-1", "race-2", "race-3"] {
-        let results = race(&server, name, PutMode::CreateOnly, 64 * 1024);
+        let results = race(&server, name, PutMode::CreateOnly, 64 * 1024, 8);
         let winners: Vec<&Vec<u8>> = results
             .iter()
             .filter_map(|(data, reply)| match reply.head() {
@@ -126,7 +125,7 @@ pub fn racing_create_only_uploads_have_one_winner(engine: StartFn) {
 /// up equal to one of them, whole.
 pub fn racing_overwrites_leave_one_whole_upload(engine: StartFn) {
     let server = TestServer::start(engine);
-    let results = race(&server, "contested", PutMode::Overwrite, 256 * 1024);
+    let results = race(&server, "contested", PutMode::Overwrite, 256 * 1024, 8);
     for (_, reply) in &results {
         reply.replaced();
     }
@@ -136,6 +135,25 @@ pub fn racing_overwrites_leave_one_whole_upload(engine: StartFn) {
     assert_eq!(frame.md5, md5(&stored));
     assert_eq!(data, stored);
     server.assert_no_temp_files(IO_TIMEOUT);
+}
+
+/// [PUT-2] [STORE-5]: of concurrent overwrite uploads of a name that does not exist yet, exactly
+/// one reports "created" and the others "replaced" — the outcome is decided in the same step as
+/// the publication, not by a look before it — and the file is one of the uploads, whole. Twenty
+/// rounds of four racers, each round on a fresh name.
+pub fn racing_overwrites_of_a_new_name_create_it_once(engine: StartFn) {
+    const ROUNDS: usize = 20;
+    let server = TestServer::start(engine);
+    for round in 0..ROUNDS {
+        let name = format!("fresh-{round}");
+        let results = race(&server, &name, PutMode::Overwrite, 16 * 1024, 4);
+        let created = results.iter().filter(|(_, reply)| !reply.replaced()).count();
+        assert_eq!(created, 1, "[PUT-2] round {round}: exactly one upload created {name}");
+        let stored = server.read_file(&name).unwrap();
+        assert!(results.iter().any(|(data, _)| *data == stored), "[STORE-5] the file is one upload, whole");
+    }
+    server.assert_no_temp_files(IO_TIMEOUT);
+    assert_eq!(server.root_entries().len(), ROUNDS, "no file left behind under another name");
 }
 
 /// [STORE-4] [GET-5] [LIST-3]: while one client keeps replacing a file with one of four versions,
