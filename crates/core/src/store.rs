@@ -111,7 +111,21 @@ fn key_of(meta: &Metadata) -> FileKey {
         .ok()
         .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos() as i128);
-    FileKey { dev: meta.dev(), ino: meta.ino(), size: meta.len(), mtime_ns }
+    FileKey { dev: meta.dev(), ino: meta.ino(), size: meta.len(), mtime_ns, ctime_ns: ctime_ns(meta) }
+}
+
+/// The status-change time in nanoseconds since the epoch. Unlike the modification time, no user
+/// can set it: every write moves it to "now", so a file edited in place whose mtime was put back
+/// still gets a new key.
+#[cfg(unix)]
+fn ctime_ns(meta: &Metadata) -> i128 {
+    use cap_std::fs::MetadataExt as _;
+    i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec())
+}
+
+#[cfg(not(unix))]
+fn ctime_ns(_meta: &Metadata) -> i128 {
+    0
 }
 
 fn mtime_ms(key: &FileKey) -> i64 {
@@ -378,10 +392,7 @@ impl Upload {
     pub fn commit(mut self) -> Result<bool, StoreError> {
         let Some(tmp) = self.tmp_name.clone() else { return Err(StoreError::NotFound) };
         self.file.sync_all()?;
-        let key = {
-            let meta = cap_std::fs::File::from_std(self.file.try_clone()?).metadata()?;
-            key_of(&meta)
-        };
+        let written = self.key()?;
         let name = self.head.frame.name.as_str();
         let root = &self.store.root;
         let replaced = match self.head.mode {
@@ -397,8 +408,19 @@ impl Upload {
         let mut dir = OpenOptions::new();
         dir.read(true).maybe_dir(true);
         root.open_with(".", &dir)?.sync_all()?;
-        self.store.digests.insert(key, self.head.frame.md5);
+        // Publishing moved the file's status-change time: the verified digest goes with the key
+        // it has now, unless its content may have changed since it was written.
+        let published = self.key()?;
+        let unchanged = FileKey { ctime_ns: published.ctime_ns, ..written } == published;
+        if unchanged {
+            self.store.digests.insert(published, self.head.frame.md5);
+        }
         Ok(replaced)
+    }
+
+    /// The key of the upload's file, as it is now.
+    fn key(&self) -> io::Result<FileKey> {
+        Ok(key_of(&cap_std::fs::File::from_std(self.file.try_clone()?).metadata()?))
     }
 }
 

@@ -459,3 +459,57 @@ pub fn a_directory_or_link_made_during_an_upload_is_not_replaced(engine: StartFn
     }
     assert_nothing_written_through_links(outside.path());
 }
+
+/// A file's status-change time, in nanoseconds.
+fn ctime_ns(path: &std::path::Path) -> i128 {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec())
+}
+
+/// Waits until the clock that stamps status-change times in `dir` has moved past `since` (file
+/// systems stamp with a coarse clock, so a write right after another may carry the same time):
+/// rewrites a probe file there and reads its ctime until it is later.
+#[track_caller]
+fn wait_for_ctime_after(dir: &std::path::Path, since: i128) {
+    let probe = dir.join("ctime-probe");
+    let moved = wait_until(Duration::from_secs(2), || {
+        std::fs::write(&probe, b"probe").unwrap();
+        ctime_ns(&probe) > since
+    });
+    assert!(moved, "the file system's ctime clock did not move in 2 s");
+}
+
+/// [GET-2] [GET-5] [STAT-1] [LIST-3]: a file edited in place by hand — same size, and its
+/// modification time set back to what it was — is not served with the digest of its earlier
+/// content: STAT no longer reports the old digest, GET sends the new content with its digest.
+/// (Before the edit, the uploaded file's digest is the one verified on upload: no hashing.)
+pub fn a_file_edited_in_place_with_its_mtime_set_back_gets_its_new_digest(engine: StartFn) {
+    let server = TestServer::start(engine);
+    let hashed = || server.handle().expect("an in-process server").server().store.digests().hashed_count();
+    let (v1, v2) = (content(92, 64 * 1024), content(93, 64 * 1024));
+    let path = server.path("edited.bin");
+    let mut c = server.client();
+    c.put_ok("edited.bin", &v1);
+    assert_eq!(c.stat("edited.bin").stat().md5, Some(md5(&v1)), "[LIST-3] the upload's digest is known");
+    assert_eq!(c.get_ok("edited.bin", 0).0.md5, md5(&v1));
+    assert_eq!(hashed(), 0, "the digest verified on upload is kept: nothing was hashed");
+
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    wait_for_ctime_after(server.dir(), ctime_ns(&path));
+    {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all(&v2).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!((meta.len(), meta.modified().unwrap()), (v1.len() as u64, mtime), "same size, same mtime");
+
+    let e = c.stat("edited.bin").stat();
+    assert!(e.md5.is_none_or(|d| d == md5(&v2)), "[LIST-3] no stale digest: {e:?}");
+    let (frame, data) = c.get_ok("edited.bin", 0);
+    assert_eq!(frame.md5, md5(&v2), "[GET-2] the digest of the file as it is");
+    assert!(data == v2, "[GET-5] the content it describes");
+    assert_eq!(c.stat("edited.bin").stat().md5, Some(md5(&v2)));
+    assert_eq!(hashed(), 1, "the edited file was hashed once");
+}
