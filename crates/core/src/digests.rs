@@ -1,8 +1,9 @@
 //! The digest cache: a file's MD5 is computed once per version of the file.
 //!
-//! A version is identified by what the kernel says of the file — device, inode, size and
-//! modification time — so a file replaced by an upload (a new inode) or edited in place (a new
-//! mtime or size) is never served with a stale digest. Uploads insert the digest they verified
+//! A version is identified by what the kernel says of the file — device, inode, size,
+//! modification time and status-change time — so a file replaced by an upload (a new inode) or
+//! edited in place (a new ctime, even when its size is the same and its mtime was set back) is
+//! never served with a stale digest. Uploads insert the digest they verified
 //! while the data streamed in; files copied into the root by hand are hashed on first need.
 
 use std::collections::HashMap;
@@ -19,6 +20,10 @@ pub struct FileKey {
     pub size: u64,
     /// Modification time in nanoseconds since the epoch.
     pub mtime_ns: i128,
+    /// Status-change time in nanoseconds since the epoch: moved by every write, and, unlike
+    /// `mtime_ns`, impossible for a user to set back (`touch -d`, `cp -p`, an editor restoring
+    /// it). It also moves on a rename, a new hard link or a chmod, which costs only a re-hash.
+    pub ctime_ns: i128,
 }
 
 /// Digests by file version, bounded in size.

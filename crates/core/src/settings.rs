@@ -126,11 +126,15 @@ pub struct TokensError {
 }
 
 /// Reads a tokens file: one `ROLE TOKEN` per line (roles `read`, `write`, `admin`); blank lines and
-/// lines starting with `#` are ignored. The error never contains a token (`[SEC-1]`).
+/// lines starting with `#` are ignored.
+///
+/// `[SEC-1]`: an error names the line by its number and never quotes any part of it. Any column
+/// may be a secret: a line with its columns swapped (`s3cret admin`) has the token where the role
+/// should be, so even an unknown role is not echoed.
 ///
 /// # Errors
-/// A line that is not `ROLE TOKEN`, an unknown role, a token that is not 1–256 visible ASCII
-/// characters, or a token given twice.
+/// A line that is not `ROLE TOKEN` (or has its columns swapped), an unknown role, a token that is
+/// not 1–256 visible ASCII characters, or a token given twice.
 pub fn parse_tokens(text: &str) -> Result<HashMap<String, Role>, TokensError> {
     let mut out = HashMap::new();
     for (i, line) in text.lines().enumerate() {
@@ -143,7 +147,9 @@ pub fn parse_tokens(text: &str) -> Result<HashMap<String, Role>, TokensError> {
         let (Some(role), Some(token), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err(err("expected `ROLE TOKEN`"));
         };
-        let role: Role = role.parse().map_err(|e: String| err(&e))?;
+        let Ok(role) = role.parse::<Role>() else {
+            return Err(err(unknown_role_message(token)));
+        };
         let visible = token.bytes().all(|b| (0x21..=0x7E).contains(&b));
         if !visible || token.len() > ferry_proto::limits::TOKEN_LEN_MAX {
             return Err(err("a token is 1 to 256 visible ASCII characters"));
@@ -153,6 +159,15 @@ pub fn parse_tokens(text: &str) -> Result<HashMap<String, Role>, TokensError> {
         }
     }
     Ok(out)
+}
+
+/// Why a line's first column is not a role, without quoting the line (`[SEC-1]`).
+fn unknown_role_message(second_column: &str) -> &'static str {
+    if second_column.parse::<Role>().is_ok() {
+        "expected `ROLE TOKEN`; the columns look swapped"
+    } else {
+        "unknown role (expected read, write or admin)"
+    }
 }
 
 #[cfg(test)]
@@ -168,5 +183,36 @@ mod tests {
         assert!(!e.to_string().contains("s3cret"), "[SEC-1] no token in errors");
         assert!(parse_tokens("read a b").is_err());
         assert!(parse_tokens("read a\nwrite a").is_err());
+    }
+
+    /// `[SEC-1]`: whatever is wrong with a line, the error quotes no part of it: neither the
+    /// token where the role should be (columns swapped) nor an unknown role, which may itself be a
+    /// secret pasted in the wrong place.
+    #[test]
+    fn tokens_file_errors_quote_no_part_of_the_line() {
+        let cases = [
+            ("s3cret-tok admin", "s3cret-tok", Some("columns look swapped")),
+            ("# a comment\n\nkey-123 read", "key-123", Some("columns look swapped")),
+            ("sup3r-s3cret p4ss", "s3cret", None),
+            ("Admin t0ken-x", "t0ken-x", None),
+            ("owner t0ken-y extra", "t0ken-y", None),
+            ("read t\u{7f}k", "t\u{7f}k", None),
+            ("read dup-tok\nwrite dup-tok", "dup-tok", None),
+        ];
+        for (text, secret, hint) in cases {
+            let e = parse_tokens(text).expect_err(text).to_string();
+            assert!(!e.contains(secret), "[SEC-1] {text:?} gave {e:?}");
+            for column in text.lines().last().unwrap_or("").split_whitespace() {
+                if column.parse::<Role>().is_err() {
+                    assert!(!e.contains(column), "[SEC-1] {text:?} gave {e:?}, quoting {column:?}");
+                }
+            }
+            if let Some(hint) = hint {
+                assert!(e.contains(hint), "{text:?} gave {e:?}");
+            }
+        }
+        let e = parse_tokens("# team\n\nt0k admin").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert_eq!(e.to_string(), "line 3: expected `ROLE TOKEN`; the columns look swapped");
     }
 }

@@ -4,9 +4,10 @@
 //! through a cap-std [`Dir`] handle (fd-relative, `openat2(RESOLVE_BENEATH)` where the kernel has
 //! it), names are single validated path components, and symbolic links are never followed
 //! (`[NAME-10]`). Uploads are written to temporary files under the reserved `.ferry` prefix that
-//! LIST never shows, fsynced, and published by one rename — or, for create-only, by a hard link,
-//! which the kernel refuses if the name exists, so two racing uploads cannot both win
-//! (`[STORE-1]`, `[STORE-6]`).
+//! LIST never shows, fsynced, and published in one kernel step that also decides what the PUT
+//! reports ([`crate::publish`]): a rename that refuses to replace, else swaps with the file there,
+//! for overwrite; a hard link, which the kernel refuses if the name exists, for create-only. So two
+//! racing uploads can neither both create nor both win (`[STORE-1]`, `[STORE-5]`, `[STORE-6]`).
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -20,6 +21,7 @@ use ferry_proto::digest::Hasher;
 use ferry_proto::{Digest, Entry, ErrorCode, Name, PutHead, PutMode};
 
 use crate::digests::{DigestCache, FileKey, HashLimiter};
+use crate::publish::{self, Holder};
 
 /// Temporary upload files begin with this (inside the reserved `.ferry` prefix, `[NAME-6]`).
 pub const TEMP_PREFIX: &str = ".ferry-tmp-";
@@ -31,6 +33,10 @@ pub enum StoreError {
     NotFound,
     #[error("the file exists")]
     Exists,
+    /// `[STORE-8]`: the name is held by something that is not a regular file. It is not in the
+    /// namespace, yet it is not ours to replace or remove: a PUT of it is refused.
+    #[error("the name is held by a directory or link on the server, which Ferry does not serve or replace")]
+    NotAFile,
     #[error("no space left on the server for this file")]
     Full,
     #[error("storage error: {0}")]
@@ -43,6 +49,7 @@ impl StoreError {
         match self {
             Self::NotFound => ErrorCode::NOT_FOUND,
             Self::Exists => ErrorCode::EXISTS,
+            Self::NotAFile => ErrorCode::FORBIDDEN,
             Self::Full => ErrorCode::STORAGE_FULL,
             Self::Io(_) => ErrorCode::INTERNAL,
         }
@@ -104,7 +111,21 @@ fn key_of(meta: &Metadata) -> FileKey {
         .ok()
         .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos() as i128);
-    FileKey { dev: meta.dev(), ino: meta.ino(), size: meta.len(), mtime_ns }
+    FileKey { dev: meta.dev(), ino: meta.ino(), size: meta.len(), mtime_ns, ctime_ns: ctime_ns(meta) }
+}
+
+/// The status-change time in nanoseconds since the epoch. Unlike the modification time, no user
+/// can set it: every write moves it to "now", so a file edited in place whose mtime was put back
+/// still gets a new key.
+#[cfg(unix)]
+fn ctime_ns(meta: &Metadata) -> i128 {
+    use cap_std::fs::MetadataExt as _;
+    i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec())
+}
+
+#[cfg(not(unix))]
+fn ctime_ns(_meta: &Metadata) -> i128 {
+    0
 }
 
 fn mtime_ms(key: &FileKey) -> i64 {
@@ -122,7 +143,8 @@ impl Store {
     /// earlier run left behind (`[STORE-7]`).
     ///
     /// # Errors
-    /// The directory cannot be created or opened.
+    /// The directory cannot be created, opened or listed. A leftover that cannot be removed is
+    /// only logged: it is never served, and must not keep the server from starting.
     pub fn open(path: &Path, settings: StoreSettings) -> io::Result<Self> {
         std::fs::create_dir_all(path)?;
         let root = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
@@ -133,18 +155,40 @@ impl Store {
             settings,
             tmp_seq: AtomicU64::new(0),
         };
+        store.remove_stale_temp_files()?;
+        Ok(store)
+    }
+
+    /// Removes the regular files under [`TEMP_PREFIX`] (`[STORE-7]`, a SHOULD). Anything else
+    /// there — a directory, a link, a file this process may not remove — is not ours to judge:
+    /// it is left alone with a warning that names it, and start-up goes on.
+    fn remove_stale_temp_files(&self) -> io::Result<()> {
         let mut removed = 0;
-        for entry in store.root.entries()? {
-            let entry = entry?;
-            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                entry.remove_file()?;
-                removed += 1;
+        for entry in self.root.entries()? {
+            let Ok(entry) = entry.inspect_err(|e| tracing::warn!(error = %e, "could not read a root entry")) else {
+                continue;
+            };
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            // file_type does not follow links: a link named like a temporary file is kept too.
+            match entry.file_type() {
+                Ok(t) if t.is_file() => match entry.remove_file() {
+                    Ok(()) => removed += 1,
+                    Err(e) => tracing::warn!(entry = ?name, error = %e, "could not remove a stale temporary file"),
+                },
+                Ok(_) => {
+                    tracing::warn!(entry = ?name, "left alone: named like a temporary file, but not a regular file")
+                }
+                Err(e) => tracing::warn!(entry = ?name, error = %e, "could not inspect a stale temporary file"),
             }
         }
         if removed > 0 {
             tracing::info!(removed, "removed stale temporary upload files");
         }
-        Ok(store)
+        Ok(())
     }
 
     /// The longest name the root's file system accepts, where it says (`f_namemax`).
@@ -278,11 +322,14 @@ impl Store {
     /// Starts an upload: a new temporary file that only [`Upload::commit`] publishes.
     ///
     /// # Errors
-    /// [`StoreError::Exists`] for a create-only PUT of an existing name (checked again at
-    /// commit), or the temporary file cannot be made.
+    /// [`StoreError::NotAFile`] if the name is held by a directory, link or other non-file (either
+    /// mode, `[STORE-8]`), [`StoreError::Exists`] for a create-only PUT of an existing file (both
+    /// checked again at commit), or the temporary file cannot be made.
     pub fn begin_upload(self: &Arc<Self>, head: &PutHead) -> Result<Upload, StoreError> {
-        if head.mode == PutMode::CreateOnly && self.root.symlink_metadata(head.frame.name.as_str()).is_ok() {
-            return Err(StoreError::Exists);
+        match (publish::holder(&self.root, head.frame.name.as_str()), head.mode) {
+            (Holder::Other, _) => return Err(StoreError::NotAFile),
+            (Holder::File, PutMode::CreateOnly) => return Err(StoreError::Exists),
+            (Holder::File, PutMode::Overwrite) | (Holder::Nothing, _) => {}
         }
         let tmp_name = format!("{TEMP_PREFIX}{}-{}", std::process::id(), self.tmp_seq.fetch_add(1, Ordering::Relaxed));
         let mut o = OpenOptions::new();
@@ -335,30 +382,23 @@ impl Upload {
     }
 
     /// Publishes the verified file under its name, durably (`[STORE-3]`): fsync the file, rename
-    /// (or hard-link, for create-only) it into place, fsync the directory. Returns whether an
-    /// earlier file was replaced.
+    /// (or hard-link, for create-only) it into place in one kernel step that also decides the
+    /// outcome ([`publish`]), fsync the directory. Returns whether an earlier file was replaced
+    /// (`[PUT-2]`).
     ///
     /// # Errors
-    /// [`StoreError::Exists`] if a create-only upload lost a race; storage errors.
+    /// [`StoreError::Exists`] if a create-only upload lost a race; [`StoreError::NotAFile`] if a
+    /// directory or link took the name meanwhile (`[STORE-8]`); storage errors.
     pub fn commit(mut self) -> Result<bool, StoreError> {
         let Some(tmp) = self.tmp_name.clone() else { return Err(StoreError::NotFound) };
         self.file.sync_all()?;
-        let key = {
-            let meta = cap_std::fs::File::from_std(self.file.try_clone()?).metadata()?;
-            key_of(&meta)
-        };
+        let written = self.key()?;
         let name = self.head.frame.name.as_str();
         let root = &self.store.root;
         let replaced = match self.head.mode {
-            PutMode::Overwrite => {
-                let existed = root.symlink_metadata(name).is_ok();
-                root.rename(&tmp, root, name)?;
-                existed
-            }
+            PutMode::Overwrite => publish::overwrite(root, &tmp, name)?,
             PutMode::CreateOnly => {
-                // link(2) fails with EEXIST if the name exists: exactly one racer wins.
-                root.hard_link(&tmp, root, name)?;
-                root.remove_file(&tmp)?;
+                publish::create_only(root, &tmp, name)?;
                 false
             }
         };
@@ -368,8 +408,19 @@ impl Upload {
         let mut dir = OpenOptions::new();
         dir.read(true).maybe_dir(true);
         root.open_with(".", &dir)?.sync_all()?;
-        self.store.digests.insert(key, self.head.frame.md5);
+        // Publishing moved the file's status-change time: the verified digest goes with the key
+        // it has now, unless its content may have changed since it was written.
+        let published = self.key()?;
+        let unchanged = FileKey { ctime_ns: published.ctime_ns, ..written } == published;
+        if unchanged {
+            self.store.digests.insert(published, self.head.frame.md5);
+        }
         Ok(replaced)
+    }
+
+    /// The key of the upload's file, as it is now.
+    fn key(&self) -> io::Result<FileKey> {
+        Ok(key_of(&cap_std::fs::File::from_std(self.file.try_clone()?).metadata()?))
     }
 }
 

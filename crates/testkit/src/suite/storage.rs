@@ -78,18 +78,17 @@ pub fn upload_is_invisible_until_complete(engine: StartFn) {
     assert_eq!(server.root_entries(), ["doc.bin"]);
 }
 
-/// Eight clients send the same name's upload at once: each sends its head and half its data,
+/// `racers` clients send the same name's upload at once: each sends its head and half its data,
 /// all wait at a barrier, then each sends the rest. Returns each client's reply and content.
-fn race(server: &TestServer, name: &'static str, mode: PutMode, size: usize) -> Vec<(Vec<u8>, crate::Reply)> {
-    const RACERS: usize = 8;
-    let barrier = Arc::new(Barrier::new(RACERS));
-    let threads: Vec<_> = (0..RACERS)
+fn race(server: &TestServer, name: &str, mode: PutMode, size: usize, racers: usize) -> Vec<(Vec<u8>, crate::Reply)> {
+    let barrier = Arc::new(Barrier::new(racers));
+    let threads: Vec<_> = (0..racers)
         .map(|i| {
-            let (addr, barrier) = (server.addr, barrier.clone());
+            let (addr, barrier, name) = (server.addr, barrier.clone(), name.to_owned());
             std::thread::spawn(move || {
                 let data = content(60 + i as u64, size);
                 let mut c = Client::hello(addr, None);
-                c.put_head(mode, name, data.len() as u64, md5(&data));
+                c.put_head(mode, &name, data.len() as u64, md5(&data));
                 c.send_data(&data[..size / 2]);
                 barrier.wait();
                 c.send_data(&data[size / 2..]);
@@ -106,7 +105,7 @@ fn race(server: &TestServer, name: &'static str, mode: PutMode, size: usize) -> 
 pub fn racing_create_only_uploads_have_one_winner(engine: StartFn) {
     let server = TestServer::start(engine);
     for name in ["race-1", "race-2", "race-3"] {
-        let results = race(&server, name, PutMode::CreateOnly, 64 * 1024);
+        let results = race(&server, name, PutMode::CreateOnly, 64 * 1024, 8);
         let winners: Vec<&Vec<u8>> = results
             .iter()
             .filter_map(|(data, reply)| match reply.head() {
@@ -126,7 +125,7 @@ pub fn racing_create_only_uploads_have_one_winner(engine: StartFn) {
 /// up equal to one of them, whole.
 pub fn racing_overwrites_leave_one_whole_upload(engine: StartFn) {
     let server = TestServer::start(engine);
-    let results = race(&server, "contested", PutMode::Overwrite, 256 * 1024);
+    let results = race(&server, "contested", PutMode::Overwrite, 256 * 1024, 8);
     for (_, reply) in &results {
         reply.replaced();
     }
@@ -136,6 +135,25 @@ pub fn racing_overwrites_leave_one_whole_upload(engine: StartFn) {
     assert_eq!(frame.md5, md5(&stored));
     assert_eq!(data, stored);
     server.assert_no_temp_files(IO_TIMEOUT);
+}
+
+/// [PUT-2] [STORE-5]: of concurrent overwrite uploads of a name that does not exist yet, exactly
+/// one reports "created" and the others "replaced" — the outcome is decided in the same step as
+/// the publication, not by a look before it — and the file is one of the uploads, whole. Twenty
+/// rounds of four racers, each round on a fresh name.
+pub fn racing_overwrites_of_a_new_name_create_it_once(engine: StartFn) {
+    const ROUNDS: usize = 20;
+    let server = TestServer::start(engine);
+    for round in 0..ROUNDS {
+        let name = format!("fresh-{round}");
+        let results = race(&server, &name, PutMode::Overwrite, 16 * 1024, 4);
+        let created = results.iter().filter(|(_, reply)| !reply.replaced()).count();
+        assert_eq!(created, 1, "[PUT-2] round {round}: exactly one upload created {name}");
+        let stored = server.read_file(&name).unwrap();
+        assert!(results.iter().any(|(data, _)| *data == stored), "[STORE-5] the file is one upload, whole");
+    }
+    server.assert_no_temp_files(IO_TIMEOUT);
+    assert_eq!(server.root_entries().len(), ROUNDS, "no file left behind under another name");
 }
 
 /// [STORE-4] [GET-5] [LIST-3]: while one client keeps replacing a file with one of four versions,
@@ -310,4 +328,188 @@ pub fn files_over_4_gib_are_listed_and_resumed(engine: StartFn) {
     assert_eq!(&data[data.len() - 16..], tail);
     let e = c.stat("sparse.bin").stat();
     assert!(e.md5.is_none_or(|d| d == whole), "[LIST-3] {e:?}");
+}
+
+/// [STORE-7] (a SHOULD: the server must start whatever it cannot clean): a root holding a
+/// directory named like a temporary file, with a file inside, next to a stale temporary file. The
+/// server starts and serves, the stale file is removed, and the directory and its content are left
+/// alone.
+pub fn start_up_leaves_a_directory_named_like_a_temporary_file(engine: StartFn) {
+    let dir = crate::server::new_dir();
+    let root = dir.path().join("root");
+    let odd = root.join(".ferry-tmp-dir");
+    std::fs::create_dir(&odd).unwrap();
+    std::fs::write(odd.join("inside"), b"not ours").unwrap();
+    let stale = root.join(".ferry-tmp-1-2");
+    std::fs::write(&stale, b"half an upload").unwrap();
+    let server = TestServer::start_in(engine, dir, |_| {});
+    assert!(wait_until(Duration::from_secs(2), || !stale.exists()), "[STORE-7] {:?}", server.root_entries());
+    assert!(server.client().list().is_empty(), "[LIST-1] neither is listed");
+    assert_eq!(server.root_entries(), [".ferry-tmp-dir"], "the directory is left alone");
+    assert_eq!(std::fs::read(odd.join("inside")).unwrap(), b"not ours", "and its content too");
+}
+
+/// The kinds of entry that may hold a name in the root without being a regular file.
+#[derive(Debug, Clone, Copy)]
+enum NonFile {
+    /// A directory, with a file inside.
+    Dir,
+    /// A symbolic link to a file outside the root.
+    Link,
+    /// A symbolic link to nothing.
+    Dangling,
+}
+
+const NON_FILES: [NonFile; 3] = [NonFile::Dir, NonFile::Link, NonFile::Dangling];
+
+/// Makes `name` in the root a `kind` of non-file; link targets live in `outside`.
+fn make_non_file(server: &TestServer, name: &str, kind: NonFile, outside: &std::path::Path) {
+    let path = server.path(name);
+    match kind {
+        NonFile::Dir => {
+            std::fs::create_dir(&path).unwrap();
+            std::fs::write(path.join("inside"), b"a directory's own file").unwrap();
+        }
+        NonFile::Link => {
+            let target = outside.join(format!("{name}.target"));
+            std::fs::write(&target, b"a link's target").unwrap();
+            std::os::unix::fs::symlink(target, path).unwrap();
+        }
+        NonFile::Dangling => std::os::unix::fs::symlink(outside.join(format!("{name}.missing")), path).unwrap(),
+    }
+}
+
+/// What a non-file is, observed without following it and through it: the kind of entry, a
+/// link's target path, and the content behind it. Equal before and after means untouched.
+fn describe(path: &std::path::Path) -> String {
+    let meta = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{} is gone: {e}", path.display()));
+    if meta.is_dir() {
+        let inside = std::fs::read(path.join("inside")).unwrap_or_default();
+        let count = std::fs::read_dir(path).unwrap().count();
+        format!("directory of {count} entries, inside: {:?}", String::from_utf8_lossy(&inside))
+    } else if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(path).unwrap();
+        let behind = std::fs::read(&target).map(|d| String::from_utf8_lossy(&d).into_owned());
+        format!("link to {} holding {behind:?}", target.display())
+    } else {
+        format!("a {:?}", meta.file_type())
+    }
+}
+
+/// Asserts that the outside directory holds only the link targets it was given: nothing was
+/// created through a dangling link.
+#[track_caller]
+fn assert_nothing_written_through_links(outside: &std::path::Path) {
+    for entry in std::fs::read_dir(outside).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(name.ends_with(".target"), "[SEC-2] {name} was created outside the root");
+    }
+}
+
+/// [SEC-2] [NAME-10] [PUT-5] [STAT-2] (and STORE-8, being written into PROTOCOL.md: a name held by
+/// a non-file is not in the namespace and is never replaced): a PUT of a name that a directory, a
+/// link to a file or a dangling link holds gets `FORBIDDEN` in either mode; the entry is left as
+/// it was, the refused data is read and discarded (the next request on the connection is
+/// answered), and STAT of the name says `NOT_FOUND`.
+pub fn put_onto_a_directory_or_link_is_forbidden_and_replaces_nothing(engine: StartFn) {
+    let server = TestServer::start(engine);
+    let outside = tempfile::tempdir().unwrap();
+    let data = content(90, 300_000);
+    let mut c = server.client();
+    for (i, kind) in NON_FILES.into_iter().enumerate() {
+        let name = format!("held-{i}");
+        make_non_file(&server, &name, kind, outside.path());
+        let before = describe(&server.path(&name));
+        for mode in [PutMode::Overwrite, PutMode::CreateOnly] {
+            let reply = c.put(&name, &data, mode);
+            assert_eq!(reply.error_code(), Some(ErrorCode::FORBIDDEN), "{kind:?}, {mode:?}: {reply:?}");
+            c.stat(&name).assert_error(ErrorCode::NOT_FOUND);
+            assert_eq!(describe(&server.path(&name)), before, "{kind:?}, {mode:?}: the entry is untouched");
+        }
+    }
+    assert_nothing_written_through_links(outside.path());
+    assert!(c.list().is_empty(), "[NAME-10] none of them is listed");
+    server.assert_no_temp_files(IO_TIMEOUT);
+}
+
+/// [SEC-2] [NAME-10] [STORE-2] (and STORE-8, being written into PROTOCOL.md): a directory or link
+/// that takes a name while an upload of that name is under way is not replaced when the upload
+/// completes: the PUT gets `FORBIDDEN` in either mode, the entry is left as it was, no temporary
+/// file is left, and the connection goes on.
+pub fn a_directory_or_link_made_during_an_upload_is_not_replaced(engine: StartFn) {
+    let server = TestServer::start(engine);
+    let outside = tempfile::tempdir().unwrap();
+    let data = content(91, 300_000);
+    let mut c = server.client();
+    for (i, kind) in NON_FILES.into_iter().enumerate() {
+        for mode in [PutMode::Overwrite, PutMode::CreateOnly] {
+            let name = format!("late-{i}-{}", mode as u8);
+            c.put_head(mode, &name, data.len() as u64, md5(&data));
+            c.send_data(&data[..100_000]);
+            wait_for_upload_to_start(&server);
+            make_non_file(&server, &name, kind, outside.path());
+            let before = describe(&server.path(&name));
+            c.send_data(&data[100_000..]);
+            let reply = c.read_reply();
+            assert_eq!(reply.error_code(), Some(ErrorCode::FORBIDDEN), "{kind:?}, {mode:?}: {reply:?}");
+            assert_eq!(describe(&server.path(&name)), before, "{kind:?}, {mode:?}: the entry is untouched");
+            server.assert_no_temp_files(IO_TIMEOUT);
+            c.stat(&name).assert_error(ErrorCode::NOT_FOUND);
+        }
+    }
+    assert_nothing_written_through_links(outside.path());
+}
+
+/// A file's status-change time, in nanoseconds.
+fn ctime_ns(path: &std::path::Path) -> i128 {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec())
+}
+
+/// Waits until the clock that stamps status-change times in `dir` has moved past `since` (file
+/// systems stamp with a coarse clock, so a write right after another may carry the same time):
+/// rewrites a probe file there and reads its ctime until it is later.
+#[track_caller]
+fn wait_for_ctime_after(dir: &std::path::Path, since: i128) {
+    let probe = dir.join("ctime-probe");
+    let moved = wait_until(Duration::from_secs(2), || {
+        std::fs::write(&probe, b"probe").unwrap();
+        ctime_ns(&probe) > since
+    });
+    assert!(moved, "the file system's ctime clock did not move in 2 s");
+}
+
+/// [GET-2] [GET-5] [STAT-1] [LIST-3]: a file edited in place by hand — same size, and its
+/// modification time set back to what it was — is not served with the digest of its earlier
+/// content: STAT no longer reports the old digest, GET sends the new content with its digest.
+/// (Before the edit, the uploaded file's digest is the one verified on upload: no hashing.)
+pub fn a_file_edited_in_place_with_its_mtime_set_back_gets_its_new_digest(engine: StartFn) {
+    let server = TestServer::start(engine);
+    let hashed = || server.handle().expect("an in-process server").server().store.digests().hashed_count();
+    let (v1, v2) = (content(92, 64 * 1024), content(93, 64 * 1024));
+    let path = server.path("edited.bin");
+    let mut c = server.client();
+    c.put_ok("edited.bin", &v1);
+    assert_eq!(c.stat("edited.bin").stat().md5, Some(md5(&v1)), "[LIST-3] the upload's digest is known");
+    assert_eq!(c.get_ok("edited.bin", 0).0.md5, md5(&v1));
+    assert_eq!(hashed(), 0, "the digest verified on upload is kept: nothing was hashed");
+
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    wait_for_ctime_after(server.dir(), ctime_ns(&path));
+    {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all(&v2).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!((meta.len(), meta.modified().unwrap()), (v1.len() as u64, mtime), "same size, same mtime");
+
+    let e = c.stat("edited.bin").stat();
+    assert!(e.md5.is_none_or(|d| d == md5(&v2)), "[LIST-3] no stale digest: {e:?}");
+    let (frame, data) = c.get_ok("edited.bin", 0);
+    assert_eq!(frame.md5, md5(&v2), "[GET-2] the digest of the file as it is");
+    assert!(data == v2, "[GET-5] the content it describes");
+    assert_eq!(c.stat("edited.bin").stat().md5, Some(md5(&v2)));
+    assert_eq!(hashed(), 1, "the edited file was hashed once");
 }
