@@ -3,6 +3,7 @@
 //! - [`store`]: the confined root directory, atomic verified uploads.
 //! - [`digests`]: the MD5 of each file version, computed once.
 //! - `publish`: how a verified upload takes its name, in one kernel step.
+//! - [`listing`]: one directory listing shared by every LIST while nothing changed.
 //! - [`history`]: the connection history STATUS reports.
 //! - [`settings`]: every limit and switch, named and documented.
 //! - [`peer`]: which connections count as one client for the per-address cap.
@@ -14,6 +15,7 @@
 
 pub mod digests;
 pub mod history;
+pub mod listing;
 pub mod peer;
 mod publish;
 pub mod session;

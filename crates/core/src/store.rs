@@ -21,6 +21,7 @@ use ferry_proto::digest::Hasher;
 use ferry_proto::{Digest, Entry, ErrorCode, Name, PutHead, PutMode};
 
 use crate::digests::{DigestCache, FileKey, HashLimiter};
+use crate::listing::{DirStamp, ListingCache};
 use crate::publish::{self, Holder};
 
 /// Temporary upload files begin with this (inside the reserved `.ferry` prefix, `[NAME-6]`).
@@ -103,6 +104,8 @@ pub struct Store {
     digests: DigestCache,
     hashing: HashLimiter,
     tmp_seq: AtomicU64,
+    /// The listing LISTs share while nothing changed (`[RES-3]`).
+    listing: ListingCache,
 }
 
 fn key_of(meta: &Metadata) -> FileKey {
@@ -154,6 +157,7 @@ impl Store {
             hashing: HashLimiter::new(settings.max_concurrent_hashes),
             settings,
             tmp_seq: AtomicU64::new(0),
+            listing: ListingCache::default(),
         };
         store.remove_stale_temp_files()?;
         Ok(store)
@@ -214,11 +218,19 @@ impl Store {
     }
 
     /// Every regular file with a valid name, sorted by name (`[LIST-1]`, `[LIST-2]`), with the
-    /// digests already known (`[LIST-3]`: none is computed for a listing).
+    /// digests already known (`[LIST-3]`: none is computed for a listing). Shared with other
+    /// LISTs while nothing changed ([`crate::listing`]).
     ///
     /// # Errors
     /// The directory cannot be read.
-    pub fn list(&self) -> io::Result<Vec<Entry>> {
+    pub fn list(&self) -> io::Result<Arc<[Entry]>> {
+        let meta = self.root.dir_metadata()?;
+        let stamp = DirStamp { mtime_ns: key_of(&meta).mtime_ns, ctime_ns: ctime_ns(&meta) };
+        self.listing.get_or_build(stamp, std::time::Instant::now(), || self.read_listing())
+    }
+
+    /// Reads the directory for [`Self::list`].
+    fn read_listing(&self) -> io::Result<Vec<Entry>> {
         let mut out = Vec::new();
         for entry in self.root.entries()? {
             let entry = entry?;
@@ -301,7 +313,7 @@ impl Store {
         std::io::Seek::seek(&mut &opened.file, std::io::SeekFrom::Start(0))?;
         let digest = hasher.finish();
         self.digests.note_hashed();
-        self.digests.insert(opened.key, digest);
+        self.learn_digest(opened.key, digest);
         tracing::info!(bytes = opened.size, ms = started.elapsed().as_millis() as u64, "hashed a file not seen before");
         Ok(digest)
     }
@@ -316,7 +328,14 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         self.root.remove_file(name.as_str())?;
+        self.listing.invalidate();
         Ok(())
+    }
+
+    /// Remembers a verified digest; listings taken before it are not reused.
+    fn learn_digest(&self, key: FileKey, digest: Digest) {
+        self.digests.insert(key, digest);
+        self.listing.invalidate();
     }
 
     /// Starts an upload: a new temporary file that only [`Upload::commit`] publishes.
@@ -415,6 +434,8 @@ impl Upload {
         if unchanged {
             self.store.digests.insert(published, self.head.frame.md5);
         }
+        // A new name, or new content under an old one: listings taken before are stale.
+        self.store.listing.invalidate();
         Ok(replaced)
     }
 
