@@ -83,12 +83,20 @@ pub fn runtime(workers: usize) -> io::Result<tokio::runtime::Runtime> {
 /// # Errors
 /// The root cannot be opened or the address cannot be bound.
 pub fn spawn(settings: Settings, listen: SocketAddr) -> io::Result<Running> {
+    spawn_on(runtime(0)?, settings, listen)
+}
+
+/// [`spawn`] on a runtime the caller built: a test may give it a small blocking pool, to show
+/// that nothing parks pool threads.
+///
+/// # Errors
+/// The root cannot be opened or the address cannot be bound.
+pub fn spawn_on(rt: tokio::runtime::Runtime, settings: Settings, listen: SocketAddr) -> io::Result<Running> {
     let server = Server::new(settings)?;
     let std_listener = std::net::TcpListener::bind(listen)?;
     let addr = std_listener.local_addr()?;
     let s = server.clone();
     let thread = std::thread::Builder::new().name("ferry-async-main".into()).spawn(move || {
-        let rt = runtime(0)?;
         rt.block_on(async move {
             std_listener.set_nonblocking(true)?;
             serve(s, TcpListener::from_std(std_listener)?).await
