@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry_core::digests::HashJob;
 use ferry_core::{Body, Server, Session};
+use ferry_proto::Digest;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, Instrument};
 
 use crate::body::{self, Pushed};
@@ -22,6 +24,9 @@ pub(crate) struct Conn {
     pub(crate) server: Arc<Server>,
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) force: watch::Receiver<bool>,
+    /// Files hashed at once, server-wide (`[SEC-3]`): `max_concurrent_hashes` permits, awaited on
+    /// the reactor so that a GET waiting for one holds no blocking-pool thread.
+    pub(crate) hashes: Arc<Semaphore>,
     /// Dropped when the connection ends: the drain waits for every clone.
     pub(crate) _drain: mpsc::Sender<()>,
     pub(crate) _permits: (OwnedSemaphorePermit, IpSlot, OwnedSemaphorePermit),
@@ -77,6 +82,11 @@ impl Conn {
                 blocked = self.hop(stream, &mut state, |_| {}).await?;
                 continue;
             }
+            if let Some(job) = s.take_hash_job() {
+                let digest = self.hash(job).await?;
+                blocked = self.hop(stream, &mut state, move |s| s.hash_done(digest, Instant::now())).await?;
+                continue;
+            }
             if s.is_closed() {
                 return Ok(Ending::ServerClosed);
             }
@@ -122,6 +132,21 @@ impl Conn {
                 _ = self.stop.changed(), if !told_shutdown => {}
             }
         }
+    }
+
+    /// Runs a GET's hash (`[SEC-3]`): waits for a hash permit here, on the reactor, where a
+    /// thousand waiting GETs cost a thousand small futures and no thread; then hashes on the
+    /// blocking pool. The permit moves into the pool task, so it is held exactly as long as the
+    /// hashing runs, even if this connection is closed meanwhile. The outer error is the
+    /// engine's (the task failed), the inner one the hash's, for the session to answer.
+    async fn hash(&self, job: HashJob) -> io::Result<io::Result<Digest>> {
+        let permit = self.hashes.clone().acquire_owned().await.map_err(io::Error::other)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            job.run()
+        })
+        .await
+        .map_err(io::Error::other)
     }
 
     /// One trip to the blocking pool: run `work` on the session (input processing may touch the

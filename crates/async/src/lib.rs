@@ -5,8 +5,11 @@
 //! - Admission: a semaphore bounds the sockets held (taken before `accept`), a second one the
 //!   connections served; a client beyond the cap gets `BUSY` and a lingering close (`[CAP-1]`).
 //! - Disk work stays off the reactor: a session's input is processed on the blocking pool (it
-//!   may write upload data, list the directory, hash a file), and a GET body is sent by a
-//!   blocking-pool task that owns the transfer ([`body`]).
+//!   may write upload data or list the directory), and a GET body is sent by a blocking-pool
+//!   task that owns the transfer ([`body`]).
+//! - No pool thread ever waits for a hash permit (`[SEC-3]`): a GET of a file not hashed yet
+//!   hands its session's hash job back to the reactor, which awaits a server-wide semaphore of
+//!   `max_concurrent_hashes` permits and only then runs the hash on the pool.
 //! - An idle connection holds no buffer: it waits for readability, then reads.
 //! - Shutdown drains like mini-redis: a watch tells every connection, each holds a clone of an
 //!   mpsc sender, and the server knows the drain is done when all are dropped.
@@ -83,12 +86,20 @@ pub fn runtime(workers: usize) -> io::Result<tokio::runtime::Runtime> {
 /// # Errors
 /// The root cannot be opened or the address cannot be bound.
 pub fn spawn(settings: Settings, listen: SocketAddr) -> io::Result<Running> {
+    spawn_on(runtime(0)?, settings, listen)
+}
+
+/// [`spawn`] on a runtime the caller built: a test may give it a small blocking pool, to show
+/// that nothing parks pool threads.
+///
+/// # Errors
+/// The root cannot be opened or the address cannot be bound.
+pub fn spawn_on(rt: tokio::runtime::Runtime, settings: Settings, listen: SocketAddr) -> io::Result<Running> {
     let server = Server::new(settings)?;
     let std_listener = std::net::TcpListener::bind(listen)?;
     let addr = std_listener.local_addr()?;
     let s = server.clone();
     let thread = std::thread::Builder::new().name("ferry-async-main".into()).spawn(move || {
-        let rt = runtime(0)?;
         rt.block_on(async move {
             std_listener.set_nonblocking(true)?;
             serve(s, TcpListener::from_std(std_listener)?).await
@@ -152,6 +163,7 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener) -> io::Result<()>
     // Sockets held at once: the served ones plus those being refused.
     let sockets = Arc::new(Semaphore::new(settings.max_clients.max(1) as usize + REFUSING_MAX));
     let per_ip = Arc::new(PerIp::default());
+    let hashes = Arc::new(Semaphore::new(settings.max_concurrent_hashes.max(1)));
     let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
     let busy: Arc<[u8]> = ServerConnection::busy_reply().into();
     let mut stop = stop_rx.clone();
@@ -189,6 +201,7 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener) -> io::Result<()>
                     server: server.clone(),
                     stop: stop_rx.clone(),
                     force: force_rx.clone(),
+                    hashes: hashes.clone(),
                     _drain: drain_tx.clone(),
                     _permits: (permit, slot, socket_permit),
                 };

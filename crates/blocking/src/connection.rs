@@ -57,6 +57,15 @@ fn run(server: &Server, stream: &TcpStream, session: &mut Session) -> io::Result
             // Input pipelined behind the GET may have produced more to send.
             continue;
         }
+        if let Some(job) = session.take_hash_job() {
+            // `[SEC-3]`: this thread is the connection's own, so it may wait for a permit.
+            let digest = {
+                let _permit = server.store.hash_limiter().acquire();
+                job.run()
+            };
+            session.hash_done(digest, Instant::now());
+            continue;
+        }
         if session.is_closed() {
             return Ok(Ending::ServerClosed);
         }

@@ -4,10 +4,15 @@
 //! operations and its events into log lines. An engine owns the socket and calls, in a loop:
 //! [`Session::feed`] with what it read (only while [`Session::wants_input`]), writes
 //! [`Session::pending_output`] and reports it with [`Session::consume_output`], sends any
-//! [`Session::take_body`] file range (sendfile) and reports it with [`Session::body_sent`], waits
-//! no longer than [`Session::poll_timeout`], and stops when [`Session::is_closed`].
+//! [`Session::take_body`] file range (sendfile) and reports it with [`Session::body_sent`], runs
+//! any [`Session::take_hash_job`] holding one of its hash permits and reports it with
+//! [`Session::hash_done`], waits no longer than [`Session::poll_timeout`], and stops when
+//! [`Session::is_closed`].
 //!
-//! Store calls block (disk I/O); the async engine runs sessions on its blocking pool.
+//! Store calls block (disk I/O); the async engine runs sessions on its blocking pool. The one
+//! call that can take long, hashing a large file for its first GET, is not made here: it is
+//! handed out as a [`HashJob`], so that an engine can wait for a hash permit where waiting is
+//! cheap and never park a pool thread on it (`[SEC-3]`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,12 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ferry_proto::server::{Command, Event, ServerConfig, ServerConnection};
-use ferry_proto::{ErrorCode, FrameHead, Role};
+use ferry_proto::{Digest, ErrorCode, FrameHead, Name, Role};
 use tracing::{debug, info, warn};
 
+use crate::digests::HashJob;
 use crate::history::{ConnStats, History};
 use crate::settings::Settings;
-use crate::store::{Store, StoreError, Upload};
+use crate::store::{OpenedFile, Store, StoreError, Upload};
 
 /// Transfers at least this large log their progress every 10%.
 const PROGRESS_LOG_MIN: u64 = 64 << 20;
@@ -142,6 +148,11 @@ pub struct Session {
     upload_progress: Option<Progress>,
     body: Option<Body>,
     body_progress: Option<Progress>,
+    /// A hash the engine must run before the GET in [`Self::hashing_for`] can be answered.
+    hash_job: Option<HashJob>,
+    /// The GET waiting for its file's digest: the machine stays in its serving state meanwhile,
+    /// so no further input is processed until [`Self::hash_done`].
+    hashing_for: Option<(Name, OpenedFile)>,
     span: tracing::Span,
 }
 
@@ -160,6 +171,8 @@ impl Session {
             upload_progress: None,
             body: None,
             body_progress: None,
+            hash_job: None,
+            hashing_for: None,
             span,
         }
     }
@@ -275,24 +288,13 @@ impl Session {
                     info!("STATUS");
                     self.conn.respond_status(self.server.history.snapshot(), now);
                 }
-                Command::Get { name, offset } => {
-                    let opened = store.open_file(&name).and_then(|f| Ok((store.digest_of(&f)?, f)));
-                    match opened {
-                        Ok((md5, opened)) => {
-                            let frame = FrameHead { name: name.clone(), size: opened.size, md5 };
-                            if let Some((offset, len)) = self.conn.respond_get(frame, now) {
-                                info!(name = %name, offset, bytes = len, "GET");
-                                self.body_progress = Progress::new("GET", name.as_str(), len);
-                                if len > 0 {
-                                    self.body = Some(Body { file: opened.file, offset, len });
-                                }
-                            } else {
-                                info!(name = %name, offset, "GET refused: BAD_OFFSET");
-                            }
-                        }
-                        Err(e) => self.fail(e, now),
-                    }
-                }
+                Command::Get { name, .. } => match store.open_file(&name) {
+                    Ok(opened) => match store.cached_digest(&opened) {
+                        Some(md5) => self.answer_get(name, opened, md5, now),
+                        None => self.wait_for_hash(name, opened, now),
+                    },
+                    Err(e) => self.fail(e, now),
+                },
                 Command::Put(head) => match store.begin_upload(&head) {
                     Ok(upload) => {
                         debug!(name = %head.frame.name, size = head.frame.size, "PUT receiving");
@@ -303,6 +305,56 @@ impl Session {
                     Err(e) => self.fail(e, now),
                 },
             },
+        }
+    }
+
+    /// Answers the GET being served with the file and its digest, and hands its bytes to the
+    /// engine as the body.
+    fn answer_get(&mut self, name: Name, opened: OpenedFile, md5: Digest, now: Instant) {
+        let frame = FrameHead { name: name.clone(), size: opened.size, md5 };
+        match self.conn.respond_get(frame, now) {
+            Some((offset, len)) => {
+                info!(name = %name, offset, bytes = len, "GET");
+                self.body_progress = Progress::new("GET", name.as_str(), len);
+                if len > 0 {
+                    self.body = Some(Body { file: opened.file, offset, len });
+                }
+            }
+            None => info!(name = %name, size = opened.size, "GET refused: BAD_OFFSET"),
+        }
+    }
+
+    /// Parks the GET being served until the engine has hashed its file (`[SEC-3]`).
+    fn wait_for_hash(&mut self, name: Name, opened: OpenedFile, now: Instant) {
+        match self.server.store.hash_job(&opened) {
+            Ok(job) => {
+                debug!(name = %name, bytes = job.size(), "GET waits for its file to be hashed");
+                self.hash_job = Some(job);
+                self.hashing_for = Some((name, opened));
+            }
+            Err(e) => self.fail(e.into(), now),
+        }
+    }
+
+    /// A hash the engine must run now, holding one of its hash permits (`[SEC-3]`), then report
+    /// with [`Self::hash_done`]. While one is outstanding the session neither reads nor writes:
+    /// [`Self::wants_input`] is false and there is no body.
+    pub fn take_hash_job(&mut self) -> Option<HashJob> {
+        self.hash_job.take()
+    }
+
+    /// Reports the outcome of the job from [`Self::take_hash_job`]: the waiting GET is answered,
+    /// with its head and body, or with the error, and input pipelined behind it is processed.
+    pub fn hash_done(&mut self, digest: std::io::Result<Digest>, now: Instant) {
+        let Some((name, opened)) = self.hashing_for.take() else { return };
+        let span = self.span.clone();
+        let _entered = span.enter();
+        match digest {
+            Ok(md5) => self.answer_get(name, opened, md5, now),
+            Err(e) => self.fail(e.into(), now),
+        }
+        if self.conn.wants_input() && !self.inbuf.is_empty() {
+            self.process_buffered(now);
         }
     }
 
@@ -415,5 +467,79 @@ impl Drop for Session {
         self.stats.close();
         let _e = self.span.enter();
         info!(bytes_in = self.stats.bytes_in(), bytes_out = self.stats.bytes_out(), "connection closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_proto::{ClientHello, Decoded, Entry, ReplyDecoder, Request, ServerItem};
+
+    use super::*;
+
+    /// The replies in `out`, one word per reply item (data ends skipped), with the digests of
+    /// GET heads and STAT entries.
+    fn replies(out: &[u8]) -> Vec<(&'static str, Option<Digest>)> {
+        let mut decoder = ReplyDecoder::new();
+        let (mut at, mut seen) = (0, Vec::new());
+        while at < out.len() {
+            let Decoded::Item { item, consumed } = decoder.decode(&out[at..]).expect("a valid reply") else { break };
+            at += consumed;
+            seen.push(match item {
+                ServerItem::Hello(_) => ("hello", None),
+                ServerItem::GetHead { frame, .. } => ("get", Some(frame.md5)),
+                ServerItem::Stat(Entry { md5, .. }) => ("stat", md5),
+                ServerItem::Error(e) if e.code == ErrorCode::INTERNAL => ("internal error", None),
+                ServerItem::DataEnd => continue,
+                other => panic!("unexpected {other:?}"),
+            });
+        }
+        seen
+    }
+
+    /// A session on a fresh root holding one file nobody has hashed, fed a hello, a GET of that
+    /// file from its end (no data to send) and a STAT pipelined behind it.
+    fn session_waiting_for_a_hash(content: &[u8]) -> (tempfile::TempDir, Session) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f.bin"), content).unwrap();
+        let server = Server::new(Settings { root: dir.path().to_owned(), ..Settings::default() }).unwrap();
+        let now = Instant::now();
+        let mut session = Session::new(server, "127.0.0.1:9".parse().unwrap(), now);
+        let mut input = Vec::new();
+        ClientHello { min_version: 1, max_version: 1, token: None }.encode(&mut input);
+        let name = Name::parse("f.bin").unwrap();
+        Request::Get { name: name.clone(), offset: content.len() as u64 }.encode(&mut input);
+        Request::Stat(name).encode(&mut input);
+        session.feed(&input, now);
+        (dir, session)
+    }
+
+    /// `[SEC-3]`: a GET of a file not hashed yet is not answered by hashing inline: the session
+    /// hands out the hash as a job and stops, with the STAT behind it unread, until the engine
+    /// reports the digest; then both are answered, in order.
+    #[test]
+    fn a_get_waits_for_its_hash_job_and_holds_back_what_follows() {
+        let content = b"hash me once";
+        let (_dir, mut session) = session_waiting_for_a_hash(content);
+        assert_eq!(replies(session.pending_output()), [("hello", None)]);
+        assert!(!session.wants_input() && session.take_body().is_none(), "the session waits for the hash");
+        let job = session.take_hash_job().expect("a hash job");
+        assert!(session.take_hash_job().is_none(), "handed out once");
+        assert_eq!(job.size(), content.len() as u64);
+
+        session.hash_done(job.run(), Instant::now());
+        let md5 = Some(Digest::of(content));
+        assert_eq!(replies(session.pending_output()), [("hello", None), ("get", md5), ("stat", md5)]);
+        assert!(session.wants_input());
+        assert!(session.take_hash_job().is_none(), "the digest is cached now");
+    }
+
+    /// A hash that fails answers its GET with `INTERNAL`; the connection goes on.
+    #[test]
+    fn a_failed_hash_answers_the_get_with_an_error() {
+        let (_dir, mut session) = session_waiting_for_a_hash(b"unreadable");
+        let _job = session.take_hash_job().expect("a hash job");
+        session.hash_done(Err(std::io::Error::other("read error")), Instant::now());
+        assert_eq!(replies(session.pending_output()), [("hello", None), ("internal error", None), ("stat", None)]);
+        assert!(session.wants_input());
     }
 }

@@ -9,7 +9,7 @@
 //! for overwrite; a hard link, which the kernel refuses if the name exists, for create-only. So two
 //! racing uploads can neither both create nor both win (`[STORE-1]`, `[STORE-5]`, `[STORE-6]`).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,10 +17,9 @@ use std::time::UNIX_EPOCH;
 
 use cap_fs_ext::{FollowSymlinks, MetadataExt, OpenOptionsFollowExt, OpenOptionsMaybeDirExt};
 use cap_std::fs::{Dir, Metadata, OpenOptions};
-use ferry_proto::digest::Hasher;
 use ferry_proto::{Digest, Entry, ErrorCode, Name, PutHead, PutMode};
 
-use crate::digests::{DigestCache, FileKey, HashLimiter};
+use crate::digests::{DigestCache, FileKey, HashJob, HashLimiter};
 use crate::listing::{DirStamp, ListingCache};
 use crate::publish::{self, Holder};
 
@@ -284,38 +283,27 @@ impl Store {
         Ok(OpenedFile { file: file.into_std(), size: key.size, key })
     }
 
-    /// The digest of an opened file: from the cache, or computed from the open handle (so it
-    /// describes exactly the bytes that will be sent, `[GET-5]`) with bounded concurrency.
+    /// The digest of an opened file, if it is known: no file is hashed here. A GET of a file not
+    /// hashed yet gets a [`HashJob`] from [`Store::hash_job`] instead, which the engine runs.
+    pub fn cached_digest(&self, opened: &OpenedFile) -> Option<Digest> {
+        self.digests.get(&opened.key)
+    }
+
+    /// The work of hashing an opened file, for the engine to run where blocking is harmless and
+    /// within its hash limit (`[SEC-3]`). It hashes the same open file, so the digest describes
+    /// exactly the bytes that will be sent (`[GET-5]`).
     ///
     /// # Errors
-    /// Reading the file failed.
-    pub fn digest_of(&self, opened: &OpenedFile) -> io::Result<Digest> {
-        if let Some(d) = self.digests.get(&opened.key) {
-            return Ok(d);
-        }
-        let _permit = self.hashing.acquire();
-        // Another connection may have hashed it while this one waited.
-        if let Some(d) = self.digests.get(&opened.key) {
-            return Ok(d);
-        }
-        let started = std::time::Instant::now();
-        let mut hasher = Hasher::new();
-        let mut reader = (&opened.file).take(opened.size);
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = read_at_cursor(&mut reader, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        // Rewind: the handle's position must not matter to whoever sends from it.
-        std::io::Seek::seek(&mut &opened.file, std::io::SeekFrom::Start(0))?;
-        let digest = hasher.finish();
-        self.digests.note_hashed();
-        self.learn_digest(opened.key, digest);
-        tracing::info!(bytes = opened.size, ms = started.elapsed().as_millis() as u64, "hashed a file not seen before");
-        Ok(digest)
+    /// The handle cannot be duplicated (out of descriptors).
+    pub fn hash_job(self: &Arc<Self>, opened: &OpenedFile) -> io::Result<HashJob> {
+        HashJob::new(self.clone(), &opened.file, opened.key)
+    }
+
+    /// The bound on files hashed at once (`[SEC-3]`), for an engine whose threads may block while
+    /// they wait for a permit (the blocking engine). The async engine keeps its own, awaited on
+    /// its reactor, so that no blocking-pool thread ever waits for a permit.
+    pub fn hash_limiter(&self) -> &HashLimiter {
+        &self.hashing
     }
 
     /// Removes a file.
@@ -333,7 +321,7 @@ impl Store {
     }
 
     /// Remembers a verified digest; listings taken before it are not reused.
-    fn learn_digest(&self, key: FileKey, digest: Digest) {
+    pub(crate) fn learn_digest(&self, key: FileKey, digest: Digest) {
         self.digests.insert(key, digest);
         self.listing.invalidate();
     }
@@ -367,15 +355,6 @@ fn lookup_error(e: io::Error) -> StoreError {
         StoreError::NotFound
     } else {
         StoreError::from(e)
-    }
-}
-
-fn read_at_cursor(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match r.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
     }
 }
 

@@ -91,6 +91,7 @@ macro_rules! server_suite {
             get_of_a_file_truncated_mid_send_closes_the_connection,
             files_over_4_gib_are_listed_and_resumed,
             a_file_edited_in_place_with_its_mtime_set_back_gets_its_new_digest,
+            gets_waiting_for_a_hash_do_not_hold_up_other_clients,
             start_up_leaves_a_directory_named_like_a_temporary_file,
             put_onto_a_directory_or_link_is_forbidden_and_replaces_nothing,
             a_directory_or_link_made_during_an_upload_is_not_replaced,

@@ -513,3 +513,41 @@ pub fn a_file_edited_in_place_with_its_mtime_set_back_gets_its_new_digest(engine
     assert_eq!(c.stat("edited.bin").stat().md5, Some(md5(&v2)));
     assert_eq!(hashed(), 1, "the edited file was hashed once");
 }
+
+/// The MD5 of 1 GiB of zero bytes (`truncate -s 1G f && md5sum f`).
+const MD5_OF_1_GIB_OF_ZEROS: &str = "cd573cfaace07e7949bc0c46028904ff";
+
+/// [SEC-3] [LIST-3] [GET-2]: GETs waiting for the server's bound on files hashed at once do not
+/// hold up anyone else. With `max_concurrent_hashes = 1`, 64 connections each ask for a 1 GiB file
+/// nobody has hashed yet (from offset = size, so no data flows); a new client's hello and LIST
+/// are then answered while that file is still being hashed. Every GET is answered in the end with
+/// the file's digest, and the file was hashed once.
+pub fn gets_waiting_for_a_hash_do_not_hold_up_other_clients(engine: StartFn) {
+    const WAITING: usize = 64;
+    const SIZE: u64 = 1 << 30;
+    let server = TestServer::start_with(engine, |s| {
+        s.max_concurrent_hashes = 1;
+        s.max_clients = WAITING as u32 + 4;
+        s.max_per_ip = WAITING as u32 + 4;
+    });
+    let hashed = || server.handle().expect("an in-process server").server().store.digests().hashed_count();
+    std::fs::File::create(server.path("zeros.bin")).unwrap().set_len(SIZE).unwrap();
+    let mut waiting: Vec<Client> = (0..WAITING).map(|_| server.client()).collect();
+    for c in &mut waiting {
+        c.send(&Request::Get { name: crate::name("zeros.bin"), offset: SIZE });
+    }
+
+    let mut newcomer = server.client();
+    let listed = newcomer.list();
+    assert_eq!(hashed(), 0, "[SEC-3] the newcomer was answered only once the file was hashed");
+    assert_eq!((listed.len(), listed[0].md5), (1, None), "[LIST-3] no digest is computed for LIST");
+
+    let digest = Digest::from_hex(MD5_OF_1_GIB_OF_ZEROS.as_bytes()).unwrap();
+    for c in &mut waiting {
+        // One hash of 1 GiB: seconds on a slow machine, more when tests share its cores.
+        c.set_io_timeout(Duration::from_secs(120));
+        let (offset, frame) = c.read_reply().frame();
+        assert_eq!((offset, frame.size, frame.md5), (SIZE, SIZE, digest), "[GET-2]");
+    }
+    assert_eq!(hashed(), 1, "[SEC-3] the file was hashed once, not once per waiting GET");
+}
