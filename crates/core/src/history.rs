@@ -75,6 +75,9 @@ impl History {
 
     /// Records a new connection from `peer` and returns its live figures.
     pub fn open(&self, peer: &str) -> Arc<ConnStats> {
+        // The id is taken under the ring's lock: taken before it, two connections opening at
+        // once on two threads could be recorded out of id order (`[STATUS-1]`).
+        let mut ring = self.ring.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let stats = Arc::new(ConnStats {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             peer: peer.to_owned(),
@@ -83,7 +86,6 @@ impl History {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
         });
-        let mut ring = self.ring.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if ring.len() == self.capacity {
             ring.pop_front();
         }
@@ -111,5 +113,28 @@ mod tests {
         let s = h.snapshot();
         assert_eq!(s.iter().map(|r| r.id).collect::<Vec<_>>(), [2, 3]);
         assert!(s.iter().all(|r| r.disconnected_ms.is_none()));
+    }
+
+    /// `[STATUS-1]`: connections opened at once on many threads are still recorded in the order
+    /// of their ids.
+    #[test]
+    fn concurrent_opens_stay_in_id_order() {
+        let h = Arc::new(History::new(100_000));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        h.open("127.0.0.1:1");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let ids: Vec<u64> = h.snapshot().iter().map(|r| r.id).collect();
+        assert_eq!(ids.len(), 80_000);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "records out of id order");
     }
 }
