@@ -137,7 +137,7 @@ pub fn racing_overwrites_leave_one_whole_upload(engine: StartFn) {
     server.assert_no_temp_files(IO_TIMEOUT);
 }
 
-/// [PUT-2] [STORE-5]: of concurrent overwrite uploads of a name that does not exist yet, exactly
+/// [PUT-2] [STORE-5] [STORE-9]: of concurrent overwrite uploads of a name that does not exist yet, exactly
 /// one reports "created" and the others "replaced" — the outcome is decided in the same step as
 /// the publication, not by a look before it — and the file is one of the uploads, whole. Twenty
 /// rounds of four racers, each round on a fresh name.
@@ -406,8 +406,8 @@ fn assert_nothing_written_through_links(outside: &std::path::Path) {
     }
 }
 
-/// [SEC-2] [NAME-10] [PUT-5] [STAT-2] (and STORE-8, being written into PROTOCOL.md: a name held by
-/// a non-file is not in the namespace and is never replaced): a PUT of a name that a directory, a
+/// [SEC-2] [NAME-10] [PUT-5] [STAT-2] [STORE-8] (a name held by a non-file is not in the namespace
+/// and is never replaced): a PUT of a name that a directory, a
 /// link to a file or a dangling link holds gets `FORBIDDEN` in either mode; the entry is left as
 /// it was, the refused data is read and discarded (the next request on the connection is
 /// answered), and STAT of the name says `NOT_FOUND`.
@@ -432,7 +432,7 @@ pub fn put_onto_a_directory_or_link_is_forbidden_and_replaces_nothing(engine: St
     server.assert_no_temp_files(IO_TIMEOUT);
 }
 
-/// [SEC-2] [NAME-10] [STORE-2] (and STORE-8, being written into PROTOCOL.md): a directory or link
+/// [SEC-2] [NAME-10] [STORE-2] [STORE-8]: a directory or link
 /// that takes a name while an upload of that name is under way is not replaced when the upload
 /// completes: the PUT gets `FORBIDDEN` in either mode, the entry is left as it was, no temporary
 /// file is left, and the connection goes on.
