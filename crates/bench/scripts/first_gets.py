@@ -3,7 +3,7 @@
 # (issue 10: no blocking-pool thread may wait for a hash permit while a newcomer waits).
 # 600 first GETs (offset = size) of an unhashed 8 GiB sparse file on the async engine, then a
 # fresh hello+LIST: how long does the newcomer wait?
-import os, socket, struct, subprocess, sys, tempfile, time
+import os, shutil, socket, struct, subprocess, sys, tempfile, time
 ferryd = sys.argv[1]; engine = sys.argv[2] if len(sys.argv) > 2 else "async"
 root = tempfile.mkdtemp()
 with open(os.path.join(root, "big.bin"), "wb") as f: f.truncate(8 << 30)
@@ -24,3 +24,4 @@ while len(buf) < 36 + 5: buf += f.recv(4096)
 waited = time.time() - t1
 print(f"{engine}: 600 GETs sent in {sent:.2f} s; fresh hello+LIST answered in {waited*1000:.1f} ms; reply tag {buf[36]:#x}")
 p.terminate(); p.wait()
+shutil.rmtree(root)
