@@ -2,6 +2,7 @@
 
 pub mod limits;
 pub mod model;
+pub mod resources;
 pub mod robustness;
 pub mod semantics;
 pub mod shutdown;
@@ -17,6 +18,7 @@ pub fn all() -> Vec<Case> {
     out.extend(robustness::cases(spec::VECTORS));
     out.extend(semantics::cases());
     out.extend(limits::cases());
+    out.extend(resources::cases());
     out.extend(model::cases());
     out.extend(shutdown::cases());
     out
@@ -96,6 +98,10 @@ mod tests {
             "semantics.shutdown.forbidden",
             "semantics.status.records",
             "model.sessions",
+            "resources.pipeline.unread",
+            "resources.pipeline.list",
+            "resources.fresh-while-held",
+            "resources.put-race-outcome",
         ] {
             let (_, v, o) = results.iter().find(|(i, _, _)| i == id).expect("the case ran");
             assert_eq!(*v, Verdict::Pass, "{id}: {o:?}");

@@ -434,7 +434,12 @@ fn get_during_overwrite(ctx: &Ctx) -> Verdict {
 
 /// Runs `n` uploads of `contents[i]` to `name` at once: each connection sends its head and half
 /// the data, all wait, then all send the rest. The replies, in the uploads' order.
-fn concurrent_puts(ctx: &Ctx, name: &Name, mode: PutMode, contents: &[Vec<u8>]) -> Result<Vec<Reply>, Box<Failure>> {
+pub(super) fn concurrent_puts(
+    ctx: &Ctx,
+    name: &Name,
+    mode: PutMode,
+    contents: &[Vec<u8>],
+) -> Result<Vec<Reply>, Box<Failure>> {
     let barrier = Arc::new(Barrier::new(contents.len()));
     let mut raws = Vec::new();
     for _ in contents {
