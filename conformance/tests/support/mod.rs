@@ -144,6 +144,15 @@ faults! {
     WrongVersionError ["HELLO-5"];
     /// A read-only server refuses overwriting PUTs, but lets create-only PUTs and DELETE through.
     ReadOnlyLeaks ["ROLE-2"];
+    /// Replies the socket does not take are queued in memory while the server reads on: a client
+    /// that pipelines and reads nothing makes it hold any amount.
+    UnboundedOutput ["RES-2"];
+    /// Every reply is written under one server-wide lock, which a write to a client that does not
+    /// read holds until the progress deadline: everyone else's hellos and replies wait.
+    StalledReaderHoldsServer ["RES-5"];
+    /// An overwrite's outcome is decided a moment before the file is published, outside the lock:
+    /// concurrent uploads of a new name all say "created".
+    RacyPutOutcome ["STORE-9"];
 }
 
 /// How a server is configured: the same for a fault's broken server and its fault-free control.

@@ -35,6 +35,10 @@ const HOLD: Duration = Duration::from_millis(150);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 /// STATUS keeps this many connections.
 const HISTORY: usize = 64;
+/// How long `RacyPutOutcome` waits between deciding a PUT's outcome and publishing the file.
+const RACE_WINDOW: Duration = Duration::from_millis(20);
+/// How often `UnboundedOutput` tries to send what it has queued.
+const FLUSH_EVERY: Duration = Duration::from_millis(5);
 
 /// A running server; dropping it stops it and joins all its threads.
 #[derive(Debug)]
@@ -78,6 +82,7 @@ impl Server {
             active: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            write_lock: Mutex::new(()),
         });
         let s = shared.clone();
         let acceptor = std::thread::Builder::new()
@@ -115,6 +120,8 @@ struct Shared {
     stop: AtomicBool,
     /// An admin asked for SHUTDOWN (§ 13).
     draining: AtomicBool,
+    /// Held by every write under `StalledReaderHoldsServer`.
+    write_lock: Mutex<()>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,7 +176,11 @@ fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
         threads.retain(|t| !t.is_finished());
         let _ = stream.set_nonblocking(false);
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT)); // `[TIME-5]`
+        // Fault: StalledReaderHoldsServer waits for a client that does not read as long as its
+        // announced progress deadline allows (holding the write lock all the while).
+        let write_timeout =
+            if shared.is(Fault::StalledReaderHoldsServer) { shared.setup.request_timeout } else { WRITE_TIMEOUT };
+        let _ = stream.set_write_timeout(Some(write_timeout)); // `[TIME-5]`
         let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
         {
             let mut h = shared.history();
@@ -267,6 +278,8 @@ struct Session<'a> {
     data_in_step: bool,
     /// A write failed: the connection is over.
     failed: bool,
+    /// Reply bytes the socket did not take yet (`UnboundedOutput`).
+    backlog: VecDeque<u8>,
 }
 
 impl<'a> Session<'a> {
@@ -285,6 +298,7 @@ impl<'a> Session<'a> {
             drain_started: None,
             data_in_step: false,
             failed: false,
+            backlog: VecDeque::new(),
         }
     }
 
@@ -321,6 +335,9 @@ impl<'a> Session<'a> {
             if self.held.is_some() {
                 wait = wait.min(HOLD / 2);
             }
+            if !self.backlog.is_empty() {
+                wait = wait.min(FLUSH_EVERY);
+            }
             let _ = self.stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
             match self.stream.read(&mut buf) {
                 Ok(0) => {
@@ -336,6 +353,8 @@ impl<'a> Session<'a> {
                 }
                 Err(_) => break,
             }
+            // Fault: UnboundedOutput sends what it queued as the socket takes it.
+            self.flush_backlog();
         }
         self.close();
     }
@@ -537,6 +556,13 @@ impl<'a> Session<'a> {
                     Some((_, old)) => old.is_some(),
                     None => files.contains_key(&name),
                 };
+                if self.is(Fault::RacyPutOutcome) {
+                    // Fault: the outcome is decided, the lock let go, and the file published a
+                    // moment later: uploads of the name that finish meanwhile decide alike.
+                    drop(files);
+                    std::thread::sleep(RACE_WINDOW);
+                    files = self.shared.files();
+                }
                 // Fault: CreateOnlyOverwrites and CreateOnlyRace skip the check (`[STORE-6]`).
                 let check = !self.is(Fault::CreateOnlyOverwrites) && !self.is(Fault::CreateOnlyRace);
                 if head.mode == PutMode::CreateOnly && exists && check {
@@ -795,10 +821,44 @@ impl<'a> Session<'a> {
         if self.failed || bytes.is_empty() {
             return;
         }
+        if self.is(Fault::UnboundedOutput) {
+            // Fault: what the socket does not take now is queued, and input is read on.
+            self.backlog.extend(bytes);
+            self.flush_backlog();
+            return;
+        }
+        // Fault: StalledReaderHoldsServer writes every reply, server-wide, under one lock.
+        let shared = self.shared;
+        let _one_at_a_time = self
+            .is(Fault::StalledReaderHoldsServer)
+            .then(|| shared.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         match self.stream.write_all(bytes) {
             Ok(()) => self.shared.record(self.id, |r| r.bytes_out += bytes.len() as u64),
             Err(_) => self.failed = true,
         }
+    }
+
+    /// Sends what the socket takes of the backlog (`UnboundedOutput`) without waiting.
+    fn flush_backlog(&mut self) {
+        if self.backlog.is_empty() || self.failed || self.stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        while !self.backlog.is_empty() {
+            let (front, _) = self.backlog.as_slices();
+            match self.stream.write(front) {
+                Ok(0) => self.failed = true,
+                Ok(n) => {
+                    self.backlog.drain(..n);
+                    self.shared.record(self.id, |r| r.bytes_out += n as u64);
+                    continue;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => self.failed = true,
+            }
+            break;
+        }
+        let _ = self.stream.set_nonblocking(false);
     }
 
     fn close(mut self) {
@@ -806,6 +866,11 @@ impl<'a> Session<'a> {
         self.write(&rest);
         if let Some((h, _)) = self.held.take() {
             self.write(&h);
+        }
+        // Fault: UnboundedOutput's queue goes out as a blocking write would, within its deadline.
+        let backlog: Vec<u8> = std::mem::take(&mut self.backlog).into();
+        if !self.failed && self.stream.write_all(&backlog).is_ok() {
+            self.shared.record(self.id, |r| r.bytes_out += backlog.len() as u64);
         }
         if let Some((name, old)) = self.provisional.take() {
             self.shared.put_back(name, old);
