@@ -325,7 +325,7 @@ fn legacy_vector(v: &Vector, ctx: &Ctx, legacy_on: bool) -> Verdict {
     let got = raw.received.clone();
     let says_error = got.starts_with(b"ERROR");
     if !closed {
-        let req = if legacy_on { "LEG-3" } else { "LEG-5" };
+        let req = if legacy_on { "LEG-3" } else { "LEG-7" };
         return Err(fail(req, "the server did not close the legacy connection"));
     }
     match &v.end {

@@ -136,7 +136,7 @@ pub fn cases() -> Vec<Case> {
         case(
             "semantics.legacy.disabled",
             "With the legacy profile off, a legacy request gets \"ERROR\" and a close",
-            &["LEG-5"],
+            &["LEG-5", "LEG-7", "LEG-1"],
             Needs::default(),
             legacy_disabled,
         ),
@@ -1144,10 +1144,10 @@ fn legacy_disabled(ctx: &Ctx) -> Verdict {
     raw.send(&request).map_err(|e| fail("LEG-5", e.to_string()))?;
     let closed = raw.wait_close(ctx.io_deadline());
     if !closed {
-        return Err(fail("LEG-5", "the server did not close a legacy connection with the legacy profile off"));
+        return Err(fail("LEG-7", "the server did not close a legacy connection with the legacy profile off"));
     }
     if raw.received.starts_with(b"OK") {
-        return Err(fail("LEG-5", "the server answered a legacy request with \"OK\" while not announcing LEGACY"));
+        return Err(fail("LEG-1", "the server answered a legacy request with \"OK\" while not announcing LEGACY"));
     }
     if !raw.received.starts_with(b"ERROR") {
         let mut f = Failure::new("LEG-5", "expected \"ERROR\" and a message before the close");

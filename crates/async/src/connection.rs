@@ -119,6 +119,12 @@ impl Conn {
                         }
                         Ok(n) => {
                             buf.truncate(n);
+                            // `[SHUT-5]`: bytes that arrive once a shutdown has begun are read as
+                            // part of the drain.
+                            if *self.stop.borrow() && !told_shutdown {
+                                told_shutdown = true;
+                                s.begin_shutdown(Instant::now());
+                            }
                             blocked = self.hop(stream, &mut state, move |s| s.feed(&buf, Instant::now())).await?;
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}

@@ -88,7 +88,15 @@ fn run(server: &Server, stream: &TcpStream, session: &mut Session) -> io::Result
                 session.handle_eof();
                 return Ok(Ending::PeerClosed);
             }
-            Ok(n) => session.feed(&buf[..n], Instant::now()),
+            Ok(n) => {
+                // `[SHUT-5]`: bytes that arrive once a shutdown has begun are read as part of
+                // the drain — half a hello completed now gets SHUTTING_DOWN, not a server hello.
+                if server.is_shutting_down() && !told_shutdown {
+                    told_shutdown = true;
+                    session.begin_shutdown(Instant::now());
+                }
+                session.feed(&buf[..n], Instant::now());
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 session.handle_timeout(Instant::now());
             }

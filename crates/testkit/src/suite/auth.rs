@@ -113,9 +113,9 @@ pub fn write_role_may_not_shut_down(engine: StartFn) {
     server.client_with_token(ADMIN).bye();
 }
 
-/// [ROLE-2] [PUT-5]: a read-only server answers every PUT and DELETE with `FORBIDDEN`, whatever
-/// the role (admin and anonymous write included), reading and dropping the PUT's data; the files
-/// stay as they were and can be read.
+/// [ROLE-2] [ROLE-3] [PUT-5]: a read-only server answers every PUT and DELETE with `FORBIDDEN`,
+/// whatever the role (admin and anonymous write included), reading and dropping the PUT's data;
+/// the files stay as they were and can be read. Its hellos announce the roles granted, not read.
 pub fn read_only_server_refuses_put_and_delete_for_every_role(engine: StartFn) {
     let server = TestServer::start_with(engine, |s| {
         s.tokens = tokens();
@@ -124,13 +124,23 @@ pub fn read_only_server_refuses_put_and_delete_for_every_role(engine: StartFn) {
     });
     let kept = content(2, 1_000);
     server.write_file("kept.txt", &kept);
-    for mut c in [server.client_with_token(ADMIN), server.client_with_token(WRITER), server.client()] {
+    let clients = [
+        (server.client_with_token(ADMIN), Role::Admin),
+        (server.client_with_token(WRITER), Role::Write),
+        (server.client(), Role::Write),
+    ];
+    for (mut c, role) in clients {
+        assert_eq!(c.server_hello().unwrap().role, role, "[ROLE-3] the role granted is announced");
         c.put("kept.txt", b"replacement", PutMode::Overwrite).assert_error(ErrorCode::FORBIDDEN);
         c.put("fresh.txt", b"new", PutMode::CreateOnly).assert_error(ErrorCode::FORBIDDEN);
         c.delete("kept.txt").assert_error(ErrorCode::FORBIDDEN);
         assert_eq!(c.get_ok("kept.txt", 0).1, kept);
         c.bye();
     }
+    // § 9.3's order holds on a read-only server too: a bad name is BAD_NAME, not FORBIDDEN.
+    let mut c = server.client_with_token(ADMIN);
+    c.send_raw(&crate::client::wire::put(b"../x", b"data"));
+    assert_eq!(c.read_reply().error_code(), Some(ErrorCode::BAD_NAME), "[ERR-7] [ROLE-2]");
     assert_eq!(server.root_entries(), ["kept.txt"], "[ROLE-2] nothing changed");
     assert_eq!(server.read_file("kept.txt").unwrap(), kept);
 }

@@ -72,7 +72,8 @@ pub fn no_common_version_is_unsupported_version(engine: StartFn) {
 /// [HELLO-3] [HELLO-1] [HELLO-2] [LIM-3] [ERR-4]: wrong magic (a request where the hello should
 /// be, say), `min_version` 0, `min_version` > `max_version` and token bytes outside 0x21–0x7E get
 /// `MALFORMED` and the close; a token length above 256 gets `TOO_LARGE` without its bytes being
-/// waited for. The server serves on.
+/// waited for. [HELLO-12]: the fields are checked in order, the version range after the token's
+/// form. [PUT-7]: a PUT mode other than 0 or 1 is `MALFORMED`. The server serves on.
 pub fn malformed_hellos_are_refused_and_closed(engine: StartFn) {
     let server = TestServer::start(engine);
     let mut bad_magic = wire::hello(1, 1, b"");
@@ -104,6 +105,22 @@ pub fn malformed_hellos_are_refused_and_closed(engine: StartFn) {
     head.extend_from_slice(&257u16.to_be_bytes());
     c.send_raw(&head);
     c.expect_fatal(ErrorCode::TOO_LARGE);
+    // [HELLO-12]: the fields are checked in order, the version range only after the token's form.
+    let mut c = server.connect();
+    let mut head = b"FERRY\x00\x02\x00\x03".to_vec();
+    head.extend_from_slice(&257u16.to_be_bytes());
+    c.send_raw(&head);
+    c.expect_fatal(ErrorCode::TOO_LARGE);
+    let mut c = server.connect();
+    c.send_raw(&wire::hello(2, 3, b"two words"));
+    c.expect_fatal(ErrorCode::MALFORMED);
+    let mut c = server.connect();
+    c.send_raw(&wire::hello(2, 3, b"unknown-token"));
+    c.expect_fatal(ErrorCode::UNSUPPORTED_VERSION);
+    // [PUT-7]: a PUT mode other than 0 and 1 is MALFORMED, and closes.
+    let mut c = server.client();
+    c.send_raw(&wire::put_head(2, b"m.bin", 0, b"d41d8cd98f00b204e9800998ecf8427e"));
+    c.expect_fatal(ErrorCode::MALFORMED);
     server.client().bye();
 }
 

@@ -26,7 +26,7 @@ fn assert_legacy_error(reply: &Reply, what: &str) {
     assert!(!reply.data.is_empty(), "[LEG-2] {what}: the error carries a message");
 }
 
-/// [LEG-1] [LEG-3]: the legacy profile is served on the version 1 port, announced by the `LEGACY`
+/// [LEG-1] [LEG-3] [LEG-8]: the legacy profile is served on the version 1 port, announced by the `LEGACY`
 /// capability: a request for a file gets `"OK"`, the file frame (name, size, digest, data), and
 /// the close; bytes sent after the request are ignored.
 pub fn legacy_download_on_the_same_port(engine: StartFn) {
@@ -70,7 +70,7 @@ pub fn legacy_name_longer_than_max_name_len_is_refused_unread(engine: StartFn) {
     assert_eq!(legacy(&server, &wire::legacy(b"sixteen-bytes-ok")).data, b"ok");
 }
 
-/// [LEG-5] [LEG-1]: with the legacy profile switched off, the server does not announce `LEGACY`,
+/// [LEG-5] [LEG-7] [LEG-1]: with the legacy profile switched off, the server does not announce `LEGACY`,
 /// and a legacy request gets `"ERROR"` and the close.
 pub fn legacy_disabled_is_refused(engine: StartFn) {
     let server = TestServer::start_with(engine, |s| s.legacy = false);

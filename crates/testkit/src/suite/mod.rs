@@ -107,6 +107,7 @@ macro_rules! server_suite {
             shutdown_by_an_admin_drains_the_server,
             shutdown_lets_an_upload_in_flight_finish,
             shutdown_grace_end_discards_an_unfinished_upload,
+            shutdown_answers_half_hellos_and_drops_pipelined_requests,
             // legacy profile
             legacy_download_on_the_same_port,
             legacy_refusals_are_error_messages,

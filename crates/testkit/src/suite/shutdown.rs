@@ -95,3 +95,40 @@ pub fn shutdown_grace_end_discards_an_unfinished_upload(engine: StartFn) {
     assert!(server.read_file("unfinished.bin").is_none(), "[STORE-2]");
     assert!(server.temp_files().is_empty(), "[STORE-2] {:?}", server.temp_files());
 }
+
+/// [SHUT-5] [SHUT-3]: when a shutdown begins, a connection whose hello is half sent gets
+/// `SHUTTING_DOWN` and no server hello when the rest arrives; a legacy connection whose request is
+/// half sent gets `"ERROR"`; and of a busy connection's requests, only the one in progress is
+/// answered — a HELP pipelined behind its upload is not.
+pub fn shutdown_answers_half_hellos_and_drops_pipelined_requests(engine: StartFn) {
+    let mut server = TestServer::start_with(engine, |s| {
+        s.tokens = tokens();
+        s.grace = Duration::from_secs(20);
+    });
+    let hello = crate::client::wire::hello_v1();
+    let mut half = server.connect();
+    half.send_raw(&hello[..4]);
+    let mut legacy = Client::legacy(server.addr, &[0, 0]);
+    let data = content(96, 100_000);
+    let mut uploader = server.client();
+    uploader.put_head(PutMode::Overwrite, "pipelined.bin", data.len() as u64, md5(&data));
+    uploader.send_data(&data[..1000]);
+    assert!(wait_until(IO_TIMEOUT, || !server.temp_files().is_empty()), "the upload never started");
+    let mut admin = server.client_with_token(ADMIN);
+    admin.request(&Request::Shutdown).assert_is(&ServerItem::ShutdownOk);
+
+    half.send_raw(&hello[4..]);
+    let reply = half.read_reply();
+    assert_eq!(reply.error_code(), Some(ErrorCode::SHUTTING_DOWN), "[SHUT-5] no server hello: {reply:?}");
+    let reply = legacy.read_reply();
+    assert_eq!(reply.head(), &ServerItem::LegacyErrorStart, "[SHUT-5] a legacy request cut short: {reply:?}");
+
+    let mut rest = data[1000..].to_vec();
+    rest.extend_from_slice(crate::client::wire::HELP);
+    uploader.send_raw(&rest);
+    assert!(!uploader.read_reply().replaced(), "[SHUT-3] the upload in progress is answered");
+    uploader.expect_fatal(ErrorCode::SHUTTING_DOWN);
+    drop((half, legacy, uploader, admin));
+    server.wait_stopped(Duration::from_secs(10));
+    assert_eq!(server.read_file("pipelined.bin").unwrap(), data);
+}
