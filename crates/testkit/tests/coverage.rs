@@ -10,6 +10,7 @@ use ferry_proto::requirements::{parse, Level};
 /// Requirements on clients, which a server suite cannot observe.
 const CLIENT_SIDE: &[(&str, &str)] = &[
     ("ENC-3", "error messages and help text travel from server to client"),
+    ("ENC-7", "error messages and help text travel from server to client"),
     ("ENC-4", "presence bytes only travel from server to client in version 1"),
     ("HELLO-7", "the client checks the chosen version"),
     ("HELLO-8", "the client keeps unknown capability bits"),
