@@ -208,14 +208,25 @@ enum Stream {
 impl Stream {
     /// Appends the next item's wire form; returns false once every item has been.
     fn encode_next(&mut self, out: &mut Vec<u8>) -> bool {
-        match self {
-            Self::Entries { items, next } => items.get(*next).map(|e| e.encode(out)),
-            Self::Records { items, next } => items.get(*next).map(|r| r.encode(out)),
+        fn next_of<T>(items: &[T], next: &mut usize, out: &mut Vec<u8>, encode: fn(&T, &mut Vec<u8>)) -> bool {
+            let Some(item) = items.get(*next) else { return false };
+            encode(item, out);
+            *next += 1;
+            true
         }
-        .inspect(|()| match self {
-            Self::Entries { next, .. } | Self::Records { next, .. } => *next += 1,
-        })
-        .is_some()
+        match self {
+            Self::Entries { items, next } => next_of(items, next, out, Entry::encode),
+            Self::Records { items, next } => next_of(items, next, out, ConnRecord::encode),
+        }
+    }
+}
+
+/// The items a `u32` count can announce: a namespace of more than 2^32 - 1 files cannot be listed
+/// in version 1, so the first 2^32 - 1 are.
+fn countable<T: Clone>(items: Arc<[T]>) -> (u32, Arc<[T]>) {
+    match u32::try_from(items.len()) {
+        Ok(count) => (count, items),
+        Err(_) => (u32::MAX, items[..u32::MAX as usize].into()),
     }
 }
 
@@ -702,11 +713,8 @@ impl ServerConnection {
         if !self.expects(Awaiting::Command(RequestKind::List)) {
             return;
         }
-        let items = entries.into();
+        let (count, items) = countable(entries.into());
         debug_assert!(items.windows(2).all(|w| w[0].name < w[1].name), "[LIST-2] entries unsorted");
-        // A namespace of more than 2^32 - 1 files cannot be listed in version 1: list the first.
-        let count = u32::try_from(items.len()).unwrap_or(u32::MAX);
-        let items = if count as usize == items.len() { items } else { items[..count as usize].into() };
         self.reply(ServerItem::ListStart { count });
         self.state = State::Streaming(Stream::Entries { items, next: 0 });
         self.refill(now);
@@ -737,9 +745,7 @@ impl ServerConnection {
         if !self.expects(Awaiting::Command(RequestKind::Status)) {
             return;
         }
-        let items = records.into();
-        let count = u32::try_from(items.len()).unwrap_or(u32::MAX);
-        let items = if count as usize == items.len() { items } else { items[..count as usize].into() };
+        let (count, items) = countable(records.into());
         self.reply(ServerItem::StatusStart { count });
         self.state = State::Streaming(Stream::Records { items, next: 0 });
         self.refill(now);
