@@ -50,6 +50,7 @@ mod tests {
             verbose: false,
             run_prefix: "cftest-".into(),
             destructive,
+            root: None,
         }
     }
 
