@@ -1,5 +1,7 @@
 //! Every case of the suite.
 
+pub mod early;
+pub mod legacy_limits;
 pub mod limits;
 pub mod model;
 pub mod resources;
@@ -21,6 +23,8 @@ pub fn all() -> Vec<Case> {
     out.extend(resources::cases());
     out.extend(model::cases());
     out.extend(shutdown::cases());
+    out.extend(early::cases());
+    out.extend(legacy_limits::cases());
     out
 }
 

@@ -153,6 +153,12 @@ faults! {
     /// An overwrite's outcome is decided a moment before the file is published, outside the lock:
     /// concurrent uploads of a new name all say "created".
     RacyPutOutcome ["STORE-9"];
+    /// A PUT above max_file_size is read to its end, its data dropped, and only then answered
+    /// TOO_LARGE (the hello announces half the limit the machine enforces).
+    TooLargeReadsData ["PUT-4"];
+    /// A legacy request whose name length is above max_name_len is refused only once the whole
+    /// name has arrived (or the handshake deadline passed).
+    LegacyWaitsForName ["LEG-4"];
 }
 
 /// How a server is configured: the same for a fault's broken server and its fault-free control.

@@ -280,6 +280,8 @@ struct Session<'a> {
     failed: bool,
     /// Reply bytes the socket did not take yet (`UnboundedOutput`).
     backlog: VecDeque<u8>,
+    /// The PUT being read is above the announced limit (`TooLargeReadsData`).
+    too_large_after_data: bool,
 }
 
 impl<'a> Session<'a> {
@@ -299,6 +301,7 @@ impl<'a> Session<'a> {
             data_in_step: false,
             failed: false,
             backlog: VecDeque::new(),
+            too_large_after_data: false,
         }
     }
 
@@ -413,6 +416,9 @@ impl<'a> Session<'a> {
 
     /// Runs the machine on the input: one chunk of output per step (the replies a step produced).
     fn process(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        if self.waits_for_legacy_name() {
+            return Vec::new();
+        }
         let input = std::mem::take(&mut self.input);
         let mut used = 0;
         let mut chunks = Vec::new();
@@ -439,6 +445,21 @@ impl<'a> Session<'a> {
         }
         self.input = input[used..].to_vec();
         chunks
+    }
+
+    /// `LegacyWaitsForName`: a legacy request whose name length is above the limit is kept from
+    /// the machine until the whole name has arrived.
+    fn waits_for_legacy_name(&self) -> bool {
+        if !self.is(Fault::LegacyWaitsForName) || self.conn.role().is_some() || self.conn.is_legacy() {
+            return false;
+        }
+        match self.input.as_slice() {
+            [0, a, b, c, rest @ ..] => {
+                let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
+                len > self.shared.config.limits.max_name_len as usize && rest.len() < len
+            }
+            _ => false,
+        }
     }
 
     /// Replies the machine made by itself (HELP, BYE, fatal errors, deadlines).
@@ -538,6 +559,15 @@ impl<'a> Session<'a> {
                 }
             }
             Event::PutComplete { verified } => {
+                if std::mem::take(&mut self.too_large_after_data) {
+                    // Fault: TooLargeReadsData answers only now (unless the machine already
+                    // answered CHECKSUM_MISMATCH).
+                    if verified {
+                        self.conn.respond_error(ErrorCode::TOO_LARGE, "the file is larger than max_file_size", now);
+                    }
+                    chunk.extend(self.take_output());
+                    return;
+                }
                 let Some((head, data)) = self.upload.take() else { return };
                 let provisional = self.provisional.take();
                 let name = self.key(head.frame.name);
@@ -671,9 +701,15 @@ impl<'a> Session<'a> {
             }
             Command::Put(head) => {
                 let exists = self.shared.files().contains_key(&self.key(head.frame.name.clone()));
+                let announced = self.shared.config.limits.max_file_size / 2;
                 if self.is(Fault::ReadOnlyLeaks) && head.mode == PutMode::Overwrite {
                     // Fault: the only writes this "read-only" server refuses.
                     self.conn.respond_error(ErrorCode::FORBIDDEN, "this server is read-only", now);
+                } else if self.is(Fault::TooLargeReadsData) && head.frame.size > announced {
+                    // Fault: the data of a PUT above the announced limit is read (and dropped);
+                    // TOO_LARGE comes after it.
+                    self.conn.accept_put();
+                    self.too_large_after_data = true;
                 } else if head.mode == PutMode::CreateOnly && exists && !self.is(Fault::CreateOnlyOverwrites) {
                     // Fault: CreateOnlyOverwrites skips this check.
                     self.conn.respond_error(ErrorCode::EXISTS, "the file exists", now);
@@ -752,7 +788,7 @@ impl<'a> Session<'a> {
             // Fault: announces the configured role (read); the machine granted write.
             chunk[3] = self.shared.setup.anonymous as u8;
         }
-        if self.is(Fault::AnnouncedFileSizeNotEnforced) {
+        if self.is(Fault::AnnouncedFileSizeNotEnforced) || self.is(Fault::TooLargeReadsData) {
             // Fault: half the limit the machine enforces.
             let half = self.shared.config.limits.max_file_size / 2;
             chunk[12..20].copy_from_slice(&half.to_be_bytes());
