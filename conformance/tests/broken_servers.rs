@@ -37,7 +37,7 @@ fn target(server: &Server, prefix: &str) -> Target {
         verbose: false,
         run_prefix: prefix.to_owned(),
         destructive: false,
-        root: None,
+        root: server.root().map(Path::to_path_buf),
     }
 }
 

@@ -3,7 +3,9 @@
 pub mod early;
 pub mod legacy_limits;
 pub mod limits;
+pub mod local;
 pub mod model;
+pub mod precision;
 pub mod resources;
 pub mod robustness;
 pub mod semantics;
@@ -25,6 +27,8 @@ pub fn all() -> Vec<Case> {
     out.extend(shutdown::cases());
     out.extend(early::cases());
     out.extend(legacy_limits::cases());
+    out.extend(precision::cases());
+    out.extend(local::cases());
     out
 }
 
@@ -113,6 +117,19 @@ mod tests {
         }
         let (_, v, _) = results.iter().find(|(i, _, _)| i == "shutdown.graceful").expect("listed");
         assert_eq!(*v, Verdict::Skipped, "destructive cases need --destructive");
+    }
+
+    #[test]
+    fn the_reference_server_passes_the_local_cases() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let running = ferry_blocking::spawn(settings(dir.path()), "127.0.0.1:0".parse().unwrap()).expect("a server");
+        let cases: Vec<_> =
+            super::all().into_iter().filter(|c| c.id.starts_with("local.") || c.id.starts_with("precision.")).collect();
+        let mut t = target(running.addr, Some("adm1n"), false);
+        t.root = Some(dir.path().to_owned());
+        let results = run(cases, &t, 2);
+        assert!(results.len() >= 6, "{results:#?}");
+        assert!(results.iter().all(|(_, v, _)| *v == Verdict::Pass), "{results:#?}");
     }
 
     #[test]

@@ -159,6 +159,18 @@ faults! {
     /// A legacy request whose name length is above max_name_len is refused only once the whole
     /// name has arrived (or the handshake deadline passed).
     LegacyWaitsForName ["LEG-4"];
+    /// Symbolic links in the root are looked through: links to files, inside the root or out of
+    /// it, are listed and served.
+    SymlinksFollowed ["NAME-10"];
+    /// mtimes are rounded down to whole seconds.
+    MtimeWholeSeconds ["LIST-4"];
+    /// Digests are remembered by name, size and mtime: a file edited in place at the same size,
+    /// its mtime set back, keeps its old digest.
+    StaleDigestAfterEdit ["LIST-3"];
+    /// An upload's temporary file is `NAME.part`, a valid name (listed while it is there).
+    TempNotReserved ["STORE-7"];
+    /// The temporary file of an upload cut off by a disconnect is left in the root.
+    TempLeftAfterCut ["STORE-2"];
 }
 
 /// How a server is configured: the same for a fault's broken server and its fault-free control.
@@ -172,6 +184,8 @@ pub struct Setup {
     pub request_timeout: Duration,
     /// Refuse every PUT and DELETE (`[ROLE-2]`).
     pub read_only: bool,
+    /// Keep the files in a root directory on disk, which the runs are given (`--root`).
+    pub disk: bool,
 }
 
 impl Default for Setup {
@@ -183,6 +197,7 @@ impl Default for Setup {
             idle_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             read_only: false,
+            disk: false,
         }
     }
 }
@@ -200,6 +215,11 @@ impl Fault {
             Self::HangOnTruncated | Self::IdleNeverTimesOut => short,
             Self::ForbiddenIgnored => Setup { anonymous: Role::Read, ..Setup::default() },
             Self::ReadOnlyLeaks => Setup { read_only: true, ..Setup::default() },
+            Self::SymlinksFollowed
+            | Self::MtimeWholeSeconds
+            | Self::StaleDigestAfterEdit
+            | Self::TempNotReserved
+            | Self::TempLeftAfterCut => Setup { disk: true, ..Setup::default() },
             _ => Setup::default(),
         }
     }

@@ -3,12 +3,19 @@
 //! `ferry_proto::memory`, plus capacity, deadlines, STATUS history, a lingering close and the
 //! shutdown drain). Every place a fault changes behaviour is marked `// Fault:`.
 //!
+//! On disk (`Setup::disk`), the map is the content of a root directory on disk: read from it
+//! whenever the map is locked, and written back when the lock is let go; uploads arrive in a
+//! temporary file under `.ferry`. That is what the suite's local mode (`--root`) needs: files
+//! planted by hand are served, symbolic links and directories are not.
+//!
 //! Everything is bounded: reads wake at least every 100 ms to notice [`Server`] being dropped, and
 //! dropping it joins every thread.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -46,6 +53,8 @@ pub struct Server {
     addr: SocketAddr,
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
+    /// The root of a server on disk, removed after the threads are joined.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -72,10 +81,14 @@ impl Server {
             read_only: setup.read_only && fault != Some(Fault::ReadOnlyLeaks),
             ..ServerConfig::default()
         };
+        let dir = setup.disk.then(|| tempfile::tempdir().expect("a temporary root"));
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             setup,
             fault,
+            root: dir.as_ref().map(|d| d.path().to_owned()),
+            digests: Mutex::default(),
+            write_backs: AtomicU64::new(0),
             files: Mutex::default(),
             history: Mutex::default(),
             next_id: AtomicU64::new(1),
@@ -89,11 +102,16 @@ impl Server {
             .name("broken-acceptor".into())
             .spawn(move || accept_loop(listener, &s))
             .expect("spawn acceptor");
-        Self { addr, shared, acceptor: Some(acceptor) }
+        Self { addr, shared, acceptor: Some(acceptor), _dir: dir }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The root directory of a server on disk.
+    pub fn root(&self) -> Option<&Path> {
+        self.shared.root.as_deref()
     }
 }
 
@@ -111,6 +129,12 @@ struct Shared {
     config: Arc<ServerConfig>,
     setup: Setup,
     fault: Option<Fault>,
+    /// Where the files are, on disk (`Setup::disk`).
+    root: Option<PathBuf>,
+    /// Digests remembered by name, size and mtime (`StaleDigestAfterEdit`).
+    digests: Mutex<HashMap<(Name, u64, i64), Digest>>,
+    /// Names for the temporary files of write-backs.
+    write_backs: AtomicU64,
     files: Mutex<BTreeMap<Name, Stored>>,
     history: Mutex<VecDeque<ConnRecord>>,
     next_id: AtomicU64,
@@ -130,9 +154,123 @@ struct Stored {
     mtime_ms: i64,
 }
 
+/// The files, locked. On disk they are read from the root when locked, and what changed is
+/// written back when the lock is let go.
+struct Files<'a> {
+    map: MutexGuard<'a, BTreeMap<Name, Stored>>,
+    /// On disk: the server, and the files as they were read.
+    disk: Option<(&'a Shared, BTreeMap<Name, Stored>)>,
+}
+
+impl Deref for Files<'_> {
+    type Target = BTreeMap<Name, Stored>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl DerefMut for Files<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
+impl Drop for Files<'_> {
+    fn drop(&mut self) {
+        if let Some((shared, before)) = &self.disk {
+            shared.write_back(before, &self.map);
+        }
+    }
+}
+
 impl Shared {
-    fn files(&self) -> MutexGuard<'_, BTreeMap<Name, Stored>> {
-        self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn files(&self) -> Files<'_> {
+        let mut map = self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let disk = self.root.as_deref().map(|root| {
+            *map = self.load(root);
+            (self, map.clone())
+        });
+        Files { map, disk }
+    }
+
+    /// The regular files with valid names in `root`.
+    fn load(&self, root: &Path) -> BTreeMap<Name, Stored> {
+        let mut out = BTreeMap::new();
+        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let Some(name) = entry.file_name().to_str().and_then(|s| Name::parse(s).ok()) else { continue };
+            let path = entry.path();
+            // Fault: SymlinksFollowed looks through links (`[NAME-10]`).
+            let meta = if self.is(Fault::SymlinksFollowed) {
+                std::fs::metadata(&path)
+            } else {
+                std::fs::symlink_metadata(&path)
+            };
+            let Some(meta) = meta.ok().filter(std::fs::Metadata::is_file) else { continue };
+            let Ok(data) = std::fs::read(&path) else { continue };
+            out.insert(name, Stored { data, mtime_ms: mtime_ms(&meta) });
+        }
+        out
+    }
+
+    /// Writes what changed between `before` and `after` to the root: removed files are removed,
+    /// new and changed ones written to a temporary file and renamed over their name. An entry
+    /// that is not a regular file is never replaced or removed (`[STORE-8]`).
+    fn write_back(&self, before: &BTreeMap<Name, Stored>, after: &BTreeMap<Name, Stored>) {
+        let Some(root) = &self.root else { return };
+        let regular = |p: &Path| std::fs::symlink_metadata(p).map(|m| m.is_file());
+        for name in before.keys().filter(|n| !after.contains_key(*n)) {
+            let path = root.join(name.as_str());
+            if regular(&path).unwrap_or(false) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        for (name, f) in after {
+            if before.get(name).is_some_and(|old| old.data == f.data && old.mtime_ms == f.mtime_ms) {
+                continue;
+            }
+            let path = root.join(name.as_str());
+            if !regular(&path).unwrap_or(true) {
+                continue;
+            }
+            let n = self.write_backs.fetch_add(1, Ordering::SeqCst);
+            let tmp = root.join(format!(".ferry-wb-{n}"));
+            if std::fs::write(&tmp, &f.data).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
+                let _ = std::fs::remove_file(tmp);
+            }
+        }
+    }
+
+    /// Whether `name` is held in the root by an entry that is not a regular file (on disk).
+    fn not_a_file(&self, name: &Name) -> bool {
+        self.root.as_ref().is_some_and(|root| {
+            std::fs::symlink_metadata(root.join(name.as_str())).is_ok_and(|m| !m.file_type().is_file())
+        })
+    }
+
+    /// A file's digest.
+    fn digest(&self, name: &Name, f: &Stored) -> Digest {
+        if !self.is(Fault::StaleDigestAfterEdit) {
+            return Digest::of(&f.data);
+        }
+        // Fault: remembered by name, size and mtime, which an edit in place can keep.
+        let key = (name.clone(), f.data.len() as u64, f.mtime_ms);
+        *self
+            .digests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_insert_with(|| Digest::of(&f.data))
+    }
+
+    /// A file's entry.
+    fn entry(&self, name: &Name, f: &Stored) -> Entry {
+        let mut mtime_ms = f.mtime_ms;
+        if self.is(Fault::MtimeWholeSeconds) {
+            // Fault: rounded down to whole seconds.
+            mtime_ms -= mtime_ms.rem_euclid(1000);
+        }
+        Entry { name: name.clone(), size: f.data.len() as u64, mtime_ms, md5: Some(self.digest(name, f)) }
     }
 
     fn history(&self) -> MutexGuard<'_, VecDeque<ConnRecord>> {
@@ -160,6 +298,14 @@ impl Shared {
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A file's mtime in milliseconds since the epoch, truncated (`[LIST-4]`).
+fn mtime_ms(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
@@ -280,6 +426,8 @@ struct Session<'a> {
     failed: bool,
     /// Reply bytes the socket did not take yet (`UnboundedOutput`).
     backlog: VecDeque<u8>,
+    /// The upload's temporary file, on disk.
+    temp: Option<(PathBuf, std::fs::File)>,
     /// The PUT being read is above the announced limit (`TooLargeReadsData`).
     too_large_after_data: bool,
 }
@@ -301,7 +449,31 @@ impl<'a> Session<'a> {
             data_in_step: false,
             failed: false,
             backlog: VecDeque::new(),
+            temp: None,
             too_large_after_data: false,
+        }
+    }
+
+    /// On disk, an upload's data also goes to a temporary file in the root.
+    fn start_temp(&mut self, name: &Name) {
+        let Some(root) = &self.shared.root else { return };
+        let n = self.shared.write_backs.fetch_add(1, Ordering::SeqCst);
+        let temp = if self.is(Fault::TempNotReserved) {
+            // Fault: the temporary file has a valid name.
+            root.join(format!("{}.part", name.as_str()))
+        } else {
+            root.join(format!(".ferry-tmp-{}-{n}", self.id))
+        };
+        if let Ok(file) = std::fs::File::create(&temp) {
+            self.temp = Some((temp, file));
+        }
+    }
+
+    /// Removes the upload's temporary file.
+    fn end_temp(&mut self) {
+        if let Some((path, file)) = self.temp.take() {
+            drop(file);
+            let _ = std::fs::remove_file(path);
         }
     }
 
@@ -557,8 +729,12 @@ impl<'a> Session<'a> {
                 if let Some((_, buf)) = &mut self.upload {
                     buf.extend_from_slice(d);
                 }
+                if let Some((_, file)) = &mut self.temp {
+                    let _ = file.write_all(d);
+                }
             }
             Event::PutComplete { verified } => {
+                self.end_temp();
                 if std::mem::take(&mut self.too_large_after_data) {
                     // Fault: TooLargeReadsData answers only now (unless the machine already
                     // answered CHECKSUM_MISMATCH).
@@ -614,7 +790,7 @@ impl<'a> Session<'a> {
         match command {
             Command::List => {
                 let files = self.shared.files().clone();
-                let mut entries: Vec<Entry> = files.iter().map(|(n, f)| entry(n, f)).collect();
+                let mut entries: Vec<Entry> = files.iter().map(|(n, f)| self.shared.entry(n, f)).collect();
                 if self.is(Fault::ListWrongDigest) {
                     // Fault: the digest of the file and one more byte.
                     for (e, f) in entries.iter_mut().zip(files.values()) {
@@ -652,9 +828,9 @@ impl<'a> Session<'a> {
             }
             Command::Stat(name) => {
                 let found = self.shared.files().get(&self.key(name.clone())).cloned();
+                let found = found.map(|f| self.shared.entry(&name, &f));
                 match found {
-                    Some(f) => {
-                        let mut e = entry(&name, &f);
+                    Some(mut e) => {
                         // Fault: StatWrongSize adds one byte.
                         e.size += u64::from(self.is(Fault::StatWrongSize));
                         self.conn.respond_stat(&e, now);
@@ -690,7 +866,7 @@ impl<'a> Session<'a> {
             Command::Get { name, offset } => {
                 let found = self.shared.files().get(&self.key(name.clone())).cloned();
                 match found {
-                    Some(f) => self.get(name, offset, &f.data, chunk, now),
+                    Some(f) => self.get(name, offset, &f, chunk, now),
                     None if self.is(Fault::WrongCodeNotFound) => {
                         // Fault: INTERNAL for a missing file.
                         self.conn.respond_error(ErrorCode::INTERNAL, "could not open the file", now);
@@ -710,6 +886,9 @@ impl<'a> Session<'a> {
                     // TOO_LARGE comes after it.
                     self.conn.accept_put();
                     self.too_large_after_data = true;
+                } else if self.shared.not_a_file(&head.frame.name) {
+                    // `[STORE-8]`: a link or a directory holds the name.
+                    self.conn.respond_error(ErrorCode::FORBIDDEN, "the name is not a regular file", now);
                 } else if head.mode == PutMode::CreateOnly && exists && !self.is(Fault::CreateOnlyOverwrites) {
                     // Fault: CreateOnlyOverwrites skips this check.
                     self.conn.respond_error(ErrorCode::EXISTS, "the file exists", now);
@@ -722,6 +901,7 @@ impl<'a> Session<'a> {
                         let old = self.shared.files().insert(name.clone(), empty);
                         self.provisional = Some((name, old));
                     }
+                    self.start_temp(&head.frame.name);
                     self.upload = Some((head, Vec::new()));
                 }
                 chunk.extend(self.take_output());
@@ -735,9 +915,11 @@ impl<'a> Session<'a> {
         self.force_close |= self.is(Fault::DropAfterRecoverable);
     }
 
-    fn get(&mut self, name: Name, offset: u64, data: &[u8], chunk: &mut Vec<u8>, now: Instant) {
+    fn get(&mut self, name: Name, offset: u64, f: &Stored, chunk: &mut Vec<u8>, now: Instant) {
+        let data = f.data.as_slice();
         let size = data.len() as u64;
-        let mut frame = FrameHead { name, size, md5: Digest::of(data) };
+        let md5 = self.shared.digest(&name, f);
+        let mut frame = FrameHead { name, size, md5 };
         if self.is(Fault::WrongDigest) {
             // Fault: the digest of the file and one more byte.
             frame.md5 = Digest::of(&[data, b"!"].concat());
@@ -911,6 +1093,11 @@ impl<'a> Session<'a> {
         if let Some((name, old)) = self.provisional.take() {
             self.shared.put_back(name, old);
         }
+        if self.is(Fault::TempLeftAfterCut) {
+            // Fault: a cut-off upload's temporary file stays.
+            self.temp = None;
+        }
+        self.end_temp();
         if let Some((head, data)) = self.upload.take() {
             if self.is(Fault::PublishPartial) {
                 // Fault: the bytes of a cut-off upload are published.
@@ -929,10 +1116,6 @@ impl<'a> Session<'a> {
         }
         linger(&mut self.stream, self.shared);
     }
-}
-
-fn entry(name: &Name, f: &Stored) -> Entry {
-    Entry { name: name.clone(), size: f.data.len() as u64, mtime_ms: f.mtime_ms, md5: Some(Digest::of(&f.data)) }
 }
 
 /// The length of a LIST reply of `entries`.
