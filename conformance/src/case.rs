@@ -36,6 +36,9 @@ pub struct Target {
     /// The server's root directory, when it is on this machine and the suite may plant and
     /// inspect entries in it (`--root`): the `local.*` cases need it, and others check more.
     pub root: Option<std::path::PathBuf>,
+    /// Whether the heavy cases were asked for by name (`--case large`): they then run whatever
+    /// they cost, within the case timeout; otherwise only where they fit a short budget.
+    pub large: bool,
 }
 
 /// How a connection ended, as a failure report tells it.

@@ -38,6 +38,7 @@ fn target(server: &Server, prefix: &str) -> Target {
         run_prefix: prefix.to_owned(),
         destructive: false,
         root: server.root().map(Path::to_path_buf),
+        large: false,
     }
 }
 

@@ -171,6 +171,11 @@ faults! {
     TempNotReserved ["STORE-7"];
     /// The temporary file of an upload cut off by a disconnect is left in the root.
     TempLeftAfterCut ["STORE-2"];
+    /// STAT replies announce sizes modulo 2^32 (a file of 4 GiB and 4099 bytes has 4099).
+    StatSizeTruncated32 ["STAT-1"];
+    /// GET offsets are taken modulo 2^32: a GET from above 4 GiB sends bytes from near the start
+    /// (echoing the offset asked for).
+    OffsetWrapped32 ["GET-1"];
 }
 
 /// How a server is configured: the same for a fault's broken server and its fault-free control.
@@ -186,6 +191,8 @@ pub struct Setup {
     pub read_only: bool,
     /// Keep the files in a root directory on disk, which the runs are given (`--root`).
     pub disk: bool,
+    /// Serve a file of 4 GiB and more that no one uploaded (the suite's large content).
+    pub big_file: bool,
 }
 
 impl Default for Setup {
@@ -198,6 +205,7 @@ impl Default for Setup {
             request_timeout: Duration::from_secs(30),
             read_only: false,
             disk: false,
+            big_file: false,
         }
     }
 }
@@ -215,6 +223,7 @@ impl Fault {
             Self::HangOnTruncated | Self::IdleNeverTimesOut => short,
             Self::ForbiddenIgnored => Setup { anonymous: Role::Read, ..Setup::default() },
             Self::ReadOnlyLeaks => Setup { read_only: true, ..Setup::default() },
+            Self::StatSizeTruncated32 | Self::OffsetWrapped32 => Setup { big_file: true, ..Setup::default() },
             Self::SymlinksFollowed
             | Self::MtimeWholeSeconds
             | Self::StaleDigestAfterEdit

@@ -3,10 +3,13 @@
 //! `ferry_proto::memory`, plus capacity, deadlines, STATUS history, a lingering close and the
 //! shutdown drain). Every place a fault changes behaviour is marked `// Fault:`.
 //!
-//! On disk (`Setup::disk`), the map is the content of a root directory on disk: read from it
-//! whenever the map is locked, and written back when the lock is let go; uploads arrive in a
-//! temporary file under `.ferry`. That is what the suite's local mode (`--root`) needs: files
-//! planted by hand are served, symbolic links and directories are not.
+//! Two setups add to that (`Setup::disk`, `Setup::big_file`). On disk, the map is the content
+//! of a root directory on disk: read from it whenever the map is locked, and written back when
+//! the lock is let go; uploads arrive in a temporary file under `.ferry`. That is what the
+//! suite's local mode (`--root`) needs: files planted by hand are served, symbolic links and
+//! directories are not. A big file is a file of 4 GiB and more that no one uploaded, generated
+//! as it is sent: the suite's large content ([`large::fill`]), which no case can afford to
+//! upload to every broken server.
 //!
 //! Everything is bounded: reads wake at least every 100 ms to notice [`Server`] being dropped, and
 //! dropping it joins every thread.
@@ -21,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ferry_conformance::cases::large;
 use ferry_proto::limits::ReadLimits;
 use ferry_proto::server::{Command, Event, ServerConfig, ServerConnection};
 use ferry_proto::{
@@ -46,6 +50,10 @@ const HISTORY: usize = 64;
 const RACE_WINDOW: Duration = Duration::from_millis(20);
 /// How often `UnboundedOutput` tries to send what it has queued.
 const FLUSH_EVERY: Duration = Duration::from_millis(5);
+/// The name of the big file (`Setup::big_file`).
+const BIG_NAME: &str = "big-4gib.bin";
+/// GET data of the big file up to this size is sent with the reply's head; more is streamed.
+const BIG_INLINE: u64 = 8 << 20;
 
 /// A running server; dropping it stops it and joins all its threads.
 #[derive(Debug)]
@@ -87,6 +95,7 @@ impl Server {
             setup,
             fault,
             root: dir.as_ref().map(|d| d.path().to_owned()),
+            big: setup.big_file.then(|| (Name::parse(BIG_NAME).expect("a valid name"), now_ms())),
             digests: Mutex::default(),
             write_backs: AtomicU64::new(0),
             files: Mutex::default(),
@@ -131,6 +140,8 @@ struct Shared {
     fault: Option<Fault>,
     /// Where the files are, on disk (`Setup::disk`).
     root: Option<PathBuf>,
+    /// The big file's name and mtime (`Setup::big_file`).
+    big: Option<(Name, i64)>,
     /// Digests remembered by name, size and mtime (`StaleDigestAfterEdit`).
     digests: Mutex<HashMap<(Name, u64, i64), Digest>>,
     /// Names for the temporary files of write-backs.
@@ -271,6 +282,12 @@ impl Shared {
             mtime_ms -= mtime_ms.rem_euclid(1000);
         }
         Entry { name: name.clone(), size: f.data.len() as u64, mtime_ms, md5: Some(self.digest(name, f)) }
+    }
+
+    /// The big file's entry.
+    fn big_entry(&self) -> Option<Entry> {
+        let (name, mtime_ms) = self.big.clone()?;
+        Some(Entry { name, size: large::SIZE, mtime_ms, md5: Some(large::digest()) })
     }
 
     fn history(&self) -> MutexGuard<'_, VecDeque<ConnRecord>> {
@@ -428,6 +445,8 @@ struct Session<'a> {
     backlog: VecDeque<u8>,
     /// The upload's temporary file, on disk.
     temp: Option<(PathBuf, std::fs::File)>,
+    /// The big file's data still to send after this step's replies: from where, and how much.
+    big_pending: Option<(u64, u64)>,
     /// The PUT being read is above the announced limit (`TooLargeReadsData`).
     too_large_after_data: bool,
 }
@@ -450,6 +469,7 @@ impl<'a> Session<'a> {
             failed: false,
             backlog: VecDeque::new(),
             temp: None,
+            big_pending: None,
             too_large_after_data: false,
         }
     }
@@ -497,6 +517,10 @@ impl<'a> Session<'a> {
             self.rewrite_input();
             let chunks = self.process(Instant::now());
             if !self.send(chunks) {
+                break;
+            }
+            self.stream_big();
+            if self.failed {
                 break;
             }
             if self.conn.is_closed() || self.force_close {
@@ -611,7 +635,8 @@ impl<'a> Session<'a> {
             if produced {
                 chunks.push(chunk);
             }
-            if !(more || n > 0 || produced) || self.force_close {
+            // The big file's data goes before anything else.
+            if !(more || n > 0 || produced) || self.force_close || self.big_pending.is_some() {
                 break;
             }
         }
@@ -797,6 +822,10 @@ impl<'a> Session<'a> {
                         e.md5 = Some(Digest::of(&[f.data.as_slice(), b"!"].concat()));
                     }
                 }
+                if let Some(e) = self.shared.big_entry() {
+                    entries.push(e);
+                    entries.sort_by(|a, b| a.name.as_str().as_bytes().cmp(b.name.as_str().as_bytes()));
+                }
                 self.conn.respond_list(entries.as_slice(), now);
                 let mut reply = self.take_output();
                 if self.is(Fault::UnsortedList) || self.is(Fault::ListShowsTemp) {
@@ -828,11 +857,15 @@ impl<'a> Session<'a> {
             }
             Command::Stat(name) => {
                 let found = self.shared.files().get(&self.key(name.clone())).cloned();
-                let found = found.map(|f| self.shared.entry(&name, &f));
+                let found = found.map(|f| self.shared.entry(&name, &f)).or_else(|| self.big_entry_for(&name));
                 match found {
                     Some(mut e) => {
                         // Fault: StatWrongSize adds one byte.
                         e.size += u64::from(self.is(Fault::StatWrongSize));
+                        if self.is(Fault::StatSizeTruncated32) {
+                            // Fault: the size modulo 2^32.
+                            e.size &= 0xffff_ffff;
+                        }
                         self.conn.respond_stat(&e, now);
                     }
                     None => self.not_found(now),
@@ -867,6 +900,7 @@ impl<'a> Session<'a> {
                 let found = self.shared.files().get(&self.key(name.clone())).cloned();
                 match found {
                     Some(f) => self.get(name, offset, &f, chunk, now),
+                    None if self.big_entry_for(&name).is_some() => self.get_big(name, offset, chunk, now),
                     None if self.is(Fault::WrongCodeNotFound) => {
                         // Fault: INTERNAL for a missing file.
                         self.conn.respond_error(ErrorCode::INTERNAL, "could not open the file", now);
@@ -907,6 +941,47 @@ impl<'a> Session<'a> {
                 chunk.extend(self.take_output());
             }
         }
+    }
+
+    /// The big file's entry, if `name` is the big file's and no upload took its name.
+    fn big_entry_for(&self, name: &Name) -> Option<Entry> {
+        self.shared.big_entry().filter(|e| &e.name == name)
+    }
+
+    /// A GET of the big file: its data is generated, with the reply if it is small, else
+    /// streamed after this step's replies (`big_pending`).
+    fn get_big(&mut self, name: Name, offset: u64, chunk: &mut Vec<u8>, now: Instant) {
+        let frame = FrameHead { name, size: large::SIZE, md5: large::digest() };
+        let Some((_, remaining)) = self.conn.respond_get(frame, now) else { return };
+        chunk.extend(self.take_output());
+        let mut from = offset;
+        if self.is(Fault::OffsetWrapped32) {
+            // Fault: the offset modulo 2^32.
+            from &= 0xffff_ffff;
+        }
+        if remaining > BIG_INLINE {
+            self.big_pending = Some((from, remaining));
+            return;
+        }
+        let at = chunk.len();
+        chunk.resize(at + remaining as usize, 0);
+        large::fill(from, &mut chunk[at..]);
+        self.data_in_step = remaining > 0;
+        self.conn.body_sent(remaining, now);
+    }
+
+    /// Sends the big file's data that [`Self::get_big`] left for later.
+    fn stream_big(&mut self) {
+        let Some((from, n)) = self.big_pending.take() else { return };
+        let mut buf = vec![0u8; 1 << 20];
+        let mut sent = 0u64;
+        while sent < n && !self.failed && !self.shared.stop.load(Ordering::SeqCst) {
+            let k = (n - sent).min(buf.len() as u64) as usize;
+            large::fill(from + sent, &mut buf[..k]);
+            self.write(&buf[..k]);
+            sent += k as u64;
+        }
+        self.conn.body_sent(sent, Instant::now());
     }
 
     fn not_found(&mut self, now: Instant) {
@@ -951,7 +1026,11 @@ impl<'a> Session<'a> {
             head[at..].make_ascii_uppercase();
         }
         chunk.extend(head);
-        let from = if self.is(Fault::IgnoreOffset) { 0 } else { offset.min(size) as usize };
+        let mut from = if self.is(Fault::IgnoreOffset) { 0 } else { offset.min(size) as usize };
+        if self.is(Fault::OffsetWrapped32) {
+            // Fault: the offset modulo 2^32.
+            from = (offset & 0xffff_ffff).min(size) as usize;
+        }
         chunk.extend_from_slice(&data[from..]);
         self.data_in_step = from < data.len();
         self.conn.body_sent(remaining, now);
