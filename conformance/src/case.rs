@@ -33,6 +33,12 @@ pub struct Target {
     pub run_prefix: String,
     /// Whether cases that stop the server (SHUTDOWN) may run (`--destructive`).
     pub destructive: bool,
+    /// The server's root directory, when it is on this machine and the suite may plant and
+    /// inspect entries in it (`--root`): the `local.*` cases need it, and others check more.
+    pub root: Option<std::path::PathBuf>,
+    /// Whether the heavy cases were asked for by name (`--case large`): they then run whatever
+    /// they cost, within the case timeout; otherwise only where they fit a short budget.
+    pub large: bool,
 }
 
 /// How a connection ended, as a failure report tells it.
@@ -144,11 +150,20 @@ pub struct Needs {
     pub alone: bool,
     /// The case stops the server: it runs only with `--destructive`, and last.
     pub destructive: bool,
+    /// The case plants and inspects entries in the server's root: it runs only with `--root`.
+    pub root: bool,
 }
 
 impl Default for Needs {
     fn default() -> Self {
-        Self { role: Role::Read, capabilities: Capabilities(0), profile: Profile::V1, alone: false, destructive: false }
+        Self {
+            role: Role::Read,
+            capabilities: Capabilities(0),
+            profile: Profile::V1,
+            alone: false,
+            destructive: false,
+            root: false,
+        }
     }
 }
 

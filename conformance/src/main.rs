@@ -55,7 +55,9 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct SelectArgs {
-    /// Run only cases whose id starts with this (repeatable).
+    /// Run only cases whose id starts with this (repeatable). `--case large` also lifts the time
+    /// budget of the heavy case (a 4 GiB upload, which a default run makes only where it is
+    /// quick): give it a --timeout long enough.
     #[arg(long = "case")]
     case_ids: Vec<String>,
     /// Run only cases checking a requirement id starting with this (repeatable).
@@ -110,6 +112,11 @@ struct RunArgs {
     /// last; without this flag they are skipped.
     #[arg(long)]
     destructive: bool,
+    /// The server's root directory, for a server on this machine whose root the suite may touch:
+    /// the `local.*` cases plant files, symbolic links and directories in it (and remove them
+    /// after), and watch it during uploads. Without it they are skipped.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
     /// Expected verdicts (JSON `{"CASE-ID": {"verdict": "fail", "reason": "…"}}`): only differences
     /// from it fail the run.
     #[arg(long)]
@@ -240,6 +247,8 @@ fn target(addr: SocketAddr, token: Option<String>, timeout: u64, profile: Profil
         verbose: false,
         run_prefix: format!("cf{:x}-", (nonce as u64 ^ u64::from(std::process::id())) & 0xffff_ffff),
         destructive: false,
+        root: None,
+        large: false,
     }
 }
 
@@ -251,6 +260,14 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let mut target = target(addr, args.token.clone(), args.timeout, profile(args.select.profile), seed, args.cases);
     target.verbose = args.verbose;
     target.destructive = args.destructive;
+    if let Some(root) = &args.root {
+        if !root.is_dir() {
+            return Err(format!("--root {}: not a directory", root.display()));
+        }
+        target.root = Some(root.clone());
+    }
+    // Heavy cases asked for by name run whatever they cost (`cases::large`).
+    target.large = args.select.case_ids.iter().any(|c| c.starts_with(cases::large::CATEGORY));
     let server = runner::probe(&target)?;
     let cases = selected(&args.select);
     if cases.is_empty() {

@@ -62,6 +62,11 @@ fn precheck(case: &Case, target: &Target, server: Option<&ServerHello>) -> Optio
     if case.needs.destructive && !target.destructive {
         return Some(Outcome::Skipped("stops the server: runs only with --destructive".into()));
     }
+    if case.needs.root && target.root.is_none() {
+        return Some(Outcome::Skipped(
+            "needs --root: the server's root directory, on this machine, for the suite to plant entries in".into(),
+        ));
+    }
     let server = server?;
     if server.role < case.needs.role {
         return Some(Outcome::Skipped(format!(

@@ -37,6 +37,8 @@ fn target(server: &Server, prefix: &str) -> Target {
         verbose: false,
         run_prefix: prefix.to_owned(),
         destructive: false,
+        root: server.root().map(Path::to_path_buf),
+        large: false,
     }
 }
 

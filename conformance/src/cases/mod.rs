@@ -1,7 +1,12 @@
 //! Every case of the suite.
 
+pub mod early;
+pub mod large;
+pub mod legacy_limits;
 pub mod limits;
+pub mod local;
 pub mod model;
+pub mod precision;
 pub mod resources;
 pub mod robustness;
 pub mod semantics;
@@ -21,6 +26,11 @@ pub fn all() -> Vec<Case> {
     out.extend(resources::cases());
     out.extend(model::cases());
     out.extend(shutdown::cases());
+    out.extend(early::cases());
+    out.extend(legacy_limits::cases());
+    out.extend(precision::cases());
+    out.extend(local::cases());
+    out.extend(large::cases());
     out
 }
 
@@ -50,6 +60,8 @@ mod tests {
             verbose: false,
             run_prefix: "cftest-".into(),
             destructive,
+            root: None,
+            large: false,
         }
     }
 
@@ -80,7 +92,12 @@ mod tests {
     fn the_reference_server_passes_the_hand_written_cases() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let running = ferry_blocking::spawn(settings(dir.path()), "127.0.0.1:0".parse().unwrap()).expect("a server");
-        let cases: Vec<_> = super::all().into_iter().filter(|c| !c.id.starts_with("transcript.")).collect();
+        // Not the 4 GiB upload: on a fast machine it fits its default budget, and a unit test
+        // should not write 4 GiB.
+        let cases: Vec<_> = super::all()
+            .into_iter()
+            .filter(|c| !c.id.starts_with("transcript.") && !c.id.starts_with(super::large::CATEGORY))
+            .collect();
         let results = run(cases, &target(running.addr, Some("adm1n"), false), 2);
         let bad: Vec<_> = results
             .iter()
@@ -108,6 +125,19 @@ mod tests {
         }
         let (_, v, _) = results.iter().find(|(i, _, _)| i == "shutdown.graceful").expect("listed");
         assert_eq!(*v, Verdict::Skipped, "destructive cases need --destructive");
+    }
+
+    #[test]
+    fn the_reference_server_passes_the_local_cases() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let running = ferry_blocking::spawn(settings(dir.path()), "127.0.0.1:0".parse().unwrap()).expect("a server");
+        let cases: Vec<_> =
+            super::all().into_iter().filter(|c| c.id.starts_with("local.") || c.id.starts_with("precision.")).collect();
+        let mut t = target(running.addr, Some("adm1n"), false);
+        t.root = Some(dir.path().to_owned());
+        let results = run(cases, &t, 2);
+        assert!(results.len() >= 6, "{results:#?}");
+        assert!(results.iter().all(|(_, v, _)| *v == Verdict::Pass), "{results:#?}");
     }
 
     #[test]

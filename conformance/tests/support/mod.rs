@@ -153,6 +153,29 @@ faults! {
     /// An overwrite's outcome is decided a moment before the file is published, outside the lock:
     /// concurrent uploads of a new name all say "created".
     RacyPutOutcome ["STORE-9"];
+    /// A PUT above max_file_size is read to its end, its data dropped, and only then answered
+    /// TOO_LARGE (the hello announces half the limit the machine enforces).
+    TooLargeReadsData ["PUT-4"];
+    /// A legacy request whose name length is above max_name_len is refused only once the whole
+    /// name has arrived (or the handshake deadline passed).
+    LegacyWaitsForName ["LEG-4"];
+    /// Symbolic links in the root are looked through: links to files, inside the root or out of
+    /// it, are listed and served.
+    SymlinksFollowed ["NAME-10"];
+    /// mtimes are rounded down to whole seconds.
+    MtimeWholeSeconds ["LIST-4"];
+    /// Digests are remembered by name, size and mtime: a file edited in place at the same size,
+    /// its mtime set back, keeps its old digest.
+    StaleDigestAfterEdit ["LIST-3"];
+    /// An upload's temporary file is `NAME.part`, a valid name (listed while it is there).
+    TempNotReserved ["STORE-7"];
+    /// The temporary file of an upload cut off by a disconnect is left in the root.
+    TempLeftAfterCut ["STORE-2"];
+    /// STAT replies announce sizes modulo 2^32 (a file of 4 GiB and 4099 bytes has 4099).
+    StatSizeTruncated32 ["STAT-1"];
+    /// GET offsets are taken modulo 2^32: a GET from above 4 GiB sends bytes from near the start
+    /// (echoing the offset asked for).
+    OffsetWrapped32 ["GET-1"];
 }
 
 /// How a server is configured: the same for a fault's broken server and its fault-free control.
@@ -166,6 +189,10 @@ pub struct Setup {
     pub request_timeout: Duration,
     /// Refuse every PUT and DELETE (`[ROLE-2]`).
     pub read_only: bool,
+    /// Keep the files in a root directory on disk, which the runs are given (`--root`).
+    pub disk: bool,
+    /// Serve a file of 4 GiB and more that no one uploaded (the suite's large content).
+    pub big_file: bool,
 }
 
 impl Default for Setup {
@@ -177,6 +204,8 @@ impl Default for Setup {
             idle_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             read_only: false,
+            disk: false,
+            big_file: false,
         }
     }
 }
@@ -194,6 +223,12 @@ impl Fault {
             Self::HangOnTruncated | Self::IdleNeverTimesOut => short,
             Self::ForbiddenIgnored => Setup { anonymous: Role::Read, ..Setup::default() },
             Self::ReadOnlyLeaks => Setup { read_only: true, ..Setup::default() },
+            Self::StatSizeTruncated32 | Self::OffsetWrapped32 => Setup { big_file: true, ..Setup::default() },
+            Self::SymlinksFollowed
+            | Self::MtimeWholeSeconds
+            | Self::StaleDigestAfterEdit
+            | Self::TempNotReserved
+            | Self::TempLeftAfterCut => Setup { disk: true, ..Setup::default() },
             _ => Setup::default(),
         }
     }

@@ -3,17 +3,28 @@
 //! `ferry_proto::memory`, plus capacity, deadlines, STATUS history, a lingering close and the
 //! shutdown drain). Every place a fault changes behaviour is marked `// Fault:`.
 //!
+//! Two setups add to that (`Setup::disk`, `Setup::big_file`). On disk, the map is the content
+//! of a root directory on disk: read from it whenever the map is locked, and written back when
+//! the lock is let go; uploads arrive in a temporary file under `.ferry`. That is what the
+//! suite's local mode (`--root`) needs: files planted by hand are served, symbolic links and
+//! directories are not. A big file is a file of 4 GiB and more that no one uploaded, generated
+//! as it is sent: the suite's large content ([`large::fill`]), which no case can afford to
+//! upload to every broken server.
+//!
 //! Everything is bounded: reads wake at least every 100 ms to notice [`Server`] being dropped, and
 //! dropping it joins every thread.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ferry_conformance::cases::large;
 use ferry_proto::limits::ReadLimits;
 use ferry_proto::server::{Command, Event, ServerConfig, ServerConnection};
 use ferry_proto::{
@@ -39,6 +50,10 @@ const HISTORY: usize = 64;
 const RACE_WINDOW: Duration = Duration::from_millis(20);
 /// How often `UnboundedOutput` tries to send what it has queued.
 const FLUSH_EVERY: Duration = Duration::from_millis(5);
+/// The name of the big file (`Setup::big_file`).
+const BIG_NAME: &str = "big-4gib.bin";
+/// GET data of the big file up to this size is sent with the reply's head; more is streamed.
+const BIG_INLINE: u64 = 8 << 20;
 
 /// A running server; dropping it stops it and joins all its threads.
 #[derive(Debug)]
@@ -46,6 +61,8 @@ pub struct Server {
     addr: SocketAddr,
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
+    /// The root of a server on disk, removed after the threads are joined.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -72,10 +89,15 @@ impl Server {
             read_only: setup.read_only && fault != Some(Fault::ReadOnlyLeaks),
             ..ServerConfig::default()
         };
+        let dir = setup.disk.then(|| tempfile::tempdir().expect("a temporary root"));
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             setup,
             fault,
+            root: dir.as_ref().map(|d| d.path().to_owned()),
+            big: setup.big_file.then(|| (Name::parse(BIG_NAME).expect("a valid name"), now_ms())),
+            digests: Mutex::default(),
+            write_backs: AtomicU64::new(0),
             files: Mutex::default(),
             history: Mutex::default(),
             next_id: AtomicU64::new(1),
@@ -89,11 +111,16 @@ impl Server {
             .name("broken-acceptor".into())
             .spawn(move || accept_loop(listener, &s))
             .expect("spawn acceptor");
-        Self { addr, shared, acceptor: Some(acceptor) }
+        Self { addr, shared, acceptor: Some(acceptor), _dir: dir }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The root directory of a server on disk.
+    pub fn root(&self) -> Option<&Path> {
+        self.shared.root.as_deref()
     }
 }
 
@@ -111,6 +138,14 @@ struct Shared {
     config: Arc<ServerConfig>,
     setup: Setup,
     fault: Option<Fault>,
+    /// Where the files are, on disk (`Setup::disk`).
+    root: Option<PathBuf>,
+    /// The big file's name and mtime (`Setup::big_file`).
+    big: Option<(Name, i64)>,
+    /// Digests remembered by name, size and mtime (`StaleDigestAfterEdit`).
+    digests: Mutex<HashMap<(Name, u64, i64), Digest>>,
+    /// Names for the temporary files of write-backs.
+    write_backs: AtomicU64,
     files: Mutex<BTreeMap<Name, Stored>>,
     history: Mutex<VecDeque<ConnRecord>>,
     next_id: AtomicU64,
@@ -130,9 +165,129 @@ struct Stored {
     mtime_ms: i64,
 }
 
+/// The files, locked. On disk they are read from the root when locked, and what changed is
+/// written back when the lock is let go.
+struct Files<'a> {
+    map: MutexGuard<'a, BTreeMap<Name, Stored>>,
+    /// On disk: the server, and the files as they were read.
+    disk: Option<(&'a Shared, BTreeMap<Name, Stored>)>,
+}
+
+impl Deref for Files<'_> {
+    type Target = BTreeMap<Name, Stored>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl DerefMut for Files<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
+impl Drop for Files<'_> {
+    fn drop(&mut self) {
+        if let Some((shared, before)) = &self.disk {
+            shared.write_back(before, &self.map);
+        }
+    }
+}
+
 impl Shared {
-    fn files(&self) -> MutexGuard<'_, BTreeMap<Name, Stored>> {
-        self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn files(&self) -> Files<'_> {
+        let mut map = self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let disk = self.root.as_deref().map(|root| {
+            *map = self.load(root);
+            (self, map.clone())
+        });
+        Files { map, disk }
+    }
+
+    /// The regular files with valid names in `root`.
+    fn load(&self, root: &Path) -> BTreeMap<Name, Stored> {
+        let mut out = BTreeMap::new();
+        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let Some(name) = entry.file_name().to_str().and_then(|s| Name::parse(s).ok()) else { continue };
+            let path = entry.path();
+            // Fault: SymlinksFollowed looks through links (`[NAME-10]`).
+            let meta = if self.is(Fault::SymlinksFollowed) {
+                std::fs::metadata(&path)
+            } else {
+                std::fs::symlink_metadata(&path)
+            };
+            let Some(meta) = meta.ok().filter(std::fs::Metadata::is_file) else { continue };
+            let Ok(data) = std::fs::read(&path) else { continue };
+            out.insert(name, Stored { data, mtime_ms: mtime_ms(&meta) });
+        }
+        out
+    }
+
+    /// Writes what changed between `before` and `after` to the root: removed files are removed,
+    /// new and changed ones written to a temporary file and renamed over their name. An entry
+    /// that is not a regular file is never replaced or removed (`[STORE-8]`).
+    fn write_back(&self, before: &BTreeMap<Name, Stored>, after: &BTreeMap<Name, Stored>) {
+        let Some(root) = &self.root else { return };
+        let regular = |p: &Path| std::fs::symlink_metadata(p).map(|m| m.is_file());
+        for name in before.keys().filter(|n| !after.contains_key(*n)) {
+            let path = root.join(name.as_str());
+            if regular(&path).unwrap_or(false) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        for (name, f) in after {
+            if before.get(name).is_some_and(|old| old.data == f.data && old.mtime_ms == f.mtime_ms) {
+                continue;
+            }
+            let path = root.join(name.as_str());
+            if !regular(&path).unwrap_or(true) {
+                continue;
+            }
+            let n = self.write_backs.fetch_add(1, Ordering::SeqCst);
+            let tmp = root.join(format!(".ferry-wb-{n}"));
+            if std::fs::write(&tmp, &f.data).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
+                let _ = std::fs::remove_file(tmp);
+            }
+        }
+    }
+
+    /// Whether `name` is held in the root by an entry that is not a regular file (on disk).
+    fn not_a_file(&self, name: &Name) -> bool {
+        self.root.as_ref().is_some_and(|root| {
+            std::fs::symlink_metadata(root.join(name.as_str())).is_ok_and(|m| !m.file_type().is_file())
+        })
+    }
+
+    /// A file's digest.
+    fn digest(&self, name: &Name, f: &Stored) -> Digest {
+        if !self.is(Fault::StaleDigestAfterEdit) {
+            return Digest::of(&f.data);
+        }
+        // Fault: remembered by name, size and mtime, which an edit in place can keep.
+        let key = (name.clone(), f.data.len() as u64, f.mtime_ms);
+        *self
+            .digests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_insert_with(|| Digest::of(&f.data))
+    }
+
+    /// A file's entry.
+    fn entry(&self, name: &Name, f: &Stored) -> Entry {
+        let mut mtime_ms = f.mtime_ms;
+        if self.is(Fault::MtimeWholeSeconds) {
+            // Fault: rounded down to whole seconds.
+            mtime_ms -= mtime_ms.rem_euclid(1000);
+        }
+        Entry { name: name.clone(), size: f.data.len() as u64, mtime_ms, md5: Some(self.digest(name, f)) }
+    }
+
+    /// The big file's entry.
+    fn big_entry(&self) -> Option<Entry> {
+        let (name, mtime_ms) = self.big.clone()?;
+        Some(Entry { name, size: large::SIZE, mtime_ms, md5: Some(large::digest()) })
     }
 
     fn history(&self) -> MutexGuard<'_, VecDeque<ConnRecord>> {
@@ -160,6 +315,14 @@ impl Shared {
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A file's mtime in milliseconds since the epoch, truncated (`[LIST-4]`).
+fn mtime_ms(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
@@ -280,6 +443,12 @@ struct Session<'a> {
     failed: bool,
     /// Reply bytes the socket did not take yet (`UnboundedOutput`).
     backlog: VecDeque<u8>,
+    /// The upload's temporary file, on disk.
+    temp: Option<(PathBuf, std::fs::File)>,
+    /// The big file's data still to send after this step's replies: from where, and how much.
+    big_pending: Option<(u64, u64)>,
+    /// The PUT being read is above the announced limit (`TooLargeReadsData`).
+    too_large_after_data: bool,
 }
 
 impl<'a> Session<'a> {
@@ -299,6 +468,32 @@ impl<'a> Session<'a> {
             data_in_step: false,
             failed: false,
             backlog: VecDeque::new(),
+            temp: None,
+            big_pending: None,
+            too_large_after_data: false,
+        }
+    }
+
+    /// On disk, an upload's data also goes to a temporary file in the root.
+    fn start_temp(&mut self, name: &Name) {
+        let Some(root) = &self.shared.root else { return };
+        let n = self.shared.write_backs.fetch_add(1, Ordering::SeqCst);
+        let temp = if self.is(Fault::TempNotReserved) {
+            // Fault: the temporary file has a valid name.
+            root.join(format!("{}.part", name.as_str()))
+        } else {
+            root.join(format!(".ferry-tmp-{}-{n}", self.id))
+        };
+        if let Ok(file) = std::fs::File::create(&temp) {
+            self.temp = Some((temp, file));
+        }
+    }
+
+    /// Removes the upload's temporary file.
+    fn end_temp(&mut self) {
+        if let Some((path, file)) = self.temp.take() {
+            drop(file);
+            let _ = std::fs::remove_file(path);
         }
     }
 
@@ -322,6 +517,10 @@ impl<'a> Session<'a> {
             self.rewrite_input();
             let chunks = self.process(Instant::now());
             if !self.send(chunks) {
+                break;
+            }
+            self.stream_big();
+            if self.failed {
                 break;
             }
             if self.conn.is_closed() || self.force_close {
@@ -413,6 +612,9 @@ impl<'a> Session<'a> {
 
     /// Runs the machine on the input: one chunk of output per step (the replies a step produced).
     fn process(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        if self.waits_for_legacy_name() {
+            return Vec::new();
+        }
         let input = std::mem::take(&mut self.input);
         let mut used = 0;
         let mut chunks = Vec::new();
@@ -433,12 +635,28 @@ impl<'a> Session<'a> {
             if produced {
                 chunks.push(chunk);
             }
-            if !(more || n > 0 || produced) || self.force_close {
+            // The big file's data goes before anything else.
+            if !(more || n > 0 || produced) || self.force_close || self.big_pending.is_some() {
                 break;
             }
         }
         self.input = input[used..].to_vec();
         chunks
+    }
+
+    /// `LegacyWaitsForName`: a legacy request whose name length is above the limit is kept from
+    /// the machine until the whole name has arrived.
+    fn waits_for_legacy_name(&self) -> bool {
+        if !self.is(Fault::LegacyWaitsForName) || self.conn.role().is_some() || self.conn.is_legacy() {
+            return false;
+        }
+        match self.input.as_slice() {
+            [0, a, b, c, rest @ ..] => {
+                let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
+                len > self.shared.config.limits.max_name_len as usize && rest.len() < len
+            }
+            _ => false,
+        }
     }
 
     /// Replies the machine made by itself (HELP, BYE, fatal errors, deadlines).
@@ -536,8 +754,21 @@ impl<'a> Session<'a> {
                 if let Some((_, buf)) = &mut self.upload {
                     buf.extend_from_slice(d);
                 }
+                if let Some((_, file)) = &mut self.temp {
+                    let _ = file.write_all(d);
+                }
             }
             Event::PutComplete { verified } => {
+                self.end_temp();
+                if std::mem::take(&mut self.too_large_after_data) {
+                    // Fault: TooLargeReadsData answers only now (unless the machine already
+                    // answered CHECKSUM_MISMATCH).
+                    if verified {
+                        self.conn.respond_error(ErrorCode::TOO_LARGE, "the file is larger than max_file_size", now);
+                    }
+                    chunk.extend(self.take_output());
+                    return;
+                }
                 let Some((head, data)) = self.upload.take() else { return };
                 let provisional = self.provisional.take();
                 let name = self.key(head.frame.name);
@@ -584,12 +815,16 @@ impl<'a> Session<'a> {
         match command {
             Command::List => {
                 let files = self.shared.files().clone();
-                let mut entries: Vec<Entry> = files.iter().map(|(n, f)| entry(n, f)).collect();
+                let mut entries: Vec<Entry> = files.iter().map(|(n, f)| self.shared.entry(n, f)).collect();
                 if self.is(Fault::ListWrongDigest) {
                     // Fault: the digest of the file and one more byte.
                     for (e, f) in entries.iter_mut().zip(files.values()) {
                         e.md5 = Some(Digest::of(&[f.data.as_slice(), b"!"].concat()));
                     }
+                }
+                if let Some(e) = self.shared.big_entry() {
+                    entries.push(e);
+                    entries.sort_by(|a, b| a.name.as_str().as_bytes().cmp(b.name.as_str().as_bytes()));
                 }
                 self.conn.respond_list(entries.as_slice(), now);
                 let mut reply = self.take_output();
@@ -622,11 +857,15 @@ impl<'a> Session<'a> {
             }
             Command::Stat(name) => {
                 let found = self.shared.files().get(&self.key(name.clone())).cloned();
+                let found = found.map(|f| self.shared.entry(&name, &f)).or_else(|| self.big_entry_for(&name));
                 match found {
-                    Some(f) => {
-                        let mut e = entry(&name, &f);
+                    Some(mut e) => {
                         // Fault: StatWrongSize adds one byte.
                         e.size += u64::from(self.is(Fault::StatWrongSize));
+                        if self.is(Fault::StatSizeTruncated32) {
+                            // Fault: the size modulo 2^32.
+                            e.size &= 0xffff_ffff;
+                        }
                         self.conn.respond_stat(&e, now);
                     }
                     None => self.not_found(now),
@@ -660,7 +899,8 @@ impl<'a> Session<'a> {
             Command::Get { name, offset } => {
                 let found = self.shared.files().get(&self.key(name.clone())).cloned();
                 match found {
-                    Some(f) => self.get(name, offset, &f.data, chunk, now),
+                    Some(f) => self.get(name, offset, &f, chunk, now),
+                    None if self.big_entry_for(&name).is_some() => self.get_big(name, offset, chunk, now),
                     None if self.is(Fault::WrongCodeNotFound) => {
                         // Fault: INTERNAL for a missing file.
                         self.conn.respond_error(ErrorCode::INTERNAL, "could not open the file", now);
@@ -671,9 +911,18 @@ impl<'a> Session<'a> {
             }
             Command::Put(head) => {
                 let exists = self.shared.files().contains_key(&self.key(head.frame.name.clone()));
+                let announced = self.shared.config.limits.max_file_size / 2;
                 if self.is(Fault::ReadOnlyLeaks) && head.mode == PutMode::Overwrite {
                     // Fault: the only writes this "read-only" server refuses.
                     self.conn.respond_error(ErrorCode::FORBIDDEN, "this server is read-only", now);
+                } else if self.is(Fault::TooLargeReadsData) && head.frame.size > announced {
+                    // Fault: the data of a PUT above the announced limit is read (and dropped);
+                    // TOO_LARGE comes after it.
+                    self.conn.accept_put();
+                    self.too_large_after_data = true;
+                } else if self.shared.not_a_file(&head.frame.name) {
+                    // `[STORE-8]`: a link or a directory holds the name.
+                    self.conn.respond_error(ErrorCode::FORBIDDEN, "the name is not a regular file", now);
                 } else if head.mode == PutMode::CreateOnly && exists && !self.is(Fault::CreateOnlyOverwrites) {
                     // Fault: CreateOnlyOverwrites skips this check.
                     self.conn.respond_error(ErrorCode::EXISTS, "the file exists", now);
@@ -686,11 +935,53 @@ impl<'a> Session<'a> {
                         let old = self.shared.files().insert(name.clone(), empty);
                         self.provisional = Some((name, old));
                     }
+                    self.start_temp(&head.frame.name);
                     self.upload = Some((head, Vec::new()));
                 }
                 chunk.extend(self.take_output());
             }
         }
+    }
+
+    /// The big file's entry, if `name` is the big file's and no upload took its name.
+    fn big_entry_for(&self, name: &Name) -> Option<Entry> {
+        self.shared.big_entry().filter(|e| &e.name == name)
+    }
+
+    /// A GET of the big file: its data is generated, with the reply if it is small, else
+    /// streamed after this step's replies (`big_pending`).
+    fn get_big(&mut self, name: Name, offset: u64, chunk: &mut Vec<u8>, now: Instant) {
+        let frame = FrameHead { name, size: large::SIZE, md5: large::digest() };
+        let Some((_, remaining)) = self.conn.respond_get(frame, now) else { return };
+        chunk.extend(self.take_output());
+        let mut from = offset;
+        if self.is(Fault::OffsetWrapped32) {
+            // Fault: the offset modulo 2^32.
+            from &= 0xffff_ffff;
+        }
+        if remaining > BIG_INLINE {
+            self.big_pending = Some((from, remaining));
+            return;
+        }
+        let at = chunk.len();
+        chunk.resize(at + remaining as usize, 0);
+        large::fill(from, &mut chunk[at..]);
+        self.data_in_step = remaining > 0;
+        self.conn.body_sent(remaining, now);
+    }
+
+    /// Sends the big file's data that [`Self::get_big`] left for later.
+    fn stream_big(&mut self) {
+        let Some((from, n)) = self.big_pending.take() else { return };
+        let mut buf = vec![0u8; 1 << 20];
+        let mut sent = 0u64;
+        while sent < n && !self.failed && !self.shared.stop.load(Ordering::SeqCst) {
+            let k = (n - sent).min(buf.len() as u64) as usize;
+            large::fill(from + sent, &mut buf[..k]);
+            self.write(&buf[..k]);
+            sent += k as u64;
+        }
+        self.conn.body_sent(sent, Instant::now());
     }
 
     fn not_found(&mut self, now: Instant) {
@@ -699,9 +990,11 @@ impl<'a> Session<'a> {
         self.force_close |= self.is(Fault::DropAfterRecoverable);
     }
 
-    fn get(&mut self, name: Name, offset: u64, data: &[u8], chunk: &mut Vec<u8>, now: Instant) {
+    fn get(&mut self, name: Name, offset: u64, f: &Stored, chunk: &mut Vec<u8>, now: Instant) {
+        let data = f.data.as_slice();
         let size = data.len() as u64;
-        let mut frame = FrameHead { name, size, md5: Digest::of(data) };
+        let md5 = self.shared.digest(&name, f);
+        let mut frame = FrameHead { name, size, md5 };
         if self.is(Fault::WrongDigest) {
             // Fault: the digest of the file and one more byte.
             frame.md5 = Digest::of(&[data, b"!"].concat());
@@ -733,7 +1026,11 @@ impl<'a> Session<'a> {
             head[at..].make_ascii_uppercase();
         }
         chunk.extend(head);
-        let from = if self.is(Fault::IgnoreOffset) { 0 } else { offset.min(size) as usize };
+        let mut from = if self.is(Fault::IgnoreOffset) { 0 } else { offset.min(size) as usize };
+        if self.is(Fault::OffsetWrapped32) {
+            // Fault: the offset modulo 2^32.
+            from = (offset & 0xffff_ffff).min(size) as usize;
+        }
         chunk.extend_from_slice(&data[from..]);
         self.data_in_step = from < data.len();
         self.conn.body_sent(remaining, now);
@@ -752,7 +1049,7 @@ impl<'a> Session<'a> {
             // Fault: announces the configured role (read); the machine granted write.
             chunk[3] = self.shared.setup.anonymous as u8;
         }
-        if self.is(Fault::AnnouncedFileSizeNotEnforced) {
+        if self.is(Fault::AnnouncedFileSizeNotEnforced) || self.is(Fault::TooLargeReadsData) {
             // Fault: half the limit the machine enforces.
             let half = self.shared.config.limits.max_file_size / 2;
             chunk[12..20].copy_from_slice(&half.to_be_bytes());
@@ -875,6 +1172,11 @@ impl<'a> Session<'a> {
         if let Some((name, old)) = self.provisional.take() {
             self.shared.put_back(name, old);
         }
+        if self.is(Fault::TempLeftAfterCut) {
+            // Fault: a cut-off upload's temporary file stays.
+            self.temp = None;
+        }
+        self.end_temp();
         if let Some((head, data)) = self.upload.take() {
             if self.is(Fault::PublishPartial) {
                 // Fault: the bytes of a cut-off upload are published.
@@ -893,10 +1195,6 @@ impl<'a> Session<'a> {
         }
         linger(&mut self.stream, self.shared);
     }
-}
-
-fn entry(name: &Name, f: &Stored) -> Entry {
-    Entry { name: name.clone(), size: f.data.len() as u64, mtime_ms: f.mtime_ms, md5: Some(Digest::of(&f.data)) }
 }
 
 /// The length of a LIST reply of `entries`.

@@ -90,6 +90,34 @@ pub fn stat_returns_the_entry_or_not_found(engine: StartFn) {
     assert_eq!(c.stat("s.txt").stat(), e);
 }
 
+/// [LIST-4] [STAT-1]: mtimes are the storage's own, in milliseconds, truncated: files whose
+/// times were set by hand a fraction of a millisecond short of the next one (and just past a
+/// whole second) are listed and STATed with those times truncated, neither rounded up nor to
+/// whole seconds.
+pub fn mtimes_are_the_storage_s_truncated_to_the_millisecond(engine: StartFn) {
+    let server = TestServer::start(engine);
+    let times = [
+        ("a", Duration::new(1_700_000_000, 123_999_999)),
+        ("b", Duration::new(1_700_000_001, 999_999_999)),
+        ("c", Duration::new(1_600_000_000, 500_000)),
+    ];
+    for (n, t) in times {
+        server.write_file(n, b"timed");
+        let f = std::fs::OpenOptions::new().write(true).open(server.path(n)).unwrap();
+        f.set_modified(UNIX_EPOCH + t).unwrap();
+    }
+    let mut c = server.client();
+    let listed = c.list();
+    for (n, _) in times {
+        // What the storage kept (all of it, on the file systems tests run on), truncated.
+        let kept = std::fs::metadata(server.path(n)).unwrap().modified().unwrap();
+        let want = kept.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+        let e = listed.iter().find(|e| e.name.as_str() == n).unwrap_or_else(|| panic!("{n} listed: {listed:?}"));
+        assert_eq!(e.mtime_ms, want, "[LIST-4] LIST {n}");
+        assert_eq!(c.stat(n).stat().mtime_ms, want, "[LIST-4] [STAT-1] STAT {n}");
+    }
+}
+
 /// [GET-1] [GET-2] [FRAME-1] [FRAME-5]: GET from offset 0 sends the name, the whole size, the
 /// digest of the content, then exactly `size` bytes — a request pipelined behind it is answered
 /// right after the last data byte — both for uploaded files and for files copied in by hand.

@@ -52,6 +52,7 @@ macro_rules! server_suite {
             list_is_sorted_bytewise_with_digests,
             list_shows_only_regular_files_with_valid_names,
             stat_returns_the_entry_or_not_found,
+            mtimes_are_the_storage_s_truncated_to_the_millisecond,
             get_sends_the_whole_file,
             get_resumes_from_any_offset,
             missing_files_are_not_found,
