@@ -17,15 +17,15 @@ const ASSUMED_GRACE: Duration = Duration::from_secs(1);
 pub fn cases() -> Vec<Case> {
     vec![case(
         "shutdown.graceful",
-        "SHUTDOWN: ok and close; idle connections get SHUTTING_DOWN; new ones are refused; an upload in flight completes",
-        &["SHUT-1", "SHUT-3", "SHUT-4"],
+        "SHUTDOWN: ok and close; idle connections and half hellos get SHUTTING_DOWN; new ones are refused; an upload in flight completes, and only it",
+        &["SHUT-1", "SHUT-3", "SHUT-4", "SHUT-5"],
         Needs { role: Role::Admin, capabilities: Capabilities::SHUTDOWN, destructive: true, ..Needs::default() },
         graceful,
     )]
 }
 
 fn graceful(ctx: &Ctx) -> Verdict {
-    if let Some(o) = super::support::fits(ctx, 9, 400_000).or_else(|| super::support::slots(ctx, 3)) {
+    if let Some(o) = super::support::fits(ctx, 9, 400_000).or_else(|| super::support::slots(ctx, 4)) {
         return Ok(o);
     }
     if !super::support::writable(ctx)? {
@@ -42,6 +42,10 @@ fn graceful(ctx: &Ctx) -> Verdict {
     uploader.send(&head).map_err(|e| fail("SHUT-4", e.to_string()))?;
     // C: a connection waiting for a request.
     let mut idle = ctx.conn().map_err(|p| problem("SHUT-3", "handshake", &p))?;
+    // D: a connection whose hello is half sent: the rest comes after the shutdown began.
+    let hello = hello_bytes(ctx.target.token.as_deref());
+    let mut half = ctx.raw().map_err(|e| fail("SHUT-5", format!("cannot connect: {e}")))?;
+    half.send(&hello[..4]).map_err(|e| fail("SHUT-5", e.to_string()))?;
     // B: the admin.
     let mut admin = ctx.conn().map_err(|p| problem("SHUT-1", "handshake", &p))?;
     if admin.hello.role != Role::Admin {
@@ -58,9 +62,22 @@ fn graceful(ctx: &Ctx) -> Verdict {
     if !admin.raw.wait_close(ctx.io_deadline()) || !admin.raw.received.is_empty() {
         return Err(fail("SHUT-1", "the SHUTDOWN reply was not followed by a close alone"));
     }
-    // The upload goes on, paced, while the other connections are checked.
+    // [SHUT-5]: the rest of the half hello, now: SHUTTING_DOWN, never a server hello.
+    half.send(&hello[4..]).map_err(|e| fail("SHUT-5", e.to_string()))?;
+    match Replies::handshake().next(&mut half, timeout) {
+        Ok(Got::Reply(r)) if r.code() == Some(ErrorCode::SHUTTING_DOWN.0) => {}
+        Ok(Got::Hello(_)) => return Err(fail("SHUT-5", "a hello completed after the shutdown began was answered")),
+        Ok(Got::Reply(r)) => {
+            return Err(fail("SHUT-5", format!("a hello completed during the shutdown got {}", r.describe())))
+        }
+        Err(Problem::Ended(_)) => {}
+        Err(p) => return Err(problem("SHUT-5", "a hello completed during the shutdown", &p)),
+    }
+    // The upload goes on, paced, while the other connections are checked; a HELP follows its
+    // last byte, which the server must leave unanswered ([SHUT-5]).
     let mut writer = uploader.stream.try_clone().map_err(|e| fail("SHUT-4", e.to_string()))?;
-    let rest = data[first_part..].to_vec();
+    let mut rest = data[first_part..].to_vec();
+    rest.push(0x07);
     let pacer = std::thread::spawn(move || -> Result<(), String> {
         for chunk in rest.chunks(30_000) {
             std::io::Write::write_all(&mut writer, chunk).map_err(|e| format!("the upload was cut: {e}"))?;
@@ -118,7 +135,10 @@ fn graceful(ctx: &Ctx) -> Verdict {
     match replies.reply(&mut uploader, timeout) {
         Ok(r) if r.code() == Some(ErrorCode::SHUTTING_DOWN.0) => {}
         Ok(r) => {
-            return Err(fail("SHUT-3", format!("after the upload's reply: {} instead of SHUTTING_DOWN", r.describe())))
+            return Err(fail(
+                "SHUT-5",
+                format!("after the upload's reply, to a pipelined HELP: {} instead of SHUTTING_DOWN", r.describe()),
+            ))
         }
         Err(p) => return Err(problem("SHUT-3", "after the upload's reply, expected SHUTTING_DOWN", &p)),
     }
