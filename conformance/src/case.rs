@@ -144,11 +144,22 @@ pub struct Needs {
     pub alone: bool,
     /// The case stops the server: it runs only with `--destructive`, and last.
     pub destructive: bool,
+    /// Connections the case holds open at once, at most. The runner starts cases side by side
+    /// only while theirs add up to no more than the server's announced `max_clients`; the
+    /// default leaves room for a case's one connection and another being closed or probing.
+    pub connections: u32,
 }
 
 impl Default for Needs {
     fn default() -> Self {
-        Self { role: Role::Read, capabilities: Capabilities(0), profile: Profile::V1, alone: false, destructive: false }
+        Self {
+            role: Role::Read,
+            capabilities: Capabilities(0),
+            profile: Profile::V1,
+            alone: false,
+            destructive: false,
+            connections: 2,
+        }
     }
 }
 

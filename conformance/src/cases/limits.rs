@@ -131,10 +131,12 @@ fn capacity(ctx: &Ctx) -> Verdict {
         return Ok(Outcome::Unsupported("the server is at capacity before this case opened a connection".into()));
     }
     let filled = held.len();
-    // The next connections get BUSY without sending anything, and are closed.
+    // The next connections get BUSY without sending anything, and are closed. (Not `ctx.raw()`:
+    // a BUSY here is what the case looks for, not a sign of a crowded run.)
     let mut refused: Vec<Raw> = Vec::new();
     for k in 1..=3 {
-        let mut raw = ctx.raw().map_err(|e| fail("CAP-1", format!("connection {} at capacity: {e}", filled + k)))?;
+        let mut raw = Raw::connect(addr, timeout)
+            .map_err(|e| fail("CAP-1", format!("connection {} at capacity: {e}", filled + k)))?;
         let (code, _) = raw_error(&mut raw, ctx.io_deadline()).map_err(|e| {
             fail("CAP-1", format!("with {filled} connections served, a new one that sent nothing: expected BUSY; {e}"))
         })?;

@@ -115,7 +115,7 @@ pub fn cases() -> Vec<Case> {
             "resources.put-race-outcome",
             "Of concurrent overwrites of a new name exactly one says created, the others replaced",
             &["STORE-9", "STORE-5"],
-            Needs { role: Role::Write, ..Needs::default() },
+            Needs { role: Role::Write, connections: RACERS as u32 + 1, ..Needs::default() },
             put_race_outcome,
         ),
     ]
@@ -156,7 +156,7 @@ fn connect_small(ctx: &Ctx, timeout: Duration) -> std::io::Result<Raw> {
     let stream: TcpStream = socket.into();
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(timeout))?;
-    Ok(Raw { stream, timeout, received: Vec::new(), eof: false, reset: false })
+    Ok(Raw::from_stream(stream, timeout))
 }
 
 /// [`connect_small`] and the handshake, with the run's token; the server's hello within `timeout`.

@@ -42,7 +42,7 @@ pub fn cases(vectors: &[(&'static str, &'static str)]) -> Vec<Case> {
         "robustness.upload.disconnect",
         "Uploads cut off by a disconnect publish nothing and keep the earlier file",
         &["STORE-1", "STORE-2"],
-        write,
+        Needs { connections: 3, ..write },
         upload_disconnect,
     ));
     out.push(case(
@@ -56,7 +56,7 @@ pub fn cases(vectors: &[(&'static str, &'static str)]) -> Vec<Case> {
         "robustness.store.no-temp-listed",
         "LIST during uploads shows no temporary file and no reserved name",
         &["STORE-7", "LIST-1"],
-        write,
+        Needs { connections: 3, ..write },
         no_temp_listed,
     ));
     out

@@ -19,7 +19,7 @@ use crate::wire::{Conn, Got, Problem, Raw, Replies, Reply};
 /// Every case of this module.
 pub fn cases() -> Vec<Case> {
     let write = Needs { role: Role::Write, ..Needs::default() };
-    let write_alone = Needs { role: Role::Write, alone: true, ..Needs::default() };
+    let write_alone = Needs { role: Role::Write, alone: true, connections: 5, ..Needs::default() };
     vec![
         case(
             "semantics.list.sorted-once",
