@@ -358,6 +358,13 @@ fn stalled_reader(ctx: &Ctx) -> Verdict {
         return Err(fail("TIME-10", "the hello announces no progress deadline (progress_timeout_ms 0)"));
     }
     let progress = Duration::from_millis(u64::from(hello.progress_timeout_ms));
+    let drain_time = ctx.target.io_timeout.min(Duration::from_secs(5));
+    // Said before a large upload and a long wait that could conclude nothing.
+    if progress + slack(progress) + margin(ctx) + drain_time > remaining(ctx) {
+        return Ok(Outcome::Unsupported(format!(
+            "progress_timeout_ms is {progress:?}: longer than the case timeout allows"
+        )));
+    }
     let upload = super::support::fits(ctx, 3, STALL_FILE as u64).is_none() && super::support::writable(ctx)?;
     // Made before connecting: an idle deadline must not pass while it is made.
     let data: Vec<u8> = if upload { vec![b'z'; STALL_FILE] } else { Vec::new() };
@@ -391,7 +398,6 @@ fn stalled_reader(ctx: &Ctx) -> Verdict {
         .send(&super::support::request_bytes(&Request::Get { name: name.clone(), offset: 0 }))
         .map_err(|e| fail("TIME-5", e.to_string()))?;
     let started = Instant::now();
-    let drain_time = ctx.target.io_timeout.min(Duration::from_secs(5));
     let case_end = ctx.deadline.checked_sub(margin(ctx) + drain_time).unwrap_or(started);
     // The announced deadline, counted from the last unit the client took: within moments of
     // the request, since the socket buffers take megabytes at once.
