@@ -152,6 +152,10 @@ pub struct Needs {
     pub destructive: bool,
     /// The case plants and inspects entries in the server's root: it runs only with `--root`.
     pub root: bool,
+    /// Connections the case holds open at once, at most. The runner starts cases side by side
+    /// only while theirs add up to no more than the server's announced `max_clients`; the
+    /// default leaves room for a case's one connection and another being closed or probing.
+    pub connections: u32,
 }
 
 impl Default for Needs {
@@ -163,6 +167,7 @@ impl Default for Needs {
             alone: false,
             destructive: false,
             root: false,
+            connections: 2,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use ferry_proto::{ErrorCode, Name, Request, ServerHello};
 
 use crate::case::{Ending, Failure, Target};
-use crate::wire::{Conn, Problem, Raw, Reply};
+use crate::wire::{BusyFlag, Conn, Problem, Raw, Reply};
 
 /// A case's view of the run.
 #[derive(Debug, Clone)]
@@ -17,6 +17,9 @@ pub struct Ctx {
     pub prefix: String,
     /// When the case must be done (the runner gives up then).
     pub deadline: Instant,
+    /// Raised when one of the case's connections met a full server (`BUSY`): the runner then
+    /// does not take a failure at its word, and runs the case again, alone.
+    pub busy: BusyFlag,
 }
 
 impl Ctx {
@@ -36,7 +39,7 @@ impl Ctx {
     /// A new version 1 connection, past the handshake, with `token` (`None`: the anonymous
     /// role). A `BUSY` refusal is retried until the wait's deadline: a server at capacity
     /// because of parallel cases is not what a case checks (`limits.capacity.*` uses
-    /// [`Conn::open`] directly).
+    /// [`Conn::open`] directly). A refusal that outlasts the retries raises [`Ctx::busy`].
     ///
     /// # Errors
     /// The server refused or broke the protocol.
@@ -49,17 +52,22 @@ impl Ctx {
                 {
                     std::thread::sleep(Duration::from_millis(50));
                 }
+                Err(p @ Problem::Ended(Ending::ErrorReply { code, .. })) if code == ErrorCode::BUSY.0 => {
+                    self.busy.raise();
+                    return Err(p);
+                }
                 other => return other,
             }
         }
     }
 
-    /// A new raw connection.
+    /// A new raw connection. A `BUSY` refusal as its first bytes raises [`Ctx::busy`] (a case
+    /// that expects one uses [`Raw::connect`] directly).
     ///
     /// # Errors
     /// The connection cannot be made.
     pub fn raw(&self) -> std::io::Result<Raw> {
-        Raw::connect(self.target.addr, self.target.io_timeout)
+        Ok(Raw::connect(self.target.addr, self.target.io_timeout)?.watch_busy(&self.busy))
     }
 
     /// The deadline for one network wait.
@@ -67,9 +75,12 @@ impl Ctx {
         (Instant::now() + self.target.io_timeout).min(self.deadline)
     }
 
-    /// Deletes every file whose name starts with this case's prefix (best effort).
+    /// Deletes every file whose name starts with this case's prefix (best effort). It has a
+    /// deadline of its own: a case that used all of its time still leaves nothing behind.
     pub fn cleanup(&self) {
-        let Ok(mut conn) = self.conn() else { return };
+        let after =
+            Self { deadline: Instant::now() + self.target.io_timeout, busy: BusyFlag::default(), ..self.clone() };
+        let Ok(mut conn) = after.conn() else { return };
         if let Ok(Reply::List(entries)) = conn.call(&Request::List) {
             for e in entries.into_iter().filter(|e| e.name.as_str().starts_with(&self.prefix)) {
                 let _ = conn.call(&Request::Delete(e.name));

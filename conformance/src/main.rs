@@ -80,7 +80,8 @@ struct RunArgs {
     /// Seconds each case may take; each network wait gets at most a third of it.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
-    /// Cases run in parallel.
+    /// Cases run in parallel, at most: fewer when the connections they hold at once would not
+    /// fit the server's announced max_clients.
     #[arg(short = 'j', long, default_value_t = 1)]
     jobs: usize,
     /// Report format.
@@ -207,6 +208,7 @@ fn real_main() -> Result<ExitCode, String> {
                 deadline: std::time::Instant::now() + target.case_timeout,
                 server: None,
                 target,
+                busy: ferry_conformance::wire::BusyFlag::default(),
             };
             let outcome = cases::transcripts::replay(&t, &text, cases::transcripts::Delivery::Whole, &ctx);
             let result = runner::CaseResult {

@@ -5,6 +5,8 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_proto::client::{ClientConfig, ClientConnection, ClientError};
@@ -26,6 +28,26 @@ pub enum Problem {
     Io(#[from] io::Error),
 }
 
+/// Raised when a connection of a case is refused with `BUSY` (§ 12.1): the server was full —
+/// with the run's other cases, other clients, or connections it has not finished closing — and
+/// what the case concluded may say more about that than about the server. Shared by every
+/// connection of one case; the runner reads it when the case is done.
+#[derive(Debug, Clone, Default)]
+pub struct BusyFlag(Arc<AtomicBool>);
+
+impl BusyFlag {
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The first bytes of a `BUSY` error reply: tag `0xFF`, code `0x0103`.
+const BUSY_START: [u8; 3] = [0xFF, 0x01, 0x03];
+
 /// A byte connection with deadlines.
 #[derive(Debug)]
 pub struct Raw {
@@ -35,6 +57,10 @@ pub struct Raw {
     pub received: Vec<u8>,
     pub eof: bool,
     pub reset: bool,
+    /// Raised if the connection's first bytes are a `BUSY` error (set by [`Raw::watch_busy`]).
+    busy: Option<BusyFlag>,
+    /// The connection's first bytes from the server (up to a `BUSY` refusal's first three).
+    head: Vec<u8>,
 }
 
 impl Raw {
@@ -46,7 +72,19 @@ impl Raw {
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(timeout))?;
-        Ok(Self { stream, timeout, received: Vec::new(), eof: false, reset: false })
+        Ok(Self::from_stream(stream, timeout))
+    }
+
+    /// A connection made by the caller (with its own socket options), nothing received yet.
+    pub fn from_stream(stream: TcpStream, timeout: Duration) -> Self {
+        Self { stream, timeout, received: Vec::new(), eof: false, reset: false, busy: None, head: Vec::new() }
+    }
+
+    /// Raise `flag` if the server's first bytes on this connection are a `BUSY` refusal.
+    #[must_use]
+    pub fn watch_busy(mut self, flag: &BusyFlag) -> Self {
+        self.busy = Some(flag.clone());
+        self
     }
 
     /// Writes all of `bytes`. A write error after the server closed is not an error here: the
@@ -84,6 +122,16 @@ impl Raw {
                 false
             }
             Ok(n) => {
+                // The refusal's first bytes may come in more than one read.
+                if self.head.len() < BUSY_START.len() {
+                    let take = (BUSY_START.len() - self.head.len()).min(n);
+                    self.head.extend_from_slice(&buf[..take]);
+                    if self.head == BUSY_START {
+                        if let Some(flag) = &self.busy {
+                            flag.raise();
+                        }
+                    }
+                }
                 self.received.extend_from_slice(&buf[..n]);
                 true
             }
@@ -176,7 +224,14 @@ impl Conn {
     /// # Errors
     /// The server refused (an error reply in `Problem::Ended`) or broke the protocol.
     pub fn open(addr: SocketAddr, token: Option<&str>, timeout: Duration) -> Result<Self, Problem> {
-        let raw = Raw::connect(addr, timeout)?;
+        Self::handshake(Raw::connect(addr, timeout)?, token, timeout)
+    }
+
+    /// Completes the handshake on a connection just made.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn handshake(raw: Raw, token: Option<&str>, timeout: Duration) -> Result<Self, Problem> {
         let client = ClientConnection::new(ClientConfig { token: token.map(str::to_owned), ..Default::default() })?;
         let mut conn = Self { raw, client, hello: placeholder_hello() };
         conn.flush()?;

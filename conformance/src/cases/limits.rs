@@ -131,10 +131,12 @@ fn capacity(ctx: &Ctx) -> Verdict {
         return Ok(Outcome::Unsupported("the server is at capacity before this case opened a connection".into()));
     }
     let filled = held.len();
-    // The next connections get BUSY without sending anything, and are closed.
+    // The next connections get BUSY without sending anything, and are closed. (Not `ctx.raw()`:
+    // a BUSY here is what the case looks for, not a sign of a crowded run.)
     let mut refused: Vec<Raw> = Vec::new();
     for k in 1..=3 {
-        let mut raw = ctx.raw().map_err(|e| fail("CAP-1", format!("connection {} at capacity: {e}", filled + k)))?;
+        let mut raw = Raw::connect(addr, timeout)
+            .map_err(|e| fail("CAP-1", format!("connection {} at capacity: {e}", filled + k)))?;
         let (code, _) = raw_error(&mut raw, ctx.io_deadline()).map_err(|e| {
             fail("CAP-1", format!("with {filled} connections served, a new one that sent nothing: expected BUSY; {e}"))
         })?;
@@ -243,7 +245,7 @@ fn head_deadline(ctx: &Ctx) -> Verdict {
     let len = usize::try_from(hello.max_name_len.min(4096)).unwrap_or(255);
     let suffix = vec![b'x'; len.saturating_sub(ctx.prefix.len()).max(1)];
     let bytes = raw_name_request(0x02, &[ctx.prefix.as_bytes(), &suffix].concat(), &[]);
-    let verdict = trickle(ctx, "TIME-7", "head_timeout_ms", deadline, &[], &bytes)?;
+    let verdict = trickle(ctx, "TIME-7", "head_timeout_ms", deadline, &[], &bytes, false)?;
     server_alive(ctx, "TIME-7", "the cut-off request")?;
     if matches!(verdict, Outcome::Pass) && deadline > Duration::from_secs(60) {
         return Ok(Outcome::Warn(Failure::new("TIME-8", format!("head_timeout_ms is {deadline:?}, above 60 s"))));
@@ -257,18 +259,18 @@ fn progress_deadline(ctx: &Ctx) -> Verdict {
         return Err(fail("TIME-10", "the hello announces no progress deadline (progress_timeout_ms 0)"));
     }
     let deadline = Duration::from_millis(u64::from(hello.progress_timeout_ms));
-    // Less than a PROGRESS_UNIT in all, so that no pace can count as progress. The head goes at
-    // once; the data trickles. Without the write role the data is read and discarded all the
-    // same (`[PUT-5]`), under the same deadline.
-    let size = ferry_proto::limits::PROGRESS_UNIT as usize - 1;
-    if super::support::fits(ctx, 7, size as u64).is_some() {
-        return Ok(Outcome::Unsupported(format!("an upload of {size} bytes is above max_file_size")));
+    // Less than a PROGRESS_UNIT in all, so that no pace can count as progress (and no more
+    // than the server takes). The head goes at once; the data trickles. Without the write role
+    // the data is read and discarded all the same (`[PUT-5]`), under the same deadline.
+    let size = super::support::upload_size(ctx, ferry_proto::limits::PROGRESS_UNIT as usize - 1);
+    if let Some(o) = super::support::fits(ctx, 7, 0) {
+        return Ok(o);
     }
     let upload = super::support::writable(ctx)?;
     let name = ctx.name("trickle");
     let data = vec![b't'; size];
     let head = super::support::request_bytes(&put_head(&name, PutMode::Overwrite, &data, None));
-    let verdict = trickle(ctx, "TIME-9", "progress_timeout_ms", deadline, &head, &data)?;
+    let verdict = trickle(ctx, "TIME-9", "progress_timeout_ms", deadline, &head, &data, !upload)?;
     let mut other = ctx.conn().map_err(|p| problem("STORE-2", "handshake", &p))?;
     match other.call(&Request::Stat(name.clone())) {
         Ok(r) if r.code() == Some(ErrorCode::NOT_FOUND.0) => {}
@@ -281,8 +283,17 @@ fn progress_deadline(ctx: &Ctx) -> Verdict {
 
 /// Sends `at_once`, then `trickled` a byte at a time, paced so that the whole takes longer than
 /// `deadline` plus slack, and expects the close within it: the deadline covers the whole, not
-/// each read.
-fn trickle(ctx: &Ctx, req: &str, field: &str, deadline: Duration, at_once: &[u8], trickled: &[u8]) -> Verdict {
+/// each read. With `refused`, the request is one the server refuses, and it may say so before
+/// the data it discards has arrived (`[PUT-5]`): one recoverable error may come first.
+fn trickle(
+    ctx: &Ctx,
+    req: &str,
+    field: &str,
+    deadline: Duration,
+    at_once: &[u8],
+    trickled: &[u8],
+    refused: bool,
+) -> Verdict {
     let limit = deadline + slack(deadline);
     if limit + margin(ctx) > remaining(ctx) {
         return Ok(Outcome::Unsupported(format!("{field} {deadline:?}: longer than the case timeout allows")));
@@ -323,7 +334,22 @@ fn trickle(ctx: &Ctx, req: &str, field: &str, deadline: Duration, at_once: &[u8]
             ),
         ));
     }
-    judge_timeout_close(&conn.raw.received, &format!("a trickle, after {waited:.1?}"))
+    let mut got = conn.raw.received.as_slice();
+    if refused {
+        got = skip_early_refusal(got);
+    }
+    judge_timeout_close(got, &format!("a trickle, after {waited:.1?}"))
+}
+
+/// `got` without a whole recoverable error reply (`0x02xx`) at its start, if there is one.
+fn skip_early_refusal(got: &[u8]) -> &[u8] {
+    if got.len() >= 5 && got[0] == 0xFF && got[1] == 0x02 {
+        let end = 5 + usize::from(u16::from_be_bytes([got[3], got[4]]));
+        if got.len() >= end {
+            return &got[end..];
+        }
+    }
+    got
 }
 
 fn stalled_reader(ctx: &Ctx) -> Verdict {
@@ -332,6 +358,13 @@ fn stalled_reader(ctx: &Ctx) -> Verdict {
         return Err(fail("TIME-10", "the hello announces no progress deadline (progress_timeout_ms 0)"));
     }
     let progress = Duration::from_millis(u64::from(hello.progress_timeout_ms));
+    let drain_time = ctx.target.io_timeout.min(Duration::from_secs(5));
+    // Said before a large upload and a long wait that could conclude nothing.
+    if progress + slack(progress) + margin(ctx) + drain_time > remaining(ctx) {
+        return Ok(Outcome::Unsupported(format!(
+            "progress_timeout_ms is {progress:?}: longer than the case timeout allows"
+        )));
+    }
     let upload = super::support::fits(ctx, 3, STALL_FILE as u64).is_none() && super::support::writable(ctx)?;
     // Made before connecting: an idle deadline must not pass while it is made.
     let data: Vec<u8> = if upload { vec![b'z'; STALL_FILE] } else { Vec::new() };
@@ -365,7 +398,6 @@ fn stalled_reader(ctx: &Ctx) -> Verdict {
         .send(&super::support::request_bytes(&Request::Get { name: name.clone(), offset: 0 }))
         .map_err(|e| fail("TIME-5", e.to_string()))?;
     let started = Instant::now();
-    let drain_time = ctx.target.io_timeout.min(Duration::from_secs(5));
     let case_end = ctx.deadline.checked_sub(margin(ctx) + drain_time).unwrap_or(started);
     // The announced deadline, counted from the last unit the client took: within moments of
     // the request, since the socket buffers take megabytes at once.
@@ -421,5 +453,15 @@ mod tests {
         let malformed = [0xFF, 0x01, 0x00, 0x00, 0x00];
         assert!(judge_timeout_close(&malformed, "x").is_err());
         assert!(judge_timeout_close(&[0x80, 0, 1], "x").is_err());
+    }
+
+    #[test]
+    fn an_early_refusal_is_skipped_whole_or_not_at_all() {
+        let forbidden_then_timeout = [0xFF, 0x02, 0x02, 0x00, 0x01, b'x', 0xFF, 0x01, 0x06, 0x00, 0x00];
+        assert_eq!(skip_early_refusal(&forbidden_then_timeout), &forbidden_then_timeout[6..]);
+        let cut = [0xFF, 0x02, 0x02, 0x00, 0x05, b'x'];
+        assert_eq!(skip_early_refusal(&cut), &cut[..]);
+        let fatal = [0xFF, 0x01, 0x06, 0x00, 0x00];
+        assert_eq!(skip_early_refusal(&fatal), &fatal[..]);
     }
 }

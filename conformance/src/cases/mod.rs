@@ -229,6 +229,7 @@ mod tests {
                 deadline: std::time::Instant::now() + target.case_timeout,
                 server: None,
                 target: target.clone(),
+                busy: crate::wire::BusyFlag::default(),
             };
             let outcome = replay(&t, &text, delivery, &ctx);
             // The final LIST expects the session's files alone.

@@ -71,6 +71,8 @@ fn mtime(ctx: &Ctx) -> Verdict {
         put_ok(&mut conn, &a, PutMode::Overwrite, b"first", "PUT-2")?;
         let r1 = Instant::now();
         std::thread::sleep(gap);
+        // The gap may outlast the idle deadline (§ 12.3): what follows goes on a new connection.
+        conn = ctx.conn().map_err(|p| problem("LIST-4", "handshake", &p))?;
         let s2 = Instant::now();
         put_ok(&mut conn, &b, PutMode::Overwrite, b"second", "PUT-2")?;
         let r2 = Instant::now();

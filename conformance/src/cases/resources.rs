@@ -35,7 +35,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::support::{
     bytes, case, code_name, fail, fits, get_whole, hello_bytes, problem, put_bytes, put_ok, raw_name_request,
-    read_only_server, remaining, request_bytes, seed_for, slots, writable, Verdict,
+    read_only_server, remaining, request_bytes, seed_for, slots, upload_size, writable, Verdict,
 };
 use crate::case::{Case, Ending, Failure, Needs, Outcome};
 use crate::context::Ctx;
@@ -115,7 +115,7 @@ pub fn cases() -> Vec<Case> {
             "resources.put-race-outcome",
             "Of concurrent overwrites of a new name exactly one says created, the others replaced",
             &["STORE-9", "STORE-5"],
-            Needs { role: Role::Write, ..Needs::default() },
+            Needs { role: Role::Write, connections: RACERS as u32 + 1, ..Needs::default() },
             put_race_outcome,
         ),
     ]
@@ -156,7 +156,7 @@ fn connect_small(ctx: &Ctx, timeout: Duration) -> std::io::Result<Raw> {
     let stream: TcpStream = socket.into();
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(timeout))?;
-    Ok(Raw { stream, timeout, received: Vec::new(), eof: false, reset: false })
+    Ok(Raw::from_stream(stream, timeout))
 }
 
 /// [`connect_small`] and the handshake, with the run's token; the server's hello within `timeout`.
@@ -884,7 +884,7 @@ fn fresh_while_held(ctx: &Ctx) -> Verdict {
 // resources.put-race-outcome
 
 fn put_race_outcome(ctx: &Ctx) -> Verdict {
-    if let Some(o) = fits(ctx, 6, RACE_SIZE as u64).or_else(|| slots(ctx, RACERS as u32 + 1)) {
+    if let Some(o) = fits(ctx, 6, 0).or_else(|| slots(ctx, RACERS as u32 + 1)) {
         return Ok(o);
     }
     if !writable(ctx)? {
@@ -893,8 +893,9 @@ fn put_race_outcome(ctx: &Ctx) -> Verdict {
     let mut conn = ctx.conn().map_err(|p| problem("STORE-9", "handshake", &p))?;
     for round in 0..RACE_ROUNDS {
         let name = ctx.name(&format!("race{round}"));
-        let contents: Vec<Vec<u8>> =
-            (0..RACERS).map(|i| bytes(seed_for(ctx, &format!("race{round}-{i}")), RACE_SIZE)).collect();
+        let contents: Vec<Vec<u8>> = (0..RACERS)
+            .map(|i| bytes(seed_for(ctx, &format!("race{round}-{i}")), upload_size(ctx, RACE_SIZE)))
+            .collect();
         let replies = super::semantics::concurrent_puts(ctx, &name, PutMode::Overwrite, &contents)?;
         let mut created = 0;
         for (i, r) in replies.iter().enumerate() {

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::support::{
     bytes, call, case, fail, fits, get_whole, hello_bytes, problem, put_bytes, put_head, put_ok, read_only_server,
-    request_bytes, seed_for, send_paced, server_alive, slots, writable, Verdict,
+    request_bytes, seed_for, send_paced, server_alive, slots, upload_size, writable, Verdict,
 };
 use crate::case::{Case, Ending, Failure, Needs, Outcome};
 use crate::context::Ctx;
@@ -42,7 +42,7 @@ pub fn cases(vectors: &[(&'static str, &'static str)]) -> Vec<Case> {
         "robustness.upload.disconnect",
         "Uploads cut off by a disconnect publish nothing and keep the earlier file",
         &["STORE-1", "STORE-2"],
-        write,
+        Needs { connections: 3, ..write },
         upload_disconnect,
     ));
     out.push(case(
@@ -56,7 +56,7 @@ pub fn cases(vectors: &[(&'static str, &'static str)]) -> Vec<Case> {
         "robustness.store.no-temp-listed",
         "LIST during uploads shows no temporary file and no reserved name",
         &["STORE-7", "LIST-1"],
-        write,
+        Needs { connections: 3, ..write },
         no_temp_listed,
     ));
     out
@@ -582,7 +582,8 @@ fn expect_content(
 }
 
 fn upload_disconnect(ctx: &Ctx) -> Verdict {
-    if let Some(o) = fits(ctx, 7, 300_000).or_else(|| slots(ctx, 3)) {
+    // Uploads of two bytes at least, so that one can stop half-way.
+    if let Some(o) = fits(ctx, 7, 2).or_else(|| slots(ctx, 3)) {
         return Ok(o);
     }
     if !writable(ctx)? {
@@ -590,12 +591,12 @@ fn upload_disconnect(ctx: &Ctx) -> Verdict {
     }
     let fresh = ctx.name("cut-new");
     let old = ctx.name("cut-old");
-    let old_content = b"the earlier file".to_vec();
-    let data = bytes(seed_for(ctx, "cut"), 300_000);
+    let old_content = b"the earlier file"[..upload_size(ctx, 16)].to_vec();
+    let data = bytes(seed_for(ctx, "cut"), upload_size(ctx, 300_000));
     let mut observer = ctx.conn().map_err(|p| problem("STORE-1", "handshake", &p))?;
     put_ok(&mut observer, &old, PutMode::Overwrite, &old_content, "PUT-2")?;
-    let a = partial_upload(ctx, &fresh, &data, 150_000)?;
-    let b = partial_upload(ctx, &old, &data, 299_999)?;
+    let a = partial_upload(ctx, &fresh, &data, data.len() / 2)?;
+    let b = partial_upload(ctx, &old, &data, data.len() - 1)?;
     // While the uploads are open, neither is visible.
     std::thread::sleep(Duration::from_millis(100));
     expect_content(&mut observer, &fresh, None, "STORE-1", "during an unfinished upload")?;
@@ -616,7 +617,7 @@ fn upload_disconnect(ctx: &Ctx) -> Verdict {
 }
 
 fn upload_bad_digest(ctx: &Ctx) -> Verdict {
-    if let Some(o) = fits(ctx, 7, 70_000) {
+    if let Some(o) = fits(ctx, 7, 0) {
         return Ok(o);
     }
     if !writable(ctx)? {
@@ -624,10 +625,11 @@ fn upload_bad_digest(ctx: &Ctx) -> Verdict {
     }
     let fresh = ctx.name("md5-new");
     let old = ctx.name("md5-old");
-    let old_content = b"the earlier file".to_vec();
+    let old_content = b"the earlier file"[..upload_size(ctx, 16)].to_vec();
     let mut conn = ctx.conn().map_err(|p| problem("PUT-3", "handshake", &p))?;
     put_ok(&mut conn, &old, PutMode::Overwrite, &old_content, "PUT-2")?;
     for (name, size) in [(&fresh, 1000), (&old, 70_000), (&fresh, 0)] {
+        let size = upload_size(ctx, size);
         let data = bytes(seed_for(ctx, name.as_str()), size);
         let wrong = Digest::of(b"not the data");
         conn.send(&put_head(name, PutMode::Overwrite, &data, Some(wrong)), &data)
@@ -659,7 +661,8 @@ fn list_names(conn: &mut crate::wire::Conn, requirement: &str) -> Result<Vec<Str
 }
 
 fn no_temp_listed(ctx: &Ctx) -> Verdict {
-    if let Some(o) = fits(ctx, 5, 200_000).or_else(|| slots(ctx, 3)) {
+    // Uploads of two bytes at least, so that one can be left unfinished.
+    if let Some(o) = fits(ctx, 5, 2).or_else(|| slots(ctx, 3)) {
         return Ok(o);
     }
     if !writable(ctx)? {
@@ -668,10 +671,13 @@ fn no_temp_listed(ctx: &Ctx) -> Verdict {
     let mut observer = ctx.conn().map_err(|p| problem("STORE-7", "handshake", &p))?;
     let before: std::collections::BTreeSet<String> = list_names(&mut observer, "LIST-1")?.into_iter().collect();
     let names = [ctx.name("tmp-a"), ctx.name("tmp-b")];
-    let data = bytes(seed_for(ctx, "tmp"), 200_000);
+    // The data goes in pieces: a first one, five more between listings, the rest; at least a
+    // byte is left for the end (sizes as for 200 000 bytes, smaller on a server that wants it).
+    let data = bytes(seed_for(ctx, "tmp"), upload_size(ctx, 200_000));
+    let (first_piece, piece) = (data.len() / 200, data.len() / 10);
     let mut uploads = Vec::new();
     for n in &names {
-        uploads.push(partial_upload(ctx, n, &data, 1000)?);
+        uploads.push(partial_upload(ctx, n, &data, first_piece)?);
     }
     let mut during = std::collections::BTreeSet::new();
     let check = |listed: &[String], when: &str| -> Result<(), Box<Failure>> {
@@ -689,14 +695,14 @@ fn no_temp_listed(ctx: &Ctx) -> Verdict {
         check(&listed, &format!("LIST {step} during two uploads"))?;
         during.extend(listed);
         for u in &mut uploads {
-            let from = 1000 + (step - 1) * 20_000;
-            u.send(&data[from..from + 20_000]).map_err(|e| fail("STORE-7", e.to_string()))?;
+            let from = first_piece + (step - 1) * piece;
+            u.send(&data[from..from + piece]).map_err(|e| fail("STORE-7", e.to_string()))?;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     // One upload finishes, the other is abandoned.
     let mut first = uploads.remove(0);
-    first.send(&data[101_000..]).map_err(|e| fail("STORE-7", e.to_string()))?;
+    first.send(&data[first_piece + 5 * piece..]).map_err(|e| fail("STORE-7", e.to_string()))?;
     match Replies::session().reply(&mut first, ctx.target.io_timeout) {
         Ok(Reply::Put { .. }) => {}
         Ok(r) => return Err(fail("PUT-2", format!("finishing the upload: {}", r.describe()))),

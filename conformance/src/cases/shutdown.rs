@@ -1,9 +1,14 @@
 //! A graceful shutdown (PROTOCOL.md § 7.9, § 13). It stops the server, so it runs only with
 //! `--destructive`, and last.
+//!
+//! It leaves nothing on the server: no cleanup can follow it (the server is gone), so the upload
+//! in flight carries a wrong digest. The server must still take every byte and answer it —
+//! `CHECKSUM_MISMATCH` is an answer only the whole upload can earn (`[PUT-3]`) — and publishes
+//! nothing.
 
 use std::time::{Duration, Instant};
 
-use ferry_proto::{Capabilities, ErrorCode, PutMode, Request, Role};
+use ferry_proto::{Capabilities, Digest, ErrorCode, PutMode, Request, Role};
 
 use super::support::{bytes, case, fail, hello_bytes, problem, put_head, request_bytes, seed_for, Verdict};
 use crate::case::{Case, Needs, Outcome};
@@ -17,15 +22,23 @@ const ASSUMED_GRACE: Duration = Duration::from_secs(1);
 pub fn cases() -> Vec<Case> {
     vec![case(
         "shutdown.graceful",
-        "SHUTDOWN: ok and close; idle connections and half hellos get SHUTTING_DOWN; new ones are refused; an upload in flight completes, and only it",
+        "SHUTDOWN: ok and close; idle connections and half hellos get SHUTTING_DOWN; new ones are refused; an upload \
+         in flight is read to its end and answered, and nothing pipelined after it",
         &["SHUT-1", "SHUT-3", "SHUT-4", "SHUT-5"],
-        Needs { role: Role::Admin, capabilities: Capabilities::SHUTDOWN, destructive: true, ..Needs::default() },
+        Needs {
+            role: Role::Admin,
+            capabilities: Capabilities::SHUTDOWN,
+            destructive: true,
+            connections: 4,
+            ..Needs::default()
+        },
         graceful,
     )]
 }
 
 fn graceful(ctx: &Ctx) -> Verdict {
-    if let Some(o) = super::support::fits(ctx, 9, 400_000).or_else(|| super::support::slots(ctx, 4)) {
+    // An upload of two bytes at least, so that it can be in flight.
+    if let Some(o) = super::support::fits(ctx, 9, 2).or_else(|| super::support::slots(ctx, 4)) {
         return Ok(o);
     }
     if !super::support::writable(ctx)? {
@@ -33,11 +46,12 @@ fn graceful(ctx: &Ctx) -> Verdict {
     }
     let timeout = ctx.target.io_timeout;
     let name = ctx.name("in-flight");
-    let data = bytes(seed_for(ctx, "in-flight"), 400_000);
-    let first_part = 100_000;
-    // A: an upload in progress.
+    let data = bytes(seed_for(ctx, "in-flight"), super::support::upload_size(ctx, 400_000));
+    let first_part = (data.len() / 4).max(1);
+    // A: an upload in progress, with a wrong digest so that it publishes nothing.
     let mut uploader = ctx.conn().map_err(|p| problem("SHUT-4", "handshake", &p))?.raw;
-    let mut head = request_bytes(&put_head(&name, PutMode::Overwrite, &data, None));
+    let wrong = Digest::of(b"not the data uploaded");
+    let mut head = request_bytes(&put_head(&name, PutMode::Overwrite, &data, Some(wrong)));
     head.extend_from_slice(&data[..first_part]);
     uploader.send(&head).map_err(|e| fail("SHUT-4", e.to_string()))?;
     // C: a connection waiting for a request.
@@ -128,8 +142,16 @@ fn graceful(ctx: &Ctx) -> Verdict {
         return Err(cut(e));
     }
     match replies.reply(&mut uploader, timeout) {
-        Ok(Reply::Put { .. }) => {}
-        Ok(r) => return Err(cut(format!("the upload in flight got {}", r.describe()))),
+        Ok(r) if r.code() == Some(ErrorCode::CHECKSUM_MISMATCH.0) => {}
+        Ok(Reply::Put { .. }) => {
+            return Err(fail("PUT-3", "an upload in flight with a wrong digest was accepted (and published)"))
+        }
+        Ok(r) => {
+            return Err(cut(format!(
+                "the upload in flight (with a wrong digest) got {}; CHECKSUM_MISMATCH was due",
+                r.describe()
+            )))
+        }
         Err(p) => return Err(cut(format!("the upload in flight got no reply: {p}"))),
     }
     match replies.reply(&mut uploader, timeout) {

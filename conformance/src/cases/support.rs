@@ -257,6 +257,12 @@ pub fn fits(ctx: &Ctx, longest_suffix: usize, largest_file: u64) -> Option<Outco
     None
 }
 
+/// `size`, or the server's `max_file_size` if that is smaller: the size of an upload whose
+/// point does not depend on its size (a server may legally take only small files).
+pub fn upload_size(ctx: &Ctx, size: usize) -> usize {
+    ctx.server.map_or(size, |h| size.min(usize::try_from(h.max_file_size).unwrap_or(usize::MAX)))
+}
+
 /// Whether this case can create files: the run's connection has a write role and the server
 /// accepts an upload (a server configured read-only answers FORBIDDEN to every role, § 8.2).
 /// The probe file is deleted again.

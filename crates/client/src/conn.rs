@@ -486,10 +486,16 @@ impl Connection {
     }
 
     /// The error for a reply that is not the one expected: the server's refusal, or a broken
-    /// protocol.
+    /// protocol. After a fatal code, known or not (`[ERR-4]`, `[ERR-5]`), the connection is
+    /// closed: the machine sends nothing more on it, and neither does the socket.
     fn refused_or_unexpected(&self, op: RequestKind, name: Option<&Name>, during: &'static str, item: Item) -> Error {
         match item {
-            Item::Error(reply) => Error::from_reply(&self.addr, op, name.map(Name::escaped), reply),
+            Item::Error(reply) => {
+                if reply.code.is_fatal() {
+                    let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                }
+                Error::from_reply(&self.addr, op, name.map(Name::escaped), reply)
+            }
             other => self.unexpected(during, &other),
         }
     }

@@ -62,6 +62,12 @@ pub enum Error {
     #[error("{addr} {}", unavailable_message(.reply))]
     Unavailable { addr: String, reply: ErrorReply },
 
+    /// The server answered with an error code version 1 does not define, in the fatal range
+    /// (`0x01xx`) or outside every range: fatal all the same (`[ERR-5]`), so the connection was
+    /// closed. A version 1 server must not send such a code (`[EXT-2]`).
+    #[error("{addr} ended the connection with an error code this client does not know ({}{}); nothing more was asked on it", .reply.code, server_said(.reply))]
+    UnknownFatal { addr: String, reply: ErrorReply },
+
     /// The server refused the request.
     #[error("{}", refusal_message(*.op, .subject.as_deref(), .reply))]
     Refused {
@@ -133,6 +139,7 @@ impl Error {
             | Self::Timeout { .. }
             | Self::ConnectionLost { .. }
             | Self::Unavailable { .. }
+            | Self::UnknownFatal { .. }
             | Self::Protocol { .. } => exit::NETWORK,
             Self::ChecksumMismatch { .. } => exit::CHECKSUM,
             Self::Refused { reply, .. } if reply.code == ErrorCode::CHECKSUM_MISMATCH => exit::CHECKSUM,
@@ -167,7 +174,9 @@ impl Error {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Self::Retried { source, .. } => source.code(),
-            Self::Refused { reply, .. } | Self::Unavailable { reply, .. } => Some(reply.code),
+            Self::Refused { reply, .. } | Self::Unavailable { reply, .. } | Self::UnknownFatal { reply, .. } => {
+                Some(reply.code)
+            }
             _ => None,
         }
     }
@@ -208,6 +217,9 @@ impl Error {
             ErrorCode::BUSY | ErrorCode::SHUTTING_DOWN | ErrorCode::TIMEOUT => {
                 Self::Unavailable { addr: addr.to_owned(), reply }
             }
+            // `[ERR-5]`: a code it does not know is fatal by its range, and so is one outside
+            // 0x0100–0x02FF. (An unknown 0x02xx code is a refusal like the others.)
+            code if code.name().is_none() && code.is_fatal() => Self::UnknownFatal { addr: addr.to_owned(), reply },
             _ => Self::Refused { op, subject, reply },
         }
     }
@@ -328,6 +340,21 @@ mod tests {
         let refused_conn = Error::Connect { addr: "h:1".into(), source: io::ErrorKind::ConnectionRefused.into() };
         assert!(refused_conn.is_transient());
         assert!(refused_conn.request_not_processed());
+    }
+
+    #[test]
+    fn unknown_codes_are_fatal_by_their_range() {
+        let from = |c| Error::from_reply("h:1", RequestKind::Stat, Some("a".into()), reply(ErrorCode(c)));
+        for fatal in [0x0107, 0x01FF, 0x0000, 0x00FF, 0x0300, 0xFFFF] {
+            let e = from(fatal);
+            assert!(matches!(e, Error::UnknownFatal { .. }), "0x{fatal:04x}: {e:?}");
+            assert_eq!(e.exit_code(), exit::NETWORK, "0x{fatal:04x}");
+            assert!(!e.is_transient() && !e.request_not_processed(), "0x{fatal:04x}");
+        }
+        let e = from(0x0209);
+        assert!(matches!(e, Error::Refused { .. }), "an unknown recoverable code is a refusal: {e:?}");
+        assert_eq!(e.exit_code(), exit::REFUSED);
+        assert!(matches!(from(0x0105), Error::Refused { .. }), "TOO_LARGE is known: a refusal");
     }
 
     #[test]

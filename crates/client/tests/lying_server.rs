@@ -308,3 +308,37 @@ fn a_cancelled_download_keeps_its_part_for_later() {
     assert_eq!(done.resumed_from, Some(kept));
     assert_eq!(std::fs::read(&dest).unwrap(), body);
 }
+
+#[test]
+fn an_unknown_fatal_code_closes_the_connection_and_is_a_server_failure() {
+    // 0x0107 is in the fatal range and not defined; 0x0300 is outside every range (`[ERR-5]`).
+    for code in [0x0107, 0x0300] {
+        let server = FakeServer::start(hello(Role::Read), move |s| match s.conn {
+            0 => Action::Reply(raw::error(ErrorCode(code), "a code from the future")),
+            _ => Action::Reply(raw::list(&[])),
+        });
+        let (mut c, _) = client(&server, 3);
+        let err = c.list(&mut NoProgress).unwrap_err();
+        assert!(matches!(err, Error::UnknownFatal { .. }), "0x{code:04x}: {err}");
+        assert_eq!(err.exit_code(), exit::NETWORK, "0x{code:04x}: {err}");
+        // Not retried, and the connection is not used again: the next command opens another.
+        c.list(&mut NoProgress).unwrap();
+        let conns: Vec<usize> = server.seen().iter().map(|s| s.conn).collect();
+        assert_eq!(conns, [0, 1], "0x{code:04x}");
+    }
+}
+
+#[test]
+fn an_unknown_recoverable_code_is_a_refusal_and_the_connection_goes_on() {
+    let server = FakeServer::start(hello(Role::Read), move |s| match s.request {
+        Request::Stat(_) => Action::Reply(raw::error(ErrorCode(0x0209), "a refusal from the future")),
+        _ => Action::Reply(raw::list(&[])),
+    });
+    let (mut c, _) = client(&server, 3);
+    let err = c.stat(&name("f"), &mut NoProgress).unwrap_err();
+    assert!(matches!(err, Error::Refused { .. }), "{err}");
+    assert_eq!(err.exit_code(), exit::REFUSED);
+    c.list(&mut NoProgress).unwrap();
+    let conns: Vec<usize> = server.seen().iter().map(|s| s.conn).collect();
+    assert_eq!(conns, [0, 0]);
+}
