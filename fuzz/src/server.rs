@@ -156,9 +156,13 @@ impl Host {
         if !self.conn.pending_output().is_empty() {
             return;
         }
-        if self.body.is_none() && self.conn.wants_input() && !self.inbuf.is_empty() {
-            // The output fell below its bound (`[RES-2]`): input that waited is read now.
-            self.pump();
+        if self.body.is_none() {
+            if self.conn.wants_input() && !self.inbuf.is_empty() {
+                // The output fell below its bound (`[RES-2]`): input that waited is read now.
+                // What it produces — a GET's head, then its body — goes out on later writes.
+                self.pump();
+            }
+            return;
         }
         if let Some((body, pos)) = &mut self.body {
             let m = n.min(body.len() - *pos);
