@@ -60,8 +60,8 @@
 //! ferry-bench hostile --load loris --interval-ms 1000
 //! ferry-bench hostile --load stalled-get --size-mib 1024
 //! ferry-bench hostile --load loris-addresses --addresses 4 --connections 16
-//! ferry-bench hostile --load loris --extra --request-timeout=10     # a flag for ferryd
-//! ferry-bench hostile --load stalled-get --extra --write-timeout --extra 5
+//! ferry-bench hostile --load loris --extra --head-timeout=5          # a flag for ferryd
+//! ferry-bench hostile --load stalled-get --extra --progress-timeout --extra 5
 //! ```
 //!
 //! Against a server without backpressure keep N × `--bytes` small, as each request byte can
