@@ -81,6 +81,12 @@ struct Cli {
     /// Seconds transfers in flight may take to finish once a shutdown starts.
     #[arg(long, default_value_t = 10)]
     grace: u64,
+    /// Milliseconds a connection ended by the server (a fatal error, BYE) goes on reading and
+    /// dropping the client's input before it is closed, so that a TCP reset cannot destroy the
+    /// last reply (a lingering close; 0: close at once).
+    #[arg(long, value_name = "MS", default_value_t = Settings::default().linger.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    linger: u64,
     /// Connections remembered for STATUS.
     #[arg(long, default_value_t = 100)]
     history: usize,
@@ -157,6 +163,7 @@ impl Cli {
             read_only: self.read_only,
             legacy: !self.no_legacy,
             grace: Duration::from_secs(self.grace),
+            linger: Duration::from_millis(self.linger),
             history: self.history,
             max_concurrent_hashes: self.max_concurrent_hashes,
             ..Settings::default()
