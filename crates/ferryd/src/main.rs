@@ -166,7 +166,6 @@ impl Cli {
             linger: Duration::from_millis(self.linger),
             history: self.history,
             max_concurrent_hashes: self.max_concurrent_hashes,
-            ..Settings::default()
         })
     }
 }
