@@ -186,7 +186,7 @@ fn put_streamed(
         }
         sent += n as u64;
         // An early reply (STORAGE_FULL, a refusal) ends the upload: it is read below.
-        if sent % (256 * CHUNK as u64) == 0 {
+        if sent.is_multiple_of(256 * CHUNK as u64) {
             raw.read_more(Instant::now() + Duration::from_millis(1), 64);
             if Instant::now() >= end(ctx) {
                 return Ok(None);

@@ -378,7 +378,7 @@ fn get_during_overwrite(ctx: &Ctx) -> Verdict {
     let mut k = 0u64;
     while Instant::now() < stop_at {
         k += 1;
-        let offset = if resume && k % 3 == 0 { k % 50 } else { 0 };
+        let offset = if resume && k.is_multiple_of(3) { k % 50 } else { 0 };
         match call(&mut reader, &Request::Get { name: name.clone(), offset }, "GET-5")? {
             Reply::Get { frame, data, .. } => {
                 gets += 1;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_core::digests::HashJob;
+use ferry_core::digests::{Begun, HashJob};
 use ferry_core::{Body, Server, Session};
 use ferry_proto::Digest;
 use tokio::io::{AsyncWriteExt, Interest};
@@ -145,11 +145,25 @@ impl Conn {
     /// blocking pool. The permit moves into the pool task, so it is held exactly as long as the
     /// hashing runs, even if this connection is closed meanwhile. The outer error is the
     /// engine's (the task failed), the inner one the hash's, for the session to answer.
+    ///
+    /// A hash of the same file already under way (another connection's, or the background
+    /// indexer's) is awaited here too, instead of reading the file a second time.
     async fn hash(&self, job: HashJob) -> io::Result<io::Result<Digest>> {
+        let mut job = job;
+        let lead = loop {
+            match job.begin() {
+                Begun::Known(digest) => return Ok(Ok(digest)),
+                Begun::Lead(lead) => break lead,
+                Begun::Follow(follow) => match follow.done().await {
+                    Ok(digest) => return Ok(Ok(digest)),
+                    Err(again) => job = again,
+                },
+            }
+        };
         let permit = self.hashes.clone().acquire_owned().await.map_err(io::Error::other)?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            job.run()
+            lead.run()
         })
         .await
         .map_err(io::Error::other)

@@ -58,11 +58,9 @@ fn run(server: &Server, stream: &TcpStream, session: &mut Session) -> io::Result
             continue;
         }
         if let Some(job) = session.take_hash_job() {
-            // `[SEC-3]`: this thread is the connection's own, so it may wait for a permit.
-            let digest = {
-                let _permit = server.store.hash_limiter().acquire();
-                job.run()
-            };
+            // `[SEC-3]`: this thread is the connection's own, so it may wait for a permit, or for
+            // a hash of the same file already under way.
+            let digest = job.run_blocking(server.store.hash_limiter());
             session.hash_done(digest, Instant::now());
             continue;
         }

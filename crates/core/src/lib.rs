@@ -4,6 +4,7 @@
 //! - [`digests`]: the MD5 of each file version, computed once.
 //! - `publish`: how a verified upload takes its name, in one kernel step.
 //! - [`listing`]: one directory listing shared by every LIST while nothing changed.
+//! - [`indexer`]: digests computed in the background, before anyone asks.
 //! - [`history`]: the connection history STATUS reports.
 //! - [`settings`]: every limit and switch, named and documented.
 //! - [`peer`]: which connections count as one client for the per-address cap.
@@ -15,6 +16,7 @@
 
 pub mod digests;
 pub mod history;
+pub mod indexer;
 pub mod listing;
 pub mod peer;
 mod publish;

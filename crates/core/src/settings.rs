@@ -10,6 +10,7 @@ use ferry_proto::limits::ReadLimits;
 use ferry_proto::server::{default_help_text, ServerConfig};
 use ferry_proto::{Capabilities, Role};
 
+use crate::digests::persist::PersistMode;
 use crate::store::StoreSettings;
 
 /// A server's settings.
@@ -55,8 +56,15 @@ pub struct Settings {
     pub grace: Duration,
     /// Connections remembered for STATUS.
     pub history: usize,
-    /// Files hashed at once, at most (`[SEC-3]`); each hash reads with a 256 KiB buffer.
+    /// Files hashed at once for GETs, at most (`[SEC-3]`); each hash reads with a 256 KiB buffer.
     pub max_concurrent_hashes: usize,
+    /// Files hashed at once in the background, before anyone asks (`[GET-8]`); 0: none, files are
+    /// hashed by their first GET. The threads run at a lowered priority.
+    pub background_hashes: usize,
+    /// Where digests are kept across restarts (`[GET-8]`).
+    pub digests: PersistMode,
+    /// The digest index file; `None`: `.ferry-digests` in the root.
+    pub digest_index: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -80,6 +88,9 @@ impl Default for Settings {
             grace: Duration::from_secs(10),
             history: 100,
             max_concurrent_hashes: 2,
+            background_hashes: 1,
+            digests: PersistMode::Auto,
+            digest_index: None,
         }
     }
 }
@@ -112,6 +123,8 @@ impl Settings {
         StoreSettings {
             max_name_len: self.max_name_len,
             max_concurrent_hashes: self.max_concurrent_hashes,
+            persist: self.digests,
+            index_path: self.digest_index.clone(),
             ..StoreSettings::default()
         }
     }

@@ -10,7 +10,7 @@
 //! racing uploads can neither both create nor both win (`[STORE-1]`, `[STORE-5]`, `[STORE-6]`).
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -19,7 +19,8 @@ use cap_fs_ext::{FollowSymlinks, MetadataExt, OpenOptionsFollowExt, OpenOptionsM
 use cap_std::fs::{Dir, Metadata, OpenOptions};
 use ferry_proto::{Digest, Entry, ErrorCode, Name, PutHead, PutMode};
 
-use crate::digests::{DigestCache, FileKey, HashJob, HashLimiter};
+use crate::digests::persist::{self, Persist, PersistMode};
+use crate::digests::{DigestCache, FileKey, Flights, HashJob, HashLimiter};
 use crate::listing::{DirStamp, ListingCache};
 use crate::publish::{self, Holder};
 
@@ -77,13 +78,24 @@ pub struct StoreSettings {
     pub max_name_len: u32,
     /// Files hashed at once, at most (`[SEC-3]`).
     pub max_concurrent_hashes: usize,
-    /// Digests remembered, at most.
+    /// Digests remembered in memory, at most.
     pub digest_cache_entries: usize,
+    /// Where digests are kept across restarts.
+    pub persist: PersistMode,
+    /// The index file for [`PersistMode::Auto`] and [`PersistMode::Index`]; `None`:
+    /// [`persist::DEFAULT_INDEX_NAME`] in the root.
+    pub index_path: Option<PathBuf>,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self { max_name_len: 255, max_concurrent_hashes: 2, digest_cache_entries: 100_000 }
+        Self {
+            max_name_len: 255,
+            max_concurrent_hashes: 2,
+            digest_cache_entries: 100_000,
+            persist: PersistMode::Auto,
+            index_path: None,
+        }
     }
 }
 
@@ -101,6 +113,10 @@ pub struct Store {
     root: Dir,
     settings: StoreSettings,
     digests: DigestCache,
+    /// Where digests outlive the process.
+    persist: Persist,
+    /// Hashes under way, which a GET of the same version joins.
+    flights: Arc<Flights>,
     hashing: HashLimiter,
     tmp_seq: AtomicU64,
     /// The listing LISTs share while nothing changed (`[RES-3]`).
@@ -134,9 +150,18 @@ fn mtime_ms(key: &FileKey) -> i64 {
     i64::try_from(key.mtime_ns / 1_000_000).unwrap_or(i64::MAX)
 }
 
+/// Opening a file to read it: never through a link (`[NAME-10]`), and never blocking. A FIFO put
+/// in the root by hand would otherwise hold the opening thread until a writer appears; with
+/// `O_NONBLOCK` it opens at once and is then refused as not a regular file. On a regular file
+/// the flag changes nothing.
 fn read_only_nofollow() -> OpenOptions {
     let mut o = OpenOptions::new();
     o.read(true).follow(FollowSymlinks::No);
+    #[cfg(unix)]
+    {
+        use cap_std::fs::OpenOptionsExt;
+        o.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    }
     o
 }
 
@@ -150,16 +175,35 @@ impl Store {
     pub fn open(path: &Path, settings: StoreSettings) -> io::Result<Self> {
         std::fs::create_dir_all(path)?;
         let root = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
-        let store = Self {
+        let mut store = Self {
             root,
             digests: DigestCache::new(settings.digest_cache_entries),
+            persist: Persist::off(),
+            flights: Arc::default(),
             hashing: HashLimiter::new(settings.max_concurrent_hashes),
-            settings,
             tmp_seq: AtomicU64::new(0),
             listing: ListingCache::default(),
+            settings,
         };
         store.remove_stale_temp_files()?;
+        let index_path = store.settings.index_path.clone().unwrap_or_else(|| persist::default_index_path(path));
+        store.persist = Persist::new(store.settings.persist, index_path, || store.probe_xattrs());
         Ok(store)
+    }
+
+    /// Whether user xattrs can be set in the root: tried on a scratch temporary file.
+    fn probe_xattrs(&self) -> io::Result<()> {
+        let name = format!("{TEMP_PREFIX}probe-{}", std::process::id());
+        let mut o = OpenOptions::new();
+        o.write(true).create(true).truncate(true).follow(FollowSymlinks::No);
+        let file = self.root.open_with(&name, &o)?.into_std();
+        #[cfg(target_os = "linux")]
+        let outcome = ferry_digest_store::xattr::probe(&file);
+        #[cfg(not(target_os = "linux"))]
+        let outcome = Err(io::Error::from(io::ErrorKind::Unsupported));
+        drop(file);
+        self.root.remove_file(&name)?;
+        outcome
     }
 
     /// Removes the regular files under [`TEMP_PREFIX`] (`[STORE-7]`, a SHOULD). Anything else
@@ -214,6 +258,48 @@ impl Store {
     /// The digest cache, for figures.
     pub fn digests(&self) -> &DigestCache {
         &self.digests
+    }
+
+    /// Where digests persist.
+    pub fn persist(&self) -> &Persist {
+        &self.persist
+    }
+
+    /// Hashes under way.
+    pub(crate) fn flights(&self) -> &Arc<Flights> {
+        &self.flights
+    }
+
+    /// How many hashes are under way now.
+    pub fn hashes_under_way(&self) -> usize {
+        self.flights.len()
+    }
+
+    /// Makes the digests kept so far durable (the index; xattrs are written through).
+    pub fn flush_digests(&self) {
+        self.persist.flush();
+    }
+
+    /// Every regular file with a valid name, unsorted, with its key: what the background indexer
+    /// works through. Only metadata is read.
+    ///
+    /// # Errors
+    /// The directory cannot be read.
+    pub fn scan(&self) -> io::Result<Vec<(Name, FileKey)>> {
+        let mut out = Vec::new();
+        for entry in self.root.entries()? {
+            let entry = entry?;
+            if !entry.file_type()?.is_file() {
+                continue;
+            }
+            let raw = entry.file_name();
+            let Some(name) = raw.to_str().and_then(|s| Name::new(s.as_bytes(), self.settings.max_name_len).ok()) else {
+                continue;
+            };
+            let Ok(meta) = entry.metadata() else { continue };
+            out.push((name, key_of(&meta)));
+        }
+        Ok(out)
     }
 
     /// Every regular file with a valid name, sorted by name (`[LIST-1]`, `[LIST-2]`), with the
@@ -283,10 +369,20 @@ impl Store {
         Ok(OpenedFile { file: file.into_std(), size: key.size, key })
     }
 
-    /// The digest of an opened file, if it is known: no file is hashed here. A GET of a file not
-    /// hashed yet gets a [`HashJob`] from [`Store::hash_job`] instead, which the engine runs.
+    /// The digest of an opened file, if it is known, in memory or where digests persist: no file
+    /// is hashed here. A GET of a file not hashed yet gets a [`HashJob`] from
+    /// [`Store::hash_job`] instead, which the engine runs.
     pub fn cached_digest(&self, opened: &OpenedFile) -> Option<Digest> {
-        self.digests.get(&opened.key)
+        self.digests.get(&opened.key).or_else(|| self.persisted_digest(&opened.file, &opened.key))
+    }
+
+    /// The digest kept across restarts for this version of `file`, remembered in memory if found.
+    pub(crate) fn persisted_digest(&self, file: &std::fs::File, key: &FileKey) -> Option<Digest> {
+        let digest = self.persist.lookup(file, key)?;
+        self.digests.note_loaded();
+        self.digests.insert(*key, digest);
+        self.listing.invalidate();
+        Some(digest)
     }
 
     /// The work of hashing an opened file, for the engine to run where blocking is harmless and
@@ -320,9 +416,17 @@ impl Store {
         Ok(())
     }
 
-    /// Remembers a verified digest; listings taken before it are not reused.
-    pub(crate) fn learn_digest(&self, key: FileKey, digest: Digest) {
+    /// Remembers a verified digest of `key`, the version of `file` that was hashed or verified,
+    /// in memory and where digests persist; listings taken before it are not reused.
+    pub(crate) fn learn_digest(&self, key: FileKey, digest: Digest, file: Option<&std::fs::File>) {
         self.digests.insert(key, digest);
+        if let Some(file) = file {
+            // An xattr's write moves the file's ctime: the digest goes with the new key too.
+            let now = self.persist.remember(file, &key, digest);
+            if now != key {
+                self.digests.insert(now, digest);
+            }
+        }
         self.listing.invalidate();
     }
 
@@ -343,6 +447,13 @@ impl Store {
         o.write(true).create_new(true).follow(FollowSymlinks::No);
         let file = self.root.open_with(&tmp_name, &o)?.into_std();
         Ok(Upload { store: self.clone(), tmp_name: Some(tmp_name), file, head: head.clone() })
+    }
+}
+
+impl Drop for Store {
+    /// What was kept stays kept: the index's last writes are made durable.
+    fn drop(&mut self) {
+        self.persist.flush();
     }
 }
 
@@ -411,7 +522,7 @@ impl Upload {
         let published = self.key()?;
         let unchanged = FileKey { ctime_ns: published.ctime_ns, ..written } == published;
         if unchanged {
-            self.store.digests.insert(published, self.head.frame.md5);
+            self.store.learn_digest(published, self.head.frame.md5, Some(&self.file));
         }
         // A new name, or new content under an old one: listings taken before are stale.
         self.store.listing.invalidate();

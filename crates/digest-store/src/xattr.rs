@@ -10,9 +10,11 @@
 //!
 //! A version is then taken to be the one hashed when device, inode, size and modification time
 //! are equal and the ctime lies in the window. The one change this misses is a write to the same
-//! inode that sets the modification time back, completed within the window's 25 ms around the
-//! attribute's own write; the file's reader still verifies the digest, so even that costs a
-//! failed download, never a wrong file. Any later change moves ctime past the window.
+//! inode that also sets the modification time back, completed within [`WRITE_SLACK_NS`] (1 ms)
+//! after the attribute's own write; any later change moves ctime past the window. A process that
+//! wrote the attribute knows the exact ctime its write produced, and should hold the file to it
+//! (ferry-core does); and the file's reader verifies the digest anyway, so even the missed change
+//! costs a failed download, never a wrong file.
 
 use std::fs::File;
 use std::io;
@@ -28,8 +30,10 @@ pub const NAME: &str = "user.ferry.md5";
 /// How far behind the realtime clock a ctime stamped by the kernel may be: one tick of the
 /// coarse clock at the lowest common rate (HZ=100), doubled.
 pub const COARSE_LAG_NS: i128 = 20_000_000;
-/// How long after the clock is read the attribute's write may stamp ctime.
-pub const WRITE_SLACK_NS: i128 = 5_000_000;
+/// How long after the clock is read the attribute's write may stamp ctime: the system call's own
+/// time, with room for a short preemption (a longer one fails the check, and the write is tried
+/// again).
+pub const WRITE_SLACK_NS: i128 = 1_000_000;
 /// Writes tried before the attribute is given up for this file.
 const ATTEMPTS: usize = 3;
 /// The first word of the value, with its format's version.

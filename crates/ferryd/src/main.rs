@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
+use ferry_core::digests::persist::PersistMode;
+use ferry_core::indexer::{Indexer, IndexerSettings};
 use ferry_core::{Server, Settings};
 use ferry_proto::Role;
 use tracing_subscriber::prelude::*;
@@ -90,9 +92,21 @@ struct Cli {
     /// Connections remembered for STATUS.
     #[arg(long, default_value_t = 100)]
     history: usize,
-    /// Files hashed at once, at most (first downloads of files copied in by hand).
+    /// Files hashed at once for downloads that need a digest not known yet, at most.
     #[arg(long, default_value_t = 2)]
     max_concurrent_hashes: usize,
+    /// Files hashed at once in the background, at a lowered priority: at start-up, every file
+    /// without a kept digest, then each file that appears or changes in the root (0: none; a
+    /// file's first download then waits while it is hashed).
+    #[arg(long, value_name = "N", default_value_t = Settings::default().background_hashes)]
+    background_hashes: usize,
+    /// Where files' MD5 digests are kept across restarts: `auto` (a user.ferry.md5 xattr on each
+    /// file where the file system allows, else the index), `xattr`, `index`, or `off`.
+    #[arg(long, value_enum, value_name = "WHERE", default_value_t = Digests::Auto)]
+    digests: Digests,
+    /// The digest index file [default: .ferry-digests in the root].
+    #[arg(long, value_name = "FILE")]
+    digest_index: Option<PathBuf>,
     /// Also write the log to a timestamped file in this directory.
     #[arg(long, value_name = "DIR")]
     log_dir: Option<PathBuf>,
@@ -120,6 +134,29 @@ impl Default for Engine {
         return Self::Blocking;
         #[cfg(not(feature = "blocking"))]
         return Self::Async;
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Digests {
+    /// An xattr on each file where possible, else the index.
+    Auto,
+    /// Only xattrs.
+    Xattr,
+    /// Only the index.
+    Index,
+    /// Nowhere: every file is hashed again after a restart.
+    Off,
+}
+
+impl From<Digests> for PersistMode {
+    fn from(d: Digests) -> Self {
+        match d {
+            Digests::Auto => Self::Auto,
+            Digests::Xattr => Self::Xattr,
+            Digests::Index => Self::Index,
+            Digests::Off => Self::Off,
+        }
     }
 }
 
@@ -166,6 +203,9 @@ impl Cli {
             linger: Duration::from_millis(self.linger),
             history: self.history,
             max_concurrent_hashes: self.max_concurrent_hashes,
+            background_hashes: self.background_hashes,
+            digests: self.digests.into(),
+            digest_index: self.digest_index.clone(),
         })
     }
 }
@@ -226,14 +266,27 @@ fn main() -> Result<()> {
     })?;
 
     tracing::info!(%addr, root = %root.display(), engine = ?cli.engine, "serving");
+    tracing::info!("digests are kept {}", server.store.persist().describe());
+    let indexer = match cli.background_hashes {
+        0 => None,
+        threads => {
+            let settings = IndexerSettings { threads, ..IndexerSettings::default() };
+            Some(Indexer::start(&server, settings).context("starting background hashing")?)
+        }
+    };
     // The one line on stdout: scripts and tests read the real address from it.
     println!("listening on {addr}");
     std::io::stdout().flush()?;
     match cli.engine {
         #[cfg(feature = "blocking")]
-        Engine::Blocking => ferry_blocking::serve(server, listener)?,
+        Engine::Blocking => ferry_blocking::serve(server.clone(), listener)?,
         #[cfg(feature = "async")]
-        Engine::Async => ferry_async::serve_blocking(server, listener, cli.workers)?,
+        Engine::Async => ferry_async::serve_blocking(server.clone(), listener, cli.workers)?,
     }
+    // Stopped (the engine has drained): a hash in progress is abandoned, the index flushed.
+    if let Some(indexer) = indexer {
+        indexer.stop();
+    }
+    server.store.flush_digests();
     Ok(())
 }

@@ -75,6 +75,28 @@ impl TestServer {
         Self { addr: handle.addr, kind: Kind::InProcess(handle), root, dir }
     }
 
+    /// Stops this in-process server, as a signal would, and starts a new one with `engine` on the
+    /// same root and directory: what survives a restart, survives this.
+    ///
+    /// # Panics
+    /// This is not an in-process server, or the new one cannot start.
+    #[track_caller]
+    pub fn restart(&mut self, engine: StartFn, configure: impl FnOnce(&mut Settings)) {
+        let Kind::InProcess(h) = std::mem::replace(&mut self.kind, Kind::Stopped) else {
+            panic!("only an in-process server restarts")
+        };
+        // As a process would have exited: every thread that held the server (a connection
+        // finishing its close, say) has let go of it, and with it of its files and locks.
+        let old = std::sync::Arc::downgrade(h.server());
+        drop(h);
+        assert!(crate::wait_until(Duration::from_secs(10), || old.strong_count() == 0), "the old server let go");
+        let mut settings = Settings { root: self.root.clone(), ..Settings::default() };
+        configure(&mut settings);
+        let handle = engine(settings).unwrap_or_else(|e| panic!("restarting the server: {e}"));
+        self.addr = handle.addr;
+        self.kind = Kind::InProcess(handle);
+    }
+
     /// Runs the `ferryd` binary at `ferryd` with `--listen 127.0.0.1:0 --root DIR/root` and `args`,
     /// and reads the address from its `listening on ADDR` line. Its log goes to `DIR/ferryd.log`.
     #[track_caller]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 mod auth;
 mod capacity;
 mod commands;
+mod digests;
 mod handshake;
 mod legacy;
 mod names;
@@ -20,6 +21,7 @@ mod storage;
 pub use auth::*;
 pub use capacity::*;
 pub use commands::*;
+pub use digests::*;
 pub use handshake::*;
 pub use legacy::*;
 pub use names::*;
@@ -96,6 +98,12 @@ macro_rules! server_suite {
             start_up_leaves_a_directory_named_like_a_temporary_file,
             put_onto_a_directory_or_link_is_forbidden_and_replaces_nothing,
             a_directory_or_link_made_during_an_upload_is_not_replaced,
+            // digests that last
+            digests_survive_a_restart,
+            a_file_edited_while_the_server_was_down_gets_its_new_digest,
+            files_are_hashed_in_the_background_before_anyone_asks,
+            a_get_joins_the_hash_under_way,
+            a_get_during_background_hashing_is_served_by_it,
             // capacity and deadlines
             clients_over_max_clients_get_busy,
             clients_over_the_per_address_limit_get_busy,

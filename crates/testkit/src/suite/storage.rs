@@ -515,7 +515,7 @@ pub fn a_file_edited_in_place_with_its_mtime_set_back_gets_its_new_digest(engine
 }
 
 /// The MD5 of 1 GiB of zero bytes (`truncate -s 1G f && md5sum f`).
-const MD5_OF_1_GIB_OF_ZEROS: &str = "cd573cfaace07e7949bc0c46028904ff";
+pub(crate) const MD5_OF_1_GIB_OF_ZEROS: &str = "cd573cfaace07e7949bc0c46028904ff";
 
 /// [SEC-3] [LIST-3] [GET-2]: GETs waiting for the server's bound on files hashed at once do not
 /// hold up anyone else. With `max_concurrent_hashes = 1`, 64 connections each ask for a 1 GiB file

@@ -1,0 +1,200 @@
+//! Hashing one file whose digest is not known yet: the slow part of a first GET, and the work of
+//! the background indexer.
+//!
+//! A [`HashJob`] is handed out as a value (see [`crate::Session::take_hash_job`]) so that each
+//! engine runs it where blocking is harmless, within its bound on files hashed at once
+//! (`[SEC-3]`). [`HashJob::begin`] decides who hashes: the digest may have become known
+//! meanwhile, another connection or the indexer may be hashing the same version (the job then
+//! follows that hash), or the job leads and hashes.
+
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferry_proto::digest::Hasher;
+use ferry_proto::Digest;
+
+use super::flight::{Claim, Flight, Lease};
+use super::{FileKey, HashLimiter};
+use crate::store::Store;
+
+/// Files are hashed through a buffer of this size.
+const HASH_BUF: usize = 256 * 1024;
+
+/// The hash of one open file. It owns a duplicate of the GET's open handle, so it hashes exactly
+/// the version that will be sent (`[GET-5]`).
+#[derive(Debug)]
+pub struct HashJob {
+    /// Where the digest is remembered.
+    store: Arc<Store>,
+    /// The same open file the GET will send from (a duplicated descriptor).
+    file: File,
+    /// The version being hashed; its size is how much is read.
+    key: FileKey,
+}
+
+/// Who hashes, decided by [`HashJob::begin`].
+#[derive(Debug)]
+pub enum Begun {
+    /// The digest became known meanwhile.
+    Known(Digest),
+    /// Nobody else is hashing this version: the caller does, with [`HashLead::run`].
+    Lead(HashLead),
+    /// Someone is: wait for their outcome with [`HashFollow::wait`] or [`HashFollow::done`].
+    Follow(HashFollow),
+}
+
+/// The duty to hash one version; others may be waiting for it.
+#[derive(Debug)]
+pub struct HashLead {
+    job: HashJob,
+    lease: Lease,
+}
+
+/// A wait for a hash someone else runs.
+#[derive(Debug)]
+pub struct HashFollow {
+    job: HashJob,
+    flight: Arc<Flight>,
+}
+
+impl HashJob {
+    pub(crate) fn new(store: Arc<Store>, file: &File, key: FileKey) -> io::Result<Self> {
+        Ok(Self { store, file: file.try_clone()?, key })
+    }
+
+    /// The size of the file to hash, in bytes.
+    pub fn size(&self) -> u64 {
+        self.key.size
+    }
+
+    /// Decides who hashes. Never blocks on the disk or on another hash.
+    pub fn begin(self) -> Begun {
+        if let Some(digest) = self.store.digests().get(&self.key) {
+            return Begun::Known(digest);
+        }
+        match self.store.flights().claim(self.key) {
+            Claim::Lead(lease) => Begun::Lead(HashLead { job: self, lease }),
+            Claim::Follow(flight) => Begun::Follow(HashFollow { job: self, flight }),
+        }
+    }
+
+    /// The whole job for a thread that may block: follows a hash under way, or leads one holding
+    /// a permit of `limiter` (`[SEC-3]`).
+    ///
+    /// # Errors
+    /// Reading the file failed.
+    pub fn run_blocking(self, limiter: &HashLimiter) -> io::Result<Digest> {
+        let mut job = self;
+        loop {
+            match job.begin() {
+                Begun::Known(digest) => return Ok(digest),
+                Begun::Lead(lead) => {
+                    let _permit = limiter.acquire();
+                    return lead.run();
+                }
+                Begun::Follow(follow) => match follow.wait() {
+                    Ok(digest) => return Ok(digest),
+                    Err(again) => job = again,
+                },
+            }
+        }
+    }
+}
+
+impl HashLead {
+    /// The size of the file to hash, in bytes.
+    pub fn size(&self) -> u64 {
+        self.job.key.size
+    }
+
+    /// Hashes the file, unless its digest has become known meanwhile (read back from where it
+    /// persists), remembers it, and tells whoever waits. Call it holding a hash permit: nothing
+    /// here limits concurrency. It blocks for as long as reading the whole file takes.
+    ///
+    /// # Errors
+    /// Reading the file failed.
+    pub fn run(self) -> io::Result<Digest> {
+        self.run_until(&AtomicBool::new(false))
+    }
+
+    /// [`Self::run`], given up (with [`io::ErrorKind::Interrupted`]) as soon as `stop` is set:
+    /// how the background indexer stops when the server does.
+    ///
+    /// # Errors
+    /// Reading the file failed, or `stop` was set.
+    pub fn run_until(self, stop: &AtomicBool) -> io::Result<Digest> {
+        let Self { job, lease } = self;
+        if let Some(digest) = job.store.persisted_digest(&job.file, &job.key) {
+            lease.complete(Some(digest));
+            return Ok(digest);
+        }
+        let started = Instant::now();
+        // On failure the lease drops, and waiters hash the file themselves.
+        let digest = hash_file(&job.file, job.key.size, stop)?;
+        job.store.digests().note_hashed();
+        job.store.learn_digest(job.key, digest, Some(&job.file));
+        lease.complete(Some(digest));
+        tracing::debug!(bytes = job.key.size, ms = started.elapsed().as_millis() as u64, "hashed a file");
+        Ok(digest)
+    }
+}
+
+impl HashFollow {
+    /// Blocks until the hash being followed ends. Its digest; or, if it failed, the job back, to
+    /// begin again (and most likely lead).
+    ///
+    /// # Errors
+    /// The hash followed failed: the job is returned.
+    pub fn wait(self) -> Result<Digest, HashJob> {
+        self.job.store.digests().note_joined();
+        self.flight.wait().ok_or(self.job)
+    }
+
+    /// [`Self::wait`] for a task: waits without blocking its thread.
+    ///
+    /// # Errors
+    /// The hash followed failed: the job is returned.
+    pub async fn done(self) -> Result<Digest, HashJob> {
+        self.job.store.digests().note_joined();
+        self.flight.done().await.ok_or(self.job)
+    }
+}
+
+/// The MD5 of the first `size` bytes of `file`. It reads at explicit offsets: the handle shares
+/// its file position with the one the body is sent from, which must not move. A file that shrank
+/// meanwhile gives the digest of what is left; sending it then fails as it must (`[GET-6]`).
+fn hash_file(file: &File, size: u64, stop: &AtomicBool) -> io::Result<Digest> {
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; HASH_BUF];
+    let mut at = 0;
+    while at < size {
+        if stop.load(Ordering::Relaxed) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "hashing stopped: the server is stopping"));
+        }
+        let want = usize::try_from(size - at).unwrap_or(usize::MAX).min(buf.len());
+        let n = read_at(file, &mut buf[..want], at)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(hasher.finish())
+}
+
+/// One positional read, retried when a signal interrupts it.
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    loop {
+        #[cfg(unix)]
+        let r = std::os::unix::fs::FileExt::read_at(file, buf, offset);
+        #[cfg(windows)]
+        let r = std::os::windows::fs::FileExt::seek_read(file, buf, offset);
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Where digests are kept across restarts: in a user extended attribute on each file
+//! (`user.ferry.md5`), or in an index file, or nowhere.
+//!
+//! [`PersistMode::Auto`] tries the attribute first, since it travels with the file and dies with
+//! it, and falls back to the index for a file system without user attributes (some tmpfs and
+//! network mounts) and for files the server may not annotate (owned by someone else). Nothing here
+//! is ever an error for a client: a digest that cannot be kept is computed again after a restart.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use ferry_digest_store::Index;
+use ferry_proto::Digest;
+
+use super::FileKey;
+
+/// Where digests persist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PersistMode {
+    /// The file's xattr where the root's file system has user xattrs, else the index; the index
+    /// also for files the server may not annotate.
+    #[default]
+    Auto,
+    /// Only the file's xattr.
+    Xattr,
+    /// Only the index.
+    Index,
+    /// Nowhere: digests live in memory and are computed again after every start.
+    Off,
+}
+
+/// The default index file, inside the root under the reserved `.ferry` prefix, which is never
+/// listed or served (`[NAME-6]`): it goes where the root goes.
+pub const DEFAULT_INDEX_NAME: &str = ".ferry-digests";
+
+/// Records in the index, at most: about 60 bytes each on disk.
+pub const INDEX_MAX_ENTRIES: u64 = 1_000_000;
+
+/// Files whose xattr this process wrote that it remembers the exact ctime of, at most (about
+/// 40 bytes each).
+pub const WRITTEN_MAX: usize = 100_000;
+
+/// The digests' home for one root.
+#[derive(Debug)]
+pub struct Persist {
+    mode: PersistMode,
+    /// Whether xattrs are tried; cleared for good when the file system turns out to lack them.
+    xattr: AtomicBool,
+    /// Whether the index may be used.
+    index_allowed: bool,
+    index_path: PathBuf,
+    /// Opened at start if the file exists, else on its first use: a root whose digests all fit in
+    /// xattrs never gets an index file.
+    index: OnceLock<Option<Index>>,
+    /// The exact ctime each xattr written by this process left on its file, by device and inode.
+    /// An xattr can only record a window around its own write's ctime (see
+    /// [`ferry_digest_store::xattr`]); this holds the file to the exact value while the process
+    /// lives, so that even an edit within that window is caught. Bounded: cleared when full.
+    written: Mutex<HashMap<(u64, u64), i128>>,
+    /// At most this many entries in `written`.
+    written_max: usize,
+}
+
+impl Persist {
+    /// Where `mode` keeps digests for a root, `probe` being a scratch file in it: xattrs are
+    /// used only if one can be set on it.
+    pub fn new(mode: PersistMode, index_path: PathBuf, probe: impl FnOnce() -> io::Result<()>) -> Self {
+        let xattr = matches!(mode, PersistMode::Auto | PersistMode::Xattr) && xattrs_work(mode, probe);
+        let index_allowed = matches!(mode, PersistMode::Auto | PersistMode::Index);
+        let persist = Self {
+            mode,
+            xattr: AtomicBool::new(xattr),
+            index_allowed,
+            index_path,
+            index: OnceLock::new(),
+            written: Mutex::default(),
+            written_max: WRITTEN_MAX,
+        };
+        if index_allowed && (persist.index_path.exists() || !xattr) {
+            persist.index();
+        }
+        persist
+    }
+
+    /// Keeps nothing.
+    pub fn off() -> Self {
+        Self::new(PersistMode::Off, PathBuf::new(), || Ok(()))
+    }
+
+    /// One line for the log: where digests are kept.
+    pub fn describe(&self) -> String {
+        let xattr = self.xattr.load(Ordering::Relaxed);
+        let index = self.index.get().and_then(Option::as_ref).is_some();
+        let path = self.index_path.display();
+        match (xattr, index, self.index_allowed) {
+            (true, _, true) => {
+                format!("in {} xattrs (index {path} for files without one)", ferry_digest_store::xattr::NAME)
+            }
+            (true, _, false) => format!("in {} xattrs", ferry_digest_store::xattr::NAME),
+            (false, true, _) => format!("in the index {path}"),
+            (false, false, _) => "nowhere: digests are computed again after every start".to_owned(),
+        }
+    }
+
+    /// The mode asked for.
+    pub fn mode(&self) -> PersistMode {
+        self.mode
+    }
+
+    /// Whether digests are kept at all.
+    pub fn is_on(&self) -> bool {
+        self.xattr.load(Ordering::Relaxed) || self.index().is_some()
+    }
+
+    fn index(&self) -> Option<&Index> {
+        if !self.index_allowed {
+            return None;
+        }
+        self.index
+            .get_or_init(|| match Index::open(&self.index_path, INDEX_MAX_ENTRIES) {
+                Ok(index) => Some(index),
+                Err(e) => {
+                    tracing::warn!(path = %self.index_path.display(), error = %e,
+                        "cannot use the digest index: digests of files without an xattr are computed again after a restart");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// The digest kept for this version of `file`, if any.
+    pub fn lookup(&self, file: &File, key: &FileKey) -> Option<Digest> {
+        #[cfg(target_os = "linux")]
+        if self.xattr.load(Ordering::Relaxed) {
+            match ferry_digest_store::xattr::read(file, key) {
+                Ok(Some(digest)) if self.written_matches(key) => return Some(digest),
+                Ok(Some(_)) => return None,
+                Ok(None) => {}
+                Err(e) => self.xattr_failed(&e),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = file;
+        // With xattrs on, the index only holds files that could not get one: look there only
+        // if it exists.
+        let index = if self.xattr.load(Ordering::Relaxed) { self.index.get()?.as_ref() } else { self.index() };
+        match index?.get(key) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "digest index lookup failed");
+                None
+            }
+        }
+    }
+
+    /// Keeps `digest` for `key`, the version of `file` that was hashed or verified, unless the
+    /// file changed since. Returns the file's key now: writing an xattr moves its ctime.
+    pub fn remember(&self, file: &File, key: &FileKey, digest: Digest) -> FileKey {
+        #[cfg(target_os = "linux")]
+        if self.xattr.load(Ordering::Relaxed) {
+            use ferry_digest_store::xattr::{self, Written};
+            match xattr::write(file, key, digest) {
+                Ok(Written::Stored(now)) => {
+                    self.note_written(&now);
+                    return now;
+                }
+                Ok(Written::Changed) => return *key,
+                Ok(Written::Unsettled) => {}
+                Err(e) => self.xattr_failed(&e),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = file;
+        if let Some(index) = self.index() {
+            if let Err(e) = index.insert(key, digest) {
+                tracing::warn!(error = %e, "could not record a digest in the index");
+            }
+        }
+        *key
+    }
+
+    /// Whether an xattr that vouches for `key` was not written by this process for another ctime.
+    fn written_matches(&self, key: &FileKey) -> bool {
+        let written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        written.get(&(key.dev, key.ino)).is_none_or(|&ctime| ctime == key.ctime_ns)
+    }
+
+    fn note_written(&self, now: &FileKey) {
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        if written.len() >= self.written_max && !written.contains_key(&(now.dev, now.ino)) {
+            written.clear();
+        }
+        written.insert((now.dev, now.ino), now.ctime_ns);
+    }
+
+    /// Drops index records of inodes `live` rejects; how a full scan of the root forgets files
+    /// that are gone.
+    pub fn prune(&self, live: impl FnMut(u64, u64) -> bool) {
+        let Some(Some(index)) = self.index.get() else { return };
+        match index.retain(live) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(records = n, "dropped the index records of files that are gone"),
+            Err(e) => tracing::warn!(error = %e, "could not prune the digest index"),
+        }
+    }
+
+    /// Makes what was kept durable. Called now and then, and at shutdown.
+    pub fn flush(&self) {
+        if let Some(Some(index)) = self.index.get() {
+            if let Err(e) = index.flush() {
+                tracing::warn!(error = %e, "could not flush the digest index");
+            }
+        }
+    }
+
+    /// An xattr could not be read or written. A file system without user xattrs turns them off
+    /// for good (the index takes over); a file the server may not annotate uses the index.
+    fn xattr_failed(&self, e: &io::Error) {
+        if e.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error()) {
+            if self.xattr.swap(false, Ordering::Relaxed) {
+                tracing::warn!("the root's file system has no user xattrs: digests go to the index");
+            }
+        } else {
+            tracing::debug!(error = %e, "no digest xattr for this file");
+        }
+    }
+}
+
+/// Whether xattrs can be set in the root, tried on a scratch file.
+fn xattrs_work(mode: PersistMode, probe: impl FnOnce() -> io::Result<()>) -> bool {
+    match probe() {
+        Ok(()) => true,
+        Err(e) => {
+            let fallback = if mode == PersistMode::Auto { "using the index instead" } else { "digests are not kept" };
+            tracing::warn!(error = %e, "cannot set user xattrs in the root: {fallback}");
+            false
+        }
+    }
+}
+
+/// The index file for a root, when none is given.
+pub fn default_index_path(root: &Path) -> PathBuf {
+    root.join(DEFAULT_INDEX_NAME)
+}
