@@ -476,7 +476,7 @@ fn download_once(
 ) -> Result<Step, Error> {
     let resumable = conn.hello().capabilities.contains(Capabilities::RESUME);
     let offset = if resumable { part.resume_offset() } else { 0 };
-    let reply = match conn.get(name, offset) {
+    let reply = match conn.get(name, offset, progress) {
         Ok(r) => r,
         Err(e) if offset > 0 && e.code() == Some(ErrorCode::BAD_OFFSET) => {
             part.reset()?;

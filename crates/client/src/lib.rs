@@ -3,7 +3,8 @@
 //! It drives ferry-proto's sans-IO [`ClientConnection`](ferry_proto::client::ClientConnection)
 //! over a `TcpStream`, and adds what a tool people rely on needs:
 //!
-//! - a deadline on every connect, read and write ([`conn`], `[TIME-6]`);
+//! - a deadline on every connect, read and write ([`conn`], `[TIME-6]`), lengthened for the head
+//!   of a GET reply while the server computes a digest it lacks (`[GET-9]`);
 //! - retries with exponential backoff and jitter ([`retry`]), for connecting and for transfers
 //!   cut off mid-way — repeated only when that is safe (a DELETE is not sent twice);
 //! - downloads that are verified and resumable ([`local`]): written to `NAME.part`, checked
