@@ -276,6 +276,11 @@ impl World {
 /// A `ferry` command for `server`, in `cwd`, with a clean environment: no FERRY_* variables
 /// from the developer's shell, HOME in the test's directory (the shell's history).
 pub fn ferry_cmd(cwd: &Path, server: &str, home: &Path) -> Command {
+    ferry_cmd_timeout(cwd, server, home, "5")
+}
+
+/// [`ferry_cmd`] with another `--timeout` (which may be given only once).
+pub fn ferry_cmd_timeout(cwd: &Path, server: &str, home: &Path, timeout: &str) -> Command {
     let mut cmd = Command::new(ferry_bin());
     cmd.current_dir(cwd)
         .env_remove("FERRY_SERVER")
@@ -283,7 +288,7 @@ pub fn ferry_cmd(cwd: &Path, server: &str, home: &Path) -> Command {
         .env_remove("FERRY_HISTORY")
         .env("HOME", home)
         .env("COLUMNS", "100")
-        .args(["--server", server, "--timeout", "5"])
+        .args(["--server", server, "--timeout", timeout])
         .stdin(Stdio::null());
     cmd
 }
