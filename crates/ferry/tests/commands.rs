@@ -297,3 +297,31 @@ fn a_server_computing_a_digest_is_waited_for_and_a_digest_that_never_comes_is_na
     );
     assert!(!out.stderr.contains("overloaded or unreachable"), "{out:?}");
 }
+
+#[test]
+fn the_digest_cache_lives_in_the_user_s_cache_directory_and_can_be_turned_off() {
+    let world = World::new(&[]);
+    std::fs::write(world.work().join("a.bin"), pattern(300_000, 5)).unwrap();
+    let home = world.dir.path().join("home");
+    let default = home.join(".cache/ferry/digests.redb");
+    let xdg = world.dir.path().join("xdg");
+    let put = |env: &[(&str, &str)], extra: &[&str]| {
+        let args: Vec<&str> = [&["--quiet"][..], extra, &["put", "a.bin", "--overwrite"]].concat();
+        world.run_env(&args, env).ok()
+    };
+
+    for off in [&[("FERRY_NO_DIGEST_CACHE", "1")][..], &[]] {
+        put(off, if off.is_empty() { &["--no-digest-cache"] } else { &[] });
+        assert!(!home.join(".cache").exists(), "{off:?}: no cache, not even its directory");
+    }
+    let first = put(&[("FERRY_LOG", "ferry_client=debug")], &[]);
+    assert!(default.is_file(), "{first:?}");
+    assert!(!first.stderr.contains("from the digest cache"), "{first:?}");
+    let second = put(&[("FERRY_LOG", "ferry_client=debug")], &[]);
+    assert!(second.stderr.contains("upload: MD5 from the digest cache"), "{second:?}");
+
+    let xdg_str = xdg.to_str().unwrap();
+    put(&[("XDG_CACHE_HOME", xdg_str)], &[]);
+    assert!(xdg.join("ferry/digests.redb").is_file());
+    assert_eq!(std::fs::read(world.root().join("a.bin")).unwrap(), pattern(300_000, 5));
+}
