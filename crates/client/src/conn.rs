@@ -35,6 +35,10 @@ pub fn digest_allowance(size: u64) -> Duration {
     Duration::from_secs(size.div_ceil(DIGEST_ALLOWANCE_BYTES))
 }
 
+/// How long a wait longer than the read deadline goes on before the caller hears of it: a server
+/// that hashes a small file answers before a notice would be worth showing.
+const WAIT_NOTICE_AFTER: Duration = Duration::from_millis(500);
+
 /// One reply item, owning its values; file data is a range of the connection's read buffer,
 /// valid until the next read ([`Connection::data`]).
 #[derive(Debug)]
@@ -327,8 +331,9 @@ impl Connection {
     /// A STAT of the same name goes first, in the same write (`[REQ-3]`): it is answered at once
     /// (`[LIST-5]`) and tells whether the server knows the file's digest. If it does not, the
     /// server must hash the whole file before it can send the head, so the head is given the
-    /// read deadline plus [`digest_allowance`] (`[GET-9]`), and `progress` hears why the wait
-    /// is long. A refused STAT (`NOT_FOUND`…) is no failure: the GET's own reply decides.
+    /// read deadline plus [`digest_allowance`] (`[GET-9]`), and `progress` hears why, once the
+    /// wait has lasted half a second (`[GET-9]`: say that the server is computing the digest).
+    /// A refused STAT (`NOT_FOUND`…) is no failure: the GET's own reply decides.
     ///
     /// # Errors
     /// The server refused (`NOT_FOUND`, `BAD_OFFSET`…), did not finish computing a digest it
@@ -346,8 +351,8 @@ impl Connection {
         let head = match unhashed {
             Some(size) if size > 0 => {
                 let allowed = self.timeout + digest_allowance(size);
-                progress.waiting_for_digest(name, size, allowed);
-                self.next_within(DURING, allowed).map_err(|e| match e {
+                let mut notice = || progress.waiting_for_digest(name, size, allowed);
+                self.next_within(DURING, allowed, &mut notice).map_err(|e| match e {
                     Error::Timeout { addr, .. } => {
                         Error::DigestTimeout { addr, name: name.escaped(), size, waited: allowed }
                     }
@@ -464,15 +469,29 @@ impl Connection {
     }
 
     /// The next reply item, which must arrive whole within `allowed` (however many reads that
-    /// takes); the read deadline is back to normal afterwards.
+    /// takes); `notice` is called if it has not come after [`WAIT_NOTICE_AFTER`]. The read
+    /// deadline is back to normal afterwards.
     ///
     /// # Errors
     /// As [`Self::next`]; `allowed` passing is an [`Error::Timeout`].
-    fn next_within(&mut self, during: &'static str, allowed: Duration) -> Result<Item, Error> {
+    fn next_within(
+        &mut self,
+        during: &'static str,
+        allowed: Duration,
+        notice: &mut dyn FnMut(),
+    ) -> Result<Item, Error> {
+        let start = Instant::now();
         // A deadline past what the clock can hold (a size near `FILE_SIZE_CEILING`) is none:
         // each read then waits `allowed`.
-        let deadline = Instant::now().checked_add(allowed);
-        let item = self.next_by(during, deadline, allowed);
+        let deadline = start.checked_add(allowed);
+        let item = match self.next_by(during, Some(start + WAIT_NOTICE_AFTER.min(allowed)), allowed) {
+            // Bytes of a head already read stay in the buffer for the second part of the wait.
+            Err(Error::Timeout { .. }) if WAIT_NOTICE_AFTER < allowed => {
+                notice();
+                self.next_by(during, deadline, allowed)
+            }
+            other => other,
+        };
         let reset = self.stream.set_read_timeout(Some(self.timeout));
         let item = item?;
         reset.map_err(|e| Error::io(&self.addr, during, self.timeout, e))?;

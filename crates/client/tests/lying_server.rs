@@ -400,6 +400,17 @@ fn a_server_computing_a_digest_is_given_a_second_per_16_mib() {
 }
 
 #[test]
+fn a_short_wait_for_a_digest_is_not_worth_a_word() {
+    // No md5 in the STAT, but the head comes at once: the caller hears of no wait.
+    let server = hashing_server(data(1000), false, Some(Duration::ZERO));
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, _) = client(&server, 0);
+    let mut rec = Record::default();
+    c.download(&name("f"), &dir.path().join("f"), false, &mut rec).unwrap();
+    assert!(rec.waiting.is_empty());
+}
+
+#[test]
 fn a_server_that_knows_the_digest_is_held_to_the_ordinary_deadline() {
     let server = hashing_server(data(1000), true, Some(Duration::from_secs(1)));
     let dir = tempfile::tempdir().unwrap();

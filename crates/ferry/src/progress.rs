@@ -165,6 +165,8 @@ impl Progress for Bars {
     fn waiting_for_digest(&mut self, name: &Name, size: u64, allowed: Duration) {
         self.stop_waiting();
         if !self.draw {
+            // `[GET-9]`: say what the wait is for, even with no bars to say it in.
+            self.note(&format!("ferry: {}", waiting_message(name, size, allowed)));
             return;
         }
         let bar = match &self.overall {

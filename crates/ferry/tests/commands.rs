@@ -288,8 +288,13 @@ fn a_server_computing_a_digest_is_waited_for_and_a_digest_that_never_comes_is_na
         cmd.args(["--retries", "0"]);
         cmd
     };
-    common::run(ferry().args(["get", "f"])).ok();
+    let out = common::run(ferry().args(["get", "f"])).ok();
     assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), pattern(100_000, 3));
+    assert!(
+        out.stderr
+            .contains("ferry: server is computing the MD5 of f (98 KiB) before sending it… (waiting up to 1.2 s)"),
+        "said while it waits, bars or not: {out:?}"
+    );
     let out = common::run(ferry().args(["get", "f", "-o", "g"])).code(3);
     assert!(
         out.stderr.contains("had no MD5 for f and did not finish computing the MD5 of its 98 KiB within 1.25 s"),
