@@ -72,7 +72,10 @@ impl std::fmt::Debug for DigestCache {
 
 impl DigestCache {
     /// A cache in the file `path` (its directory is created when needed); `None` for none.
+    /// Off Unix there is never one: a [`FileKey`] there has no inode or status-change time, so
+    /// it cannot tell one file from another of the same size and mtime.
     pub(crate) fn new(path: Option<PathBuf>) -> Self {
+        let path = if cfg!(unix) { path } else { None };
         Self { path, state: State::Unopened }
     }
 
