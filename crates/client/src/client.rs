@@ -10,7 +10,10 @@ use std::time::Duration;
 use ferry_proto::{Capabilities, ConnRecord, Digest, Entry, ErrorCode, ErrorReply, FrameHead, Name, PutHead, PutMode};
 use ferry_proto::{RequestKind, ServerHello};
 
+use ferry_digest_store::FileKey;
+
 use crate::conn::Connection;
+use crate::digest_cache::DigestCache;
 use crate::error::Error;
 use crate::hashing::{hash_file, HashMode, HashSink};
 use crate::local::Part;
@@ -36,6 +39,12 @@ pub struct Config {
     pub hash_mode: HashMode,
     /// Transfers go no faster than this many bytes a second.
     pub rate_limit: Option<u64>,
+    /// The file of the digest cache ([`crate::digest_cache`]): uploads and downloads record the
+    /// MD5 of the local file there, and an upload of a file unchanged since takes it from there
+    /// instead of reading the whole file first. `None` (the default, so that a library user or
+    /// a test never writes to the user's own cache unasked): no cache. `ferry` uses
+    /// [`crate::digest_cache::default_path`].
+    pub digest_cache: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -47,6 +56,7 @@ impl Default for Config {
             retry: RetryPolicy::default(),
             hash_mode: HashMode::default(),
             rate_limit: None,
+            digest_cache: None,
         }
     }
 }
@@ -78,6 +88,8 @@ pub struct Uploaded {
     pub md5: Digest,
     /// It replaced a file of that name.
     pub replaced: bool,
+    /// The digest came from the digest cache: the file was not read before it was sent.
+    pub digest_from_cache: bool,
 }
 
 /// What one download attempt ended with.
@@ -104,6 +116,8 @@ pub struct Client {
     config: Config,
     conn: Option<Connection>,
     sleep: Sleep,
+    /// The digests of local files, opened at the first transfer.
+    cache: DigestCache,
 }
 
 impl std::fmt::Debug for Client {
@@ -115,7 +129,8 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for `config`; nothing is connected yet.
     pub fn new(config: Config) -> Self {
-        Self { config, conn: None, sleep: Arc::new(std::thread::sleep) }
+        let cache = DigestCache::new(config.digest_cache.clone());
+        Self { config, conn: None, sleep: Arc::new(std::thread::sleep), cache }
     }
 
     /// Replaces how the client waits between attempts (tests record the delays instead).
@@ -261,7 +276,11 @@ impl Client {
         };
         match outcome {
             Ok(frame) => {
-                part.publish(overwrite)?;
+                // The digest is the published file's: the key is taken after the rename, which
+                // moves the file's ctime.
+                if let Some(meta) = part.publish(overwrite)? {
+                    self.cache.insert(&FileKey::of(&meta), frame.md5);
+                }
                 Ok(Downloaded {
                     name: name.clone(),
                     path: dest.to_owned(),
@@ -282,9 +301,11 @@ impl Client {
         }
     }
 
-    /// Uploads the local file `path` as `name`. Its MD5 is computed first (the frame carries it
-    /// before the data), then the data is streamed. An upload cut off is sent again from the
-    /// start; in create-only mode, only if the server cannot have stored it.
+    /// Uploads the local file `path` as `name`. The frame carries the MD5 before the data, so
+    /// it is taken from the digest cache if the file is unchanged since it was last hashed (same
+    /// [`FileKey`]), and otherwise computed first, reading the whole file. Then the data is
+    /// streamed. An upload cut off is sent again from the start; in create-only mode, only if
+    /// the server cannot have stored it.
     ///
     /// # Errors
     /// Refused by the server (`EXISTS` in create-only mode…); the connection failed within the
@@ -303,17 +324,24 @@ impl Client {
         if !before.is_file() {
             return Err(Error::Usage(format!("{} is not a regular file", path.display())));
         }
-        let (md5, size) = hash_file(&mut file, &mut |done, total| {
-            progress.hashing(path, done, total);
-            !progress.cancelled()
-        })
-        .map_err(|e| if e.kind() == io::ErrorKind::Interrupted { Error::Cancelled } else { local("read", e) })?;
+        // The version of the file the digest describes, recorded in the cache only if the file
+        // is still that version at the end.
+        let key = FileKey::of(&before);
+        let unchanged = |file: &File| file.metadata().is_ok_and(|m| FileKey::of(&m) == key);
+        let mut from_cache = self.cache.get(&key);
+        let mut md5 = match from_cache {
+            Some(md5) => {
+                tracing::debug!(path = %path.display(), %md5, "upload: MD5 from the digest cache");
+                md5
+            }
+            None => hash_local(&mut file, path, key.size, progress)?,
+        };
+        let size = key.size;
+        // The upload fails with `LocalChanged` only if the content may have changed: not for a
+        // new ctime alone, which a chmod, a hard link or an extended attribute also sets.
         let fingerprint = |m: &std::fs::Metadata| (m.len(), m.modified().ok());
         let before = fingerprint(&before);
-        let changed = |file: &File| {
-            let now = file.metadata().ok();
-            now.map(|m| fingerprint(&m)) != Some(before) || before.0 != size
-        };
+        let changed = |file: &File| file.metadata().map(|m| fingerprint(&m)).ok() != Some(before);
         let policy = self.config.retry.clone();
         let mut budget = Budget::new(&policy);
         let rate = self.config.rate_limit;
@@ -333,6 +361,7 @@ impl Client {
                         });
                     }
                     file.rewind().map_err(|e| local("read", e))?;
+                    tracing::debug!(path = %path.display(), size, %md5, "upload: sending");
                     progress.transfer_started(name, size, 0);
                     let head = PutHead { mode, frame: FrameHead { name: name.clone(), size, md5 } };
                     let mut limit = rate.map(RateLimit::new);
@@ -363,10 +392,24 @@ impl Client {
                     if changed(&file) {
                         return Err(Error::LocalChanged { path: path.to_owned() });
                     }
-                    return Ok(Uploaded { name: name.clone(), size, md5, replaced });
+                    if from_cache.is_none() && unchanged(&file) {
+                        self.cache.insert(&key, md5);
+                    }
+                    let digest_from_cache = from_cache.is_some();
+                    return Ok(Uploaded { name: name.clone(), size, md5, replaced, digest_from_cache });
                 }
                 Err(e) if e.code() == Some(ErrorCode::CHECKSUM_MISMATCH) && changed(&file) => {
                     return Err(Error::LocalChanged { path: path.to_owned() });
+                }
+                // The cached digest is not the file's, though the file's key is the one it was
+                // recorded under: a file system whose times are too coarse to tell two writes
+                // apart, say. Nothing was stored; forget the record, hash, and send again. This
+                // happens at most once: the digest is then the file's own.
+                Err(e) if e.code() == Some(ErrorCode::CHECKSUM_MISMATCH) && from_cache.is_some() => {
+                    tracing::debug!(path = %path.display(), "upload: the server refused the cached MD5; hashing");
+                    self.cache.forget(&key);
+                    from_cache = None;
+                    md5 = hash_local(&mut file, path, size, progress)?;
                 }
                 // A create-only upload whose data all went out may have been stored with its
                 // reply lost: sending it again would get EXISTS for our own file.
@@ -456,6 +499,28 @@ impl Drop for Client {
     }
 }
 
+/// Computes the MD5 of the local file `path`, open as `file`, telling `progress`; `size` is the
+/// size its metadata gave, which the bytes read must match.
+///
+/// # Errors
+/// The file cannot be read, it got shorter or longer while being read ([`Error::LocalChanged`]),
+/// or `progress` asked to stop.
+fn hash_local(file: &mut File, path: &Path, size: u64, progress: &mut dyn Progress) -> Result<Digest, Error> {
+    file.rewind().map_err(|e| Error::Local { what: "read", path: path.to_owned(), source: e })?;
+    let (md5, read) = hash_file(file, &mut |done, total| {
+        progress.hashing(path, done, total);
+        !progress.cancelled()
+    })
+    .map_err(|e| match e.kind() {
+        io::ErrorKind::Interrupted => Error::Cancelled,
+        _ => Error::Local { what: "read", path: path.to_owned(), source: e },
+    })?;
+    if read != size {
+        return Err(Error::LocalChanged { path: path.to_owned() });
+    }
+    Ok(md5)
+}
+
 /// The error to report after `attempts` attempts.
 fn gave_up(e: Error, attempts: u32) -> Error {
     if attempts > 1 {
@@ -476,7 +541,7 @@ fn download_once(
 ) -> Result<Step, Error> {
     let resumable = conn.hello().capabilities.contains(Capabilities::RESUME);
     let offset = if resumable { part.resume_offset() } else { 0 };
-    let reply = match conn.get(name, offset) {
+    let reply = match conn.get(name, offset, progress) {
         Ok(r) => r,
         Err(e) if offset > 0 && e.code() == Some(ErrorCode::BAD_OFFSET) => {
             part.reset()?;

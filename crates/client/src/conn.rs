@@ -9,17 +9,35 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::Range;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry_proto::client::{ClientConfig, ClientConnection};
 use ferry_proto::codec::ServerItem;
 use ferry_proto::{ConnRecord, Entry, ErrorReply, FrameHead, Name, PutHead, Request, RequestKind, ServerHello};
 
 use crate::error::Error;
+use crate::progress::Progress;
 
 /// Bytes read from the socket at once, and the most a reply head may take (the largest, a HELP
 /// text, is 64 KiB).
 const READ_BUF: usize = 256 * 1024;
+
+/// `[GET-9]`: a client allows a server that has no digest for a file one more second, for every
+/// this many bytes of the file, to send the head of the GET reply. The frame carries the MD5
+/// before the data, so such a server must read the whole file before it can answer; judged by
+/// the ordinary read deadline alone, a server hashing a 2 GiB file would look dead.
+pub const DIGEST_ALLOWANCE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The time `[GET-9]` adds to the read deadline for the head of a GET reply when the server has
+/// no digest for a file of `size` bytes: a second for every 16 MiB begun, so that any file that
+/// is not empty gets at least one.
+pub fn digest_allowance(size: u64) -> Duration {
+    Duration::from_secs(size.div_ceil(DIGEST_ALLOWANCE_BYTES))
+}
+
+/// How long a wait longer than the read deadline goes on before the caller hears of it: a server
+/// that hashes a small file answers before a notice would be worth showing.
+const WAIT_NOTICE_AFTER: Duration = Duration::from_millis(500);
 
 /// One reply item, owning its values; file data is a range of the connection's read buffer,
 /// valid until the next read ([`Connection::data`]).
@@ -310,12 +328,40 @@ impl Connection {
     /// Sends a GET and reads the head of its reply; the data follows through
     /// [`Self::recv_data`].
     ///
+    /// A STAT of the same name goes first, in the same write (`[REQ-3]`): it is answered at once
+    /// (`[LIST-5]`) and tells whether the server knows the file's digest. If it does not, the
+    /// server must hash the whole file before it can send the head, so the head is given the
+    /// read deadline plus [`digest_allowance`] (`[GET-9]`), and `progress` hears why, once the
+    /// wait has lasted half a second (`[GET-9]`: say that the server is computing the digest).
+    /// A refused STAT (`NOT_FOUND`…) is no failure: the GET's own reply decides.
+    ///
     /// # Errors
-    /// The server refused (`NOT_FOUND`, `BAD_OFFSET`…), or the connection failed.
-    pub fn get(&mut self, name: &Name, offset: u64) -> Result<GetReply, Error> {
+    /// The server refused (`NOT_FOUND`, `BAD_OFFSET`…), did not finish computing a digest it
+    /// lacked in the time allowed ([`Error::DigestTimeout`]), or the connection failed.
+    pub fn get(&mut self, name: &Name, offset: u64, progress: &mut dyn Progress) -> Result<GetReply, Error> {
         const DURING: &str = "starting a download";
+        self.queue(&Request::Stat(name.clone()), DURING)?;
         self.request(&Request::Get { name: name.clone(), offset }, DURING)?;
-        match self.next(DURING)? {
+        let unhashed = match self.next(DURING)? {
+            Item::Stat(entry) => entry.md5.is_none().then_some(entry.size),
+            // The connection goes on after a recoverable refusal, and the GET is answered.
+            Item::Error(reply) if !reply.code.is_fatal() => None,
+            other => return Err(self.refused_or_unexpected(RequestKind::Stat, Some(name), DURING, other)),
+        };
+        let head = match unhashed {
+            Some(size) if size > 0 => {
+                let allowed = self.timeout + digest_allowance(size);
+                let mut notice = || progress.waiting_for_digest(name, size, allowed);
+                self.next_within(DURING, allowed, &mut notice).map_err(|e| match e {
+                    Error::Timeout { addr, .. } => {
+                        Error::DigestTimeout { addr, name: name.escaped(), size, waited: allowed }
+                    }
+                    other => other,
+                })?
+            }
+            _ => self.next(DURING)?,
+        };
+        match head {
             Item::GetHead { offset, frame } => Ok(GetReply { offset, frame }),
             other => Err(self.refused_or_unexpected(RequestKind::Get, Some(name), DURING, other)),
         }
@@ -386,9 +432,15 @@ impl Connection {
 
     /// Queues `request` and writes everything pending.
     fn request(&mut self, request: &Request, during: &'static str) -> Result<(), Error> {
+        self.queue(request, during)?;
+        self.flush(during)
+    }
+
+    /// Queues `request` without writing it, so that the next one goes out in the same write.
+    fn queue(&mut self, request: &Request, during: &'static str) -> Result<(), Error> {
         self.proto.send(request).map_err(|e| Error::protocol(&self.addr, during, e))?;
         self.requests += 1;
-        self.flush(during)
+        Ok(())
     }
 
     /// Writes all pending output.
@@ -406,25 +458,79 @@ impl Connection {
         Ok(())
     }
 
-    /// The next reply item, reading as needed.
+    /// The next reply item, reading as needed; each read waits at most the read deadline.
     fn next(&mut self, during: &'static str) -> Result<Item, Error> {
         loop {
             if let Some(item) = self.decode(during)? {
                 return Ok(item);
             }
-            self.make_room();
-            let n = loop {
-                match self.stream.read(&mut self.buf[self.end..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::io(&self.addr, during, self.timeout, e)),
-                }
-            };
-            if n == 0 {
-                return Err(self.eof(during));
-            }
-            self.end += n;
+            self.read_more(during)?;
         }
+    }
+
+    /// The next reply item, which must arrive whole within `allowed` (however many reads that
+    /// takes); `notice` is called if it has not come after [`WAIT_NOTICE_AFTER`]. The read
+    /// deadline is back to normal afterwards.
+    ///
+    /// # Errors
+    /// As [`Self::next`]; `allowed` passing is an [`Error::Timeout`].
+    fn next_within(
+        &mut self,
+        during: &'static str,
+        allowed: Duration,
+        notice: &mut dyn FnMut(),
+    ) -> Result<Item, Error> {
+        let start = Instant::now();
+        // A deadline past what the clock can hold (a size near `FILE_SIZE_CEILING`) is none:
+        // each read then waits `allowed`.
+        let deadline = start.checked_add(allowed);
+        let item = match self.next_by(during, Some(start + WAIT_NOTICE_AFTER.min(allowed)), allowed) {
+            // Bytes of a head already read stay in the buffer for the second part of the wait.
+            Err(Error::Timeout { .. }) if WAIT_NOTICE_AFTER < allowed => {
+                notice();
+                self.next_by(during, deadline, allowed)
+            }
+            other => other,
+        };
+        let reset = self.stream.set_read_timeout(Some(self.timeout));
+        let item = item?;
+        reset.map_err(|e| Error::io(&self.addr, during, self.timeout, e))?;
+        Ok(item)
+    }
+
+    /// [`Self::next_within`] without the reset.
+    fn next_by(&mut self, during: &'static str, deadline: Option<Instant>, allowed: Duration) -> Result<Item, Error> {
+        loop {
+            if let Some(item) = self.decode(during)? {
+                return Ok(item);
+            }
+            let left = deadline.map_or(allowed, |d| d.saturating_duration_since(Instant::now()));
+            if left.is_zero() {
+                return Err(Error::io(&self.addr, during, self.timeout, io::ErrorKind::TimedOut.into()));
+            }
+            self.stream.set_read_timeout(Some(left)).map_err(|e| Error::io(&self.addr, during, self.timeout, e))?;
+            self.read_more(during)?;
+        }
+    }
+
+    /// Reads once from the socket into the buffer (at least one byte).
+    ///
+    /// # Errors
+    /// The read failed or timed out, or the server closed the connection.
+    fn read_more(&mut self, during: &'static str) -> Result<(), Error> {
+        self.make_room();
+        let n = loop {
+            match self.stream.read(&mut self.buf[self.end..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&self.addr, during, self.timeout, e)),
+            }
+        };
+        if n == 0 {
+            return Err(self.eof(during));
+        }
+        self.end += n;
+        Ok(())
     }
 
     /// Decodes one item from the buffered input, if a whole one is there.

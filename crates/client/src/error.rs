@@ -53,6 +53,21 @@ pub enum Error {
     #[error("{addr} did not answer within {} while {during} — is it overloaded or unreachable? (--timeout sets the limit)", secs(*.timeout))]
     Timeout { addr: String, during: &'static str, timeout: Duration },
 
+    /// The server had no MD5 for a file (STAT showed none) and did not send the head of the GET
+    /// reply within the time `[GET-9]` allows for computing it: the ordinary deadline plus one
+    /// second for every 16 MiB of the file. Not [`Self::Timeout`], whose message blames an
+    /// overloaded or unreachable server: this one was reachable, and busy hashing. Transient: the
+    /// server may have finished by the next attempt.
+    #[error("{addr} had no MD5 for {name} and did not finish computing the MD5 of its {} within {} (--timeout, plus a second for every 16 MiB) — try again later: the server may have finished by then", human_size(*.size), secs(*.waited))]
+    DigestTimeout {
+        addr: String,
+        /// The file, already escaped for display.
+        name: String,
+        size: u64,
+        /// How long the client waited for the head of the reply.
+        waited: Duration,
+    },
+
     /// The connection broke: reset, or closed by the server in the middle of a reply.
     #[error("the connection to {addr} was lost while {during}: {detail}")]
     ConnectionLost { addr: String, during: &'static str, detail: String },
@@ -137,6 +152,7 @@ impl Error {
             Self::Resolve { .. }
             | Self::Connect { .. }
             | Self::Timeout { .. }
+            | Self::DigestTimeout { .. }
             | Self::ConnectionLost { .. }
             | Self::Unavailable { .. }
             | Self::UnknownFatal { .. }
@@ -154,9 +170,11 @@ impl Error {
     /// availability failed, not the request.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::Timeout { .. } | Self::ConnectionLost { .. } | Self::Unavailable { .. } => {
-                true
-            }
+            Self::Connect { .. }
+            | Self::Timeout { .. }
+            | Self::DigestTimeout { .. }
+            | Self::ConnectionLost { .. }
+            | Self::Unavailable { .. } => true,
             // A name that does not resolve may be a DNS hiccup.
             Self::Resolve { source, .. } => source.kind() != io::ErrorKind::InvalidInput,
             _ => false,
@@ -231,6 +249,25 @@ fn secs(d: Duration) -> String {
         format!("{s:.0} s")
     } else {
         format!("{s} s")
+    }
+}
+
+/// A size for people: `512 B`, `1.5 KiB`, `2.0 GiB` (as `ferry` shows sizes).
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 10.0 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
     }
 }
 

@@ -3,14 +3,15 @@
 //! It drives ferry-proto's sans-IO [`ClientConnection`](ferry_proto::client::ClientConnection)
 //! over a `TcpStream`, and adds what a tool people rely on needs:
 //!
-//! - a deadline on every connect, read and write ([`conn`], `[TIME-6]`);
+//! - a deadline on every connect, read and write ([`conn`], `[TIME-6]`), lengthened for the head
+//!   of a GET reply while the server computes a digest it lacks (`[GET-9]`);
 //! - retries with exponential backoff and jitter ([`retry`]), for connecting and for transfers
 //!   cut off mid-way — repeated only when that is safe (a DELETE is not sent twice);
 //! - downloads that are verified and resumable ([`local`]): written to `NAME.part`, checked
 //!   against the MD5 of the whole file, fsynced, then renamed; resumed with a GET from an offset
 //!   only if the server still has the same file (`[GET-7]`);
-//! - uploads that hash the file first (the frame carries the digest before the data) and stop
-//!   at an early refusal;
+//! - uploads that hash the file first (the frame carries the digest before the data), unless
+//!   the [`digest_cache`] knows this version of the file, and stop at an early refusal;
 //! - typed errors ([`Error`]) that say what failed and what to do, each with an exit code.
 //!
 //! It draws nothing: long operations report to a [`Progress`].
@@ -31,6 +32,7 @@
 
 pub mod client;
 pub mod conn;
+pub mod digest_cache;
 pub mod error;
 pub mod hashing;
 pub mod local;

@@ -215,9 +215,14 @@ impl Part {
     /// Flushes the bytes to stable storage and publishes them under the final name; without
     /// `overwrite`, never over an existing file. The sidecar is removed.
     ///
+    /// Returns the published file's metadata, taken through the still open descriptor after the
+    /// rename (which moves its ctime): it describes the file this download wrote, whatever
+    /// another process may have put at `dest` by then. `None` if `fstat` failed, which is no
+    /// failure of the download.
+    ///
     /// # Errors
     /// The destination exists (without `overwrite`), or a file operation failed.
-    pub fn publish(self, overwrite: bool) -> Result<(), Error> {
+    pub fn publish(self, overwrite: bool) -> Result<Option<std::fs::Metadata>, Error> {
         let local = |what, path: &Path, source| Error::Local { what, path: path.to_owned(), source };
         self.file.sync_all().map_err(|e| local("flush", &self.path, e))?;
         rename(&self.path, &self.dest, overwrite).map_err(|e| match e.kind() {
@@ -226,7 +231,7 @@ impl Part {
         })?;
         let _ = std::fs::remove_file(&self.meta_path);
         sync_dir(&self.dest).map_err(|e| local("flush the directory of", &self.dest, e))?;
-        Ok(())
+        Ok(self.file.metadata().ok())
     }
 
     /// Removes the `.part` file and its sidecar: what a failed verification leaves.

@@ -17,6 +17,12 @@ pub trait Progress {
     /// A transfer of `name` (`total` bytes in all) starts, or starts again, at byte `from`.
     fn transfer_started(&mut self, _name: &Name, _total: u64, _from: u64) {}
 
+    /// The server has no MD5 for `name` (`size` bytes) yet and must compute it before it can
+    /// start sending the file, so the client waits up to `allowed` in all (`[GET-9]`) rather than
+    /// its ordinary deadline. Called only once the wait has lasted half a second, since a small
+    /// file is hashed sooner; [`Self::transfer_started`] follows when the data starts.
+    fn waiting_for_digest(&mut self, _name: &Name, _size: u64, _allowed: Duration) {}
+
     /// `bytes` more bytes were sent or received.
     fn transferred(&mut self, _bytes: u64) {}
 

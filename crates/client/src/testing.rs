@@ -31,6 +31,11 @@ pub enum Action {
     Reply(Vec<u8>),
     /// Send these bytes and close the connection.
     ReplyAndClose(Vec<u8>),
+    /// Wait, then send these bytes: a server busy before it can answer (hashing a file for a
+    /// GET). The replies of requests that came before are sent first, those after wait too.
+    ReplyAfter(Duration, Vec<u8>),
+    /// Send nothing, ever, and keep the connection open until the client closes it.
+    Silence,
 }
 
 type Script = dyn Fn(&Seen) -> Action + Send + Sync;
@@ -163,6 +168,13 @@ fn serve(conn: usize, mut stream: TcpStream, hello: ServerHello, script: &Script
                         return;
                     }
                 }
+                Action::ReplyAfter(delay, bytes) => {
+                    std::thread::sleep(delay);
+                    if stream.write_all(&bytes).is_err() {
+                        return;
+                    }
+                }
+                Action::Silence => {}
                 Action::ReplyAndClose(bytes) => {
                     let _ = stream.write_all(&bytes);
                     let _ = stream.shutdown(Shutdown::Write);
@@ -209,6 +221,22 @@ pub mod raw {
             out.extend_from_slice(&size.to_be_bytes());
             out.extend_from_slice(&mtime.to_be_bytes());
             out.push(0);
+        }
+        out
+    }
+
+    /// A STAT reply; `md5` is `None` for a file whose digest the server does not know yet.
+    pub fn stat(name_bytes: &[u8], size: u64, mtime_ms: i64, md5: Option<Digest>) -> Vec<u8> {
+        let mut out = vec![ferry_proto::tag::STAT];
+        name(&mut out, name_bytes);
+        out.extend_from_slice(&size.to_be_bytes());
+        out.extend_from_slice(&mtime_ms.to_be_bytes());
+        match md5 {
+            Some(d) => {
+                out.push(1);
+                out.extend_from_slice(&d.to_hex());
+            }
+            None => out.push(0),
         }
         out
     }

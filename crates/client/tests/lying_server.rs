@@ -11,9 +11,13 @@ use ferry_client::{exit, Client, Config, Error, Jitter, NoProgress, Progress, Re
 use ferry_proto::{Digest, ErrorCode, Name, Request, Role};
 
 fn client(server: &FakeServer, retries: u32) -> (Client, Arc<Mutex<Vec<Duration>>>) {
+    client_with_timeout(server, retries, Duration::from_secs(5))
+}
+
+fn client_with_timeout(server: &FakeServer, retries: u32, timeout: Duration) -> (Client, Arc<Mutex<Vec<Duration>>>) {
     let config = Config {
         server: server.addr.to_string(),
-        timeout: Duration::from_secs(5),
+        timeout,
         retry: RetryPolicy { retries, jitter: Jitter::fixed(0.0), ..RetryPolicy::default() },
         ..Config::default()
     };
@@ -207,9 +211,13 @@ struct Record {
     started: Vec<(u64, u64)>,
     bytes: u64,
     retries: Vec<u32>,
+    waiting: Vec<(Name, u64, Duration)>,
 }
 
 impl Progress for Record {
+    fn waiting_for_digest(&mut self, name: &Name, size: u64, allowed: Duration) {
+        self.waiting.push((name.clone(), size, allowed));
+    }
     fn transfer_started(&mut self, _: &Name, total: u64, from: u64) {
         self.started.push((total, from));
     }
@@ -266,7 +274,7 @@ fn a_part_longer_than_the_server_s_file_starts_again() {
     assert_eq!(get_offsets(&server.seen()), [20_000, 0]);
     assert_eq!(done.restarts, 1);
     assert!(waits.lock().unwrap().is_empty());
-    assert_eq!(server.seen().iter().map(|s| s.conn).collect::<Vec<_>>(), [0, 0], "the connection was kept");
+    assert_eq!(server.seen().iter().map(|s| s.conn).collect::<Vec<_>>(), [0; 4], "the connection was kept");
 }
 
 /// Asks to stop once `after` bytes have arrived.
@@ -341,4 +349,150 @@ fn an_unknown_recoverable_code_is_a_refusal_and_the_connection_goes_on() {
     c.list(&mut NoProgress).unwrap();
     let conns: Vec<usize> = server.seen().iter().map(|s| s.conn).collect();
     assert_eq!(conns, [0, 0]);
+}
+
+// `[GET-9]`: a server that has no digest for a file (STAT shows no md5) must hash it before it can
+// send the head of a GET reply. The client allows it a second for every 16 MiB on top of its read
+// deadline, and only then.
+
+/// The read deadline of these tests: far below the server's delays.
+const SHORT: Duration = Duration::from_millis(250);
+
+/// A server of one file, `f`, whose STAT shows `md5` only if `known`, and whose GET replies start
+/// after `delay`, or never (`None`). A LIST is answered after a second.
+fn hashing_server(body: Vec<u8>, known: bool, delay: Option<Duration>) -> FakeServer {
+    let (size, md5) = (body.len() as u64, Digest::of(&body));
+    FakeServer::start(hello(Role::Read), move |s| match &s.request {
+        Request::Stat(_) => Action::Reply(raw::stat(b"f", size, 0, known.then_some(md5))),
+        Request::Get { offset, .. } => {
+            let reply = raw::get(b"f", *offset, size, md5, &body[*offset as usize..]);
+            match delay {
+                Some(d) => Action::ReplyAfter(d, reply),
+                None => Action::Silence,
+            }
+        }
+        Request::List => Action::ReplyAfter(Duration::from_secs(1), raw::list(&[])),
+        _ => Action::Reply(raw::error(ErrorCode::UNSUPPORTED, "no")),
+    })
+}
+
+fn requests(server: &FakeServer) -> Vec<(usize, &'static str)> {
+    server.seen().iter().map(|s| (s.conn, s.request.kind().as_str())).collect()
+}
+
+#[test]
+fn a_server_computing_a_digest_is_given_a_second_per_16_mib() {
+    // 16 MiB and a byte: two seconds more than the deadline of 0.25 s. The head comes after one.
+    let body = data((16 << 20) + 1);
+    let server = hashing_server(body.clone(), false, Some(Duration::from_secs(1)));
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, waits) = client_with_timeout(&server, 0, SHORT);
+    let mut rec = Record::default();
+    let done = c.download(&name("f"), &dir.path().join("f"), false, &mut rec).unwrap();
+    assert_eq!(done.md5, Digest::of(&body));
+    assert!(std::fs::read(dir.path().join("f")).unwrap() == body);
+    assert_eq!(rec.waiting, [(name("f"), body.len() as u64, SHORT + Duration::from_secs(2))]);
+    assert!(waits.lock().unwrap().is_empty(), "not retried");
+    assert_eq!(requests(&server), [(0, "STAT"), (0, "GET")], "the STAT goes first, on the same connection");
+    // The deadline is back to normal for what follows: a LIST answered after a second fails.
+    let err = c.list(&mut NoProgress).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+}
+
+#[test]
+fn a_short_wait_for_a_digest_is_not_worth_a_word() {
+    // No md5 in the STAT, but the head comes at once: the caller hears of no wait.
+    let server = hashing_server(data(1000), false, Some(Duration::ZERO));
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, _) = client(&server, 0);
+    let mut rec = Record::default();
+    c.download(&name("f"), &dir.path().join("f"), false, &mut rec).unwrap();
+    assert!(rec.waiting.is_empty());
+}
+
+#[test]
+fn a_server_that_knows_the_digest_is_held_to_the_ordinary_deadline() {
+    let server = hashing_server(data(1000), true, Some(Duration::from_secs(1)));
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, _) = client_with_timeout(&server, 0, SHORT);
+    let mut rec = Record::default();
+    let err = c.download(&name("f"), &dir.path().join("f"), false, &mut rec).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("did not answer within 0.25 s while starting a download"), "{err}");
+    assert!(rec.waiting.is_empty());
+}
+
+#[test]
+fn a_digest_that_never_comes_is_reported_as_what_it_is() {
+    // 1000 bytes: a second more (a second for every 16 MiB begun), 1.25 s in all.
+    let server = hashing_server(data(1000), false, None);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, _) = client_with_timeout(&server, 0, SHORT);
+    let started = std::time::Instant::now();
+    let err = c.download(&name("f"), &dir.path().join("f"), false, &mut NoProgress).unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(1250), "{:?}", started.elapsed());
+    assert!(matches!(err, Error::DigestTimeout { size: 1000, .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{} had no MD5 for f and did not finish computing the MD5 of its 1000 B within 1.25 s (--timeout, \
+             plus a second for every 16 MiB) — try again later: the server may have finished by then",
+            server.addr
+        )
+    );
+    assert_eq!(err.exit_code(), exit::NETWORK);
+    assert!(err.is_transient(), "the server may have finished by the next attempt");
+    assert_nothing_left(dir.path());
+}
+
+#[test]
+fn a_resumed_download_of_a_file_being_hashed_waits_too() {
+    // The first connection is cut off after 100 000 bytes; then the server restarts, say, and
+    // has no digest: the GET from 100 000 waits for it.
+    let body = data((16 << 20) + 1);
+    let (size, md5) = (body.len() as u64, Digest::of(&body));
+    let served = body.clone();
+    let server = FakeServer::start(hello(Role::Read), move |s| match &s.request {
+        Request::Stat(_) => Action::Reply(raw::stat(b"f", size, 0, (s.conn == 0).then_some(md5))),
+        Request::Get { offset, .. } if s.conn == 0 => {
+            Action::ReplyAndClose(raw::get(b"f", *offset, size, md5, &served[..100_000]))
+        }
+        Request::Get { offset, .. } => {
+            Action::ReplyAfter(Duration::from_secs(1), raw::get(b"f", *offset, size, md5, &served[*offset as usize..]))
+        }
+        _ => Action::Reply(raw::error(ErrorCode::UNSUPPORTED, "no")),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, waits) = client_with_timeout(&server, 1, SHORT);
+    let mut rec = Record::default();
+    let done = c.download(&name("f"), &dir.path().join("f"), false, &mut rec).unwrap();
+    assert_eq!(done.resumed_from, Some(100_000));
+    assert!(std::fs::read(dir.path().join("f")).unwrap() == body);
+    assert_eq!(get_offsets(&server.seen()), [0, 100_000]);
+    assert_eq!(rec.waiting, [(name("f"), size, SHORT + Duration::from_secs(2))]);
+    assert_eq!(waits.lock().unwrap().len(), 1, "one retry, for the cut");
+}
+
+#[test]
+fn a_refused_stat_leaves_it_to_the_get() {
+    // A server that refuses STAT (a role without it, say) still serves the GET; one that has no
+    // such file says so in the GET's reply, and that is the error.
+    let body = data(5000);
+    let md5 = Digest::of(&body);
+    let server = FakeServer::start(hello(Role::Read), move |s| match &s.request {
+        Request::Stat(_) => Action::Reply(raw::error(ErrorCode::NOT_FOUND, "no stat")),
+        Request::Get { name, .. } if name.as_str() == "f" => {
+            Action::Reply(raw::get(b"f", 0, body.len() as u64, md5, &body))
+        }
+        _ => Action::Reply(raw::error(ErrorCode::NOT_FOUND, "no such file")),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, _) = client(&server, 0);
+    let mut rec = Record::default();
+    c.download(&name("f"), &dir.path().join("f"), false, &mut rec).unwrap();
+    assert!(rec.waiting.is_empty());
+    let err = c.download(&name("g"), &dir.path().join("g"), false, &mut rec).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NOT_FOUND));
+    assert!(matches!(err, Error::Refused { op: ferry_proto::RequestKind::Get, .. }), "{err:?}");
+    assert_eq!(requests(&server), [(0, "STAT"), (0, "GET"), (0, "STAT"), (0, "GET")]);
 }

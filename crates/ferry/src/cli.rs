@@ -28,6 +28,13 @@ Exit status:
     4  checksum mismatch: the data did not match its MD5, and nothing was kept
   130  interrupted (Ctrl-C); a download's .part file is kept for the next get
 
+Digest cache: ferry records the MD5 of each file it uploads or downloads in
+$XDG_CACHE_HOME/ferry/digests.redb (else ~/.cache/ferry/digests.redb), with the file's device,
+inode, size, mtime and ctime, so that uploading the file again unchanged sends at once instead of
+reading it whole first. Delete that file to clear the cache.
+
+FERRY_LOG=debug (or another tracing filter) logs what the client does on stderr.
+
 Examples:
   ferry put report.pdf                 upload (fails if the server has report.pdf already)
   ferry list
@@ -65,7 +72,8 @@ pub struct Global {
     #[arg(long, global = true, env = "FERRY_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<String>,
 
-    /// Deadline of each connect, read and write, in seconds (also 500ms, 2m).
+    /// Deadline of each connect, read and write, in seconds (also 500ms, 2m); plus a second per
+    /// 16 MiB for the start of a download whose MD5 the server must compute first.
     #[arg(long, global = true, value_name = "SECONDS", default_value = "10", value_parser = parse_duration)]
     pub timeout: Duration,
 
@@ -76,6 +84,12 @@ pub struct Global {
     /// Limit each transfer to RATE bytes a second (suffixes K, M, G: 1024-based).
     #[arg(long, global = true, value_name = "RATE", value_parser = parse_rate)]
     pub limit_rate: Option<u64>,
+
+    /// Neither use nor fill the digest cache (ferry --help says more): every upload reads its file
+    /// first.
+    // FERRY_NO_DIGEST_CACHE counts as set unless it is empty, 0, false, no, n, f or off.
+    #[arg(long, global = true, env = "FERRY_NO_DIGEST_CACHE", hide_env_values = true, value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_digest_cache: bool,
 
     /// No progress bars and no notes; errors only.
     #[arg(short, long, global = true)]

@@ -34,6 +34,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
+    init_log();
     let g = &cli.global;
     let config = Config {
         server: g.server.clone(),
@@ -41,6 +42,7 @@ pub fn main() -> ExitCode {
         timeout: g.timeout,
         retry: RetryPolicy { retries: g.retries, ..RetryPolicy::default() },
         rate_limit: g.limit_rate,
+        digest_cache: if g.no_digest_cache { None } else { ferry_client::digest_cache::default_path() },
         ..Config::default()
     };
     // Set by Ctrl-C while the shell runs a command; a retry's wait ends early when it is.
@@ -57,6 +59,19 @@ pub fn main() -> ExitCode {
     };
     client.close();
     ExitCode::from(code)
+}
+
+/// Logs to stderr what `FERRY_LOG` asks for (a tracing filter such as `debug`); nothing without
+/// it. The library logs only what a user does not need to see, such as a digest cache it could
+/// not use.
+fn init_log() {
+    let Some(filter) = std::env::var_os("FERRY_LOG") else { return };
+    let filter = tracing_subscriber::EnvFilter::new(filter.to_string_lossy());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
 /// Sleeps, waking early when `flag` is set.

@@ -13,9 +13,12 @@ use ferry_client::{Error, Progress};
 use ferry_proto::Name;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::format::{human_duration_ms, human_size};
+
 const TRANSFER: &str = "{msg:24!} {wide_bar:.cyan/blue} {bytes:>9}/{total_bytes:<9} {bytes_per_sec:>11} ETA {eta:>3}";
 const OVERALL: &str = "{msg:24!} {wide_bar:.green/white} {bytes:>9}/{total_bytes:<9} {bytes_per_sec:>11} ETA {eta:>3}";
 const HASHING: &str = "{msg:24!} {wide_bar:.yellow/white} {bytes:>9}/{total_bytes:<9} {bytes_per_sec:>11} ETA {eta:>3}";
+const WAITING: &str = "{spinner:.yellow} {wide_msg} {elapsed:>4}";
 
 /// The bars and notes of one command (or one shell line).
 pub struct Bars {
@@ -28,6 +31,8 @@ pub struct Bars {
     finished: u64,
     current: Option<ProgressBar>,
     hashing: Option<ProgressBar>,
+    /// A spinner while the server computes the MD5 of a file before it can send it (`[GET-9]`).
+    waiting: Option<ProgressBar>,
     /// Set by Ctrl-C in the shell: the operation stops between chunks.
     cancel: Option<Arc<AtomicBool>>,
 }
@@ -51,6 +56,7 @@ impl Bars {
             finished: 0,
             current: None,
             hashing: None,
+            waiting: None,
             cancel: None,
         }
     }
@@ -97,6 +103,7 @@ impl Bars {
 
     /// One file of the batch is over (whatever the outcome); `size` is what it counts for.
     pub fn file_done(&mut self, size: u64) {
+        self.stop_waiting();
         if let Some(bar) = self.current.take() {
             bar.finish_and_clear();
             self.multi.remove(&bar);
@@ -109,7 +116,16 @@ impl Bars {
 
     /// The batch is over.
     pub fn end_batch(&mut self) {
-        for bar in [self.current.take(), self.hashing.take(), self.overall.take()].into_iter().flatten() {
+        let bars = [self.current.take(), self.hashing.take(), self.waiting.take(), self.overall.take()];
+        for bar in bars.into_iter().flatten() {
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+        }
+    }
+
+    /// Removes the spinner of [`Progress::waiting_for_digest`], if there is one.
+    fn stop_waiting(&mut self) {
+        if let Some(bar) = self.waiting.take() {
             bar.finish_and_clear();
             self.multi.remove(&bar);
         }
@@ -146,7 +162,25 @@ impl Progress for Bars {
         }
     }
 
+    fn waiting_for_digest(&mut self, name: &Name, size: u64, allowed: Duration) {
+        self.stop_waiting();
+        if !self.draw {
+            // `[GET-9]`: say what the wait is for, even with no bars to say it in.
+            self.note(&format!("ferry: {}", waiting_message(name, size, allowed)));
+            return;
+        }
+        let bar = match &self.overall {
+            Some(o) => self.multi.insert_before(o, ProgressBar::new_spinner()),
+            None => self.multi.add(ProgressBar::new_spinner()),
+        };
+        bar.set_style(ProgressStyle::with_template(WAITING).expect("a valid template"));
+        bar.set_message(waiting_message(name, size, allowed));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        self.waiting = Some(bar);
+    }
+
     fn transfer_started(&mut self, name: &Name, total: u64, from: u64) {
+        self.stop_waiting();
         if let Some(h) = self.hashing.take() {
             h.finish_and_clear();
             self.multi.remove(&h);
@@ -185,10 +219,36 @@ impl Progress for Bars {
     }
 
     fn retrying(&mut self, error: &Error, delay: Duration, retry: u32, retries: u32) {
+        self.stop_waiting();
         self.note(&format!("ferry: {error} — retry {retry} of {retries} in {:.1} s", delay.as_secs_f64()));
     }
 
     fn cancelled(&mut self) -> bool {
         self.cancel.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+}
+
+/// What the spinner says while the server hashes `name` before it can send it.
+fn waiting_message(name: &Name, size: u64, allowed: Duration) -> String {
+    let allowed_ms = i64::try_from(allowed.as_millis()).unwrap_or(i64::MAX);
+    format!(
+        "server is computing the MD5 of {} ({}) before sending it… (waiting up to {})",
+        name.escaped(),
+        human_size(size),
+        human_duration_ms(allowed_ms)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_for_a_digest_says_what_the_server_is_doing() {
+        let name = Name::parse("big.bin").expect("a plain name");
+        assert_eq!(
+            waiting_message(&name, 2 << 30, Duration::from_secs(138)),
+            "server is computing the MD5 of big.bin (2.0 GiB) before sending it… (waiting up to 2 min 18 s)"
+        );
     }
 }

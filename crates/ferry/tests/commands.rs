@@ -265,3 +265,68 @@ fn a_server_error_message_cannot_drive_the_terminal() {
     assert!(!out.stderr.contains('\x1b') && !out.stderr.contains('\x07'), "{out:?}");
     assert!(out.stderr.contains("gone\\u{1b}"), "{out:?}");
 }
+
+#[test]
+fn a_server_computing_a_digest_is_waited_for_and_a_digest_that_never_comes_is_named() {
+    // `[GET-9]`: STAT shows no md5, so the GET's head may take the deadline plus a second per
+    // 16 MiB begun (here 0.25 s + 1 s); this server sends it after 0.75 s. Then the same file
+    // with no answer at all.
+    let body = pattern(100_000, 3);
+    let (size, md5) = (body.len() as u64, Digest::of(&body));
+    let server = FakeServer::start(hello(Role::Read), move |s| match &s.request {
+        Request::Stat(_) => Action::Reply(raw::stat(b"f", size, 0, None)),
+        Request::Get { .. } if s.conn == 0 => {
+            Action::ReplyAfter(Duration::from_millis(750), raw::get(b"f", 0, size, md5, &body))
+        }
+        Request::Get { .. } => Action::Silence,
+        _ => Action::Reply(raw::error(ErrorCode::UNSUPPORTED, "no")),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let addr = server.addr.to_string();
+    let ferry = || {
+        let mut cmd = common::ferry_cmd_timeout(dir.path(), &addr, dir.path(), "250ms");
+        cmd.args(["--retries", "0"]);
+        cmd
+    };
+    let out = common::run(ferry().args(["get", "f"])).ok();
+    assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), pattern(100_000, 3));
+    assert!(
+        out.stderr
+            .contains("ferry: server is computing the MD5 of f (98 KiB) before sending it… (waiting up to 1.2 s)"),
+        "said while it waits, bars or not: {out:?}"
+    );
+    let out = common::run(ferry().args(["get", "f", "-o", "g"])).code(3);
+    assert!(
+        out.stderr.contains("had no MD5 for f and did not finish computing the MD5 of its 98 KiB within 1.25 s"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("overloaded or unreachable"), "{out:?}");
+}
+
+#[test]
+fn the_digest_cache_lives_in_the_user_s_cache_directory_and_can_be_turned_off() {
+    let world = World::new(&[]);
+    std::fs::write(world.work().join("a.bin"), pattern(300_000, 5)).unwrap();
+    let home = world.dir.path().join("home");
+    let default = home.join(".cache/ferry/digests.redb");
+    let xdg = world.dir.path().join("xdg");
+    let put = |env: &[(&str, &str)], extra: &[&str]| {
+        let args: Vec<&str> = [&["--quiet"][..], extra, &["put", "a.bin", "--overwrite"]].concat();
+        world.run_env(&args, env).ok()
+    };
+
+    for off in [&[("FERRY_NO_DIGEST_CACHE", "1")][..], &[]] {
+        put(off, if off.is_empty() { &["--no-digest-cache"] } else { &[] });
+        assert!(!home.join(".cache").exists(), "{off:?}: no cache, not even its directory");
+    }
+    let first = put(&[("FERRY_LOG", "ferry_client=debug")], &[]);
+    assert!(default.is_file(), "{first:?}");
+    assert!(!first.stderr.contains("from the digest cache"), "{first:?}");
+    let second = put(&[("FERRY_LOG", "ferry_client=debug")], &[]);
+    assert!(second.stderr.contains("upload: MD5 from the digest cache"), "{second:?}");
+
+    let xdg_str = xdg.to_str().unwrap();
+    put(&[("XDG_CACHE_HOME", xdg_str)], &[]);
+    assert!(xdg.join("ferry/digests.redb").is_file());
+    assert_eq!(std::fs::read(world.root().join("a.bin")).unwrap(), pattern(300_000, 5));
+}

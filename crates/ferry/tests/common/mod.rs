@@ -274,16 +274,26 @@ impl World {
 }
 
 /// A `ferry` command for `server`, in `cwd`, with a clean environment: no FERRY_* variables
-/// from the developer's shell, HOME in the test's directory (the shell's history).
+/// from the developer's shell, HOME in the test's directory (the shell's history, the digest
+/// cache).
 pub fn ferry_cmd(cwd: &Path, server: &str, home: &Path) -> Command {
+    ferry_cmd_timeout(cwd, server, home, "5")
+}
+
+/// [`ferry_cmd`] with another `--timeout` (which may be given only once).
+pub fn ferry_cmd_timeout(cwd: &Path, server: &str, home: &Path, timeout: &str) -> Command {
     let mut cmd = Command::new(ferry_bin());
     cmd.current_dir(cwd)
         .env_remove("FERRY_SERVER")
         .env_remove("FERRY_TOKEN")
         .env_remove("FERRY_HISTORY")
+        .env_remove("FERRY_NO_DIGEST_CACHE")
+        .env_remove("FERRY_LOG")
+        // The digest cache goes under HOME, in the test's directory.
+        .env_remove("XDG_CACHE_HOME")
         .env("HOME", home)
         .env("COLUMNS", "100")
-        .args(["--server", server, "--timeout", "5"])
+        .args(["--server", server, "--timeout", timeout])
         .stdin(Stdio::null());
     cmd
 }
