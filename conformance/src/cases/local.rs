@@ -13,6 +13,8 @@
 //! - `local.upload-watch`: while a slow upload arrives, nothing appears under its name, and every
 //!   other new entry is under the reserved `.ferry` prefix and hidden from LIST.
 //! - `local.upload-cut`: an upload cut off by a disconnect leaves no entry behind.
+//! - `local.digests-ahead`: a file copied in by hand is STATed at once, digest or not, and gets its
+//!   digest without anyone asking for the file (a SHOULD: a warning if it does not).
 //!
 //! Everything planted is removed afterwards, whatever the verdict. The cases that watch the root
 //! run alone: another case's uploads would show up in it.
@@ -73,6 +75,13 @@ pub fn cases() -> Vec<Case> {
             &["LIST-3", "GET-1", "STAT-1"],
             local,
             edit_in_place,
+        ),
+        case(
+            "local.digests-ahead",
+            "A file copied into the root by hand is STATed and listed at once, and gets its digest without a GET",
+            &["LIST-5", "GET-8", "LIST-3"],
+            local,
+            digests_ahead,
         ),
         case(
             "local.upload-watch",
@@ -355,6 +364,74 @@ fn by_hand_in(ctx: &Ctx, root: &Path) -> Verdict {
             None => return Err(fail("GET-1", format!("GET {name}: NOT_FOUND for a file written by hand"))),
         }
     }
+    Ok(Outcome::Pass)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Digests computed ahead
+
+/// The file copied in: large enough that hashing it is not instant (a few hundred ms at common
+/// MD5 rates), small enough for any disk.
+const AHEAD_SIZE: usize = 64 << 20;
+/// How long a STAT or LIST of it may take: far less than hashing it on a slow machine.
+const AHEAD_PROMPT: Duration = Duration::from_secs(1);
+/// How long the digest may take to appear without a GET before the SHOULD counts as unmet.
+const AHEAD_WAIT: Duration = Duration::from_secs(20);
+
+fn digests_ahead(ctx: &Ctx) -> Verdict {
+    guarded(ctx, digests_ahead_in)
+}
+
+fn digests_ahead_in(ctx: &Ctx, root: &Path) -> Verdict {
+    let name = ctx.name("ahead");
+    let content = bytes(seed_for(ctx, "ahead"), AHEAD_SIZE);
+    let digest = Digest::of(&content);
+    let mut planted = Planted::default();
+    planted.file(root.join(name.as_str()), &content)?;
+    let mut conn = ctx.conn().map_err(|p| problem("STAT-1", "handshake", &p))?;
+    let stat = |conn: &mut Conn| -> Result<(Option<Digest>, Duration), Box<Failure>> {
+        let started = Instant::now();
+        match call(conn, &Request::Stat(name.clone()), "STAT-1")? {
+            Reply::Stat(e) if e.md5.is_some_and(|m| m != digest) => {
+                Err(fail("LIST-3", format!("STAT {name}: digest {:?}, not the file's {digest}", e.md5)))
+            }
+            Reply::Stat(e) => Ok((e.md5, started.elapsed())),
+            other => Err(fail("STAT-1", format!("STAT {name}, a file copied in by hand: {}", other.describe()))),
+        }
+    };
+    let (mut md5, took) = stat(&mut conn)?;
+    if took > AHEAD_PROMPT {
+        return Ok(Outcome::Warn(Failure::new(
+            "LIST-5",
+            format!("STAT of a {} MiB file copied in by hand took {took:?}: it waited for a digest", AHEAD_SIZE >> 20),
+        )));
+    }
+    let started = Instant::now();
+    let listed = list(&mut conn)?;
+    if started.elapsed() > AHEAD_PROMPT {
+        return Ok(Outcome::Warn(Failure::new(
+            "LIST-5",
+            format!("LIST took {:?}: it waited for a digest", started.elapsed()),
+        )));
+    }
+    if let Some(e) = listed.iter().find(|e| e.name == name) {
+        check_entry(e, &content, None, "LIST", "LIST-1")?;
+    }
+    let deadline = Instant::now() + AHEAD_WAIT;
+    while md5.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        md5 = stat(&mut conn)?.0;
+    }
+    if md5.is_none() {
+        return Ok(Outcome::Warn(Failure::new(
+            "GET-8",
+            format!(
+                "no digest for a file copied in by hand {AHEAD_WAIT:?} later: its first GET will wait while the \
+                 server reads it whole"
+            ),
+        )));
+    }
+    drop(planted);
     Ok(Outcome::Pass)
 }
 

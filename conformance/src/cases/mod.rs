@@ -131,6 +131,8 @@ mod tests {
     fn the_reference_server_passes_the_local_cases() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let running = ferry_blocking::spawn(settings(dir.path()), "127.0.0.1:0".parse().unwrap()).expect("a server");
+        // As ferryd runs it: files copied in get their digests in the background (`[GET-8]`).
+        let indexer = ferry_core::indexer::Indexer::start(&running.server, Default::default()).expect("the indexer");
         let cases: Vec<_> =
             super::all().into_iter().filter(|c| c.id.starts_with("local.") || c.id.starts_with("precision.")).collect();
         let mut t = target(running.addr, Some("adm1n"), false);
@@ -138,6 +140,7 @@ mod tests {
         let results = run(cases, &t, 2);
         assert!(results.len() >= 6, "{results:#?}");
         assert!(results.iter().all(|(_, v, _)| *v == Verdict::Pass), "{results:#?}");
+        indexer.stop();
     }
 
     #[test]

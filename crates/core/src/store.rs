@@ -335,7 +335,8 @@ impl Store {
         Ok(out)
     }
 
-    /// One file's entry; its digest if known.
+    /// One file's entry; its digest if known, in memory or where digests persist (`[LIST-5]`:
+    /// reading a kept digest is cheap; nothing is hashed here).
     ///
     /// # Errors
     /// [`StoreError::NotFound`] unless `name` is a regular file.
@@ -345,7 +346,13 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         let key = key_of(&meta);
-        Ok(Entry { name: name.clone(), size: key.size, mtime_ms: mtime_ms(&key), md5: self.digests.get(&key) })
+        let md5 = self.digests.get(&key).or_else(|| {
+            // Only through the open file can its xattr be read. It may have been replaced since
+            // the lookup: its digest counts only for the version whose size and time are shown.
+            let opened = self.open_file(name).ok().filter(|o| o.key == key)?;
+            self.persisted_digest(&opened.file, &opened.key)
+        });
+        Ok(Entry { name: name.clone(), size: key.size, mtime_ms: mtime_ms(&key), md5 })
     }
 
     /// Opens a file for a GET, without following links.

@@ -53,6 +53,35 @@ fn sigterm_drains_and_exits_zero() {
     assert!(Client::try_connect(server.addr).is_err(), "[SHUT-3] no longer accepting");
 }
 
+/// [GET-8] [LIST-5]: ferryd hashes a file copied in by hand before anyone asks (STAT shows its
+/// digest with no GET), and, under each `--digests` mode that keeps them, reads the digests back
+/// after a graceful restart instead of hashing again: its start-up scan finds nothing to hash.
+#[test]
+fn digests_are_computed_ahead_and_kept_across_restarts() {
+    for mode in ["auto", "index", "xattr"] {
+        let dir = ferry_testkit::server::new_dir();
+        let data = content(3, 3 << 20);
+        std::fs::write(dir.path().join("root/by-hand.bin"), &data).unwrap();
+        let args = ["--digests", mode, "--log-level", "info"];
+        let mut server = TestServer::process_in(ferryd(), dir, &args);
+        let digest_known = |server: &TestServer| server.client().stat("by-hand.bin").stat().md5 == Some(md5(&data));
+        assert!(wait_until(Duration::from_secs(30), || digest_known(&server)), "{mode}: hashed ahead");
+        if mode == "xattr" && server.log().contains("cannot set user xattrs") {
+            // A file system without user xattrs: nothing to keep them in.
+            continue;
+        }
+        server.shutdown();
+        assert_eq!(server.wait_stopped(Duration::from_secs(20)).unwrap().code(), Some(0));
+
+        server.respawn(ferryd(), &args);
+        assert!(digest_known(&server), "{mode}: the digest is known at once after the restart");
+        assert!(wait_until(Duration::from_secs(20), || server.log().contains("scanned the root")), "{mode}: scanned");
+        let log = server.log();
+        assert!(log.contains("digests_known=1 to_hash=0"), "{mode}: nothing to hash after the restart; log:\n{log}");
+        assert!(!log.contains("hashed a file"), "{mode}: log:\n{log}");
+    }
+}
+
 /// `ferryd --help` lists every flag with its default.
 #[test]
 fn help_lists_every_flag() {

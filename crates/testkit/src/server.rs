@@ -109,38 +109,30 @@ impl TestServer {
     pub fn process_in(ferryd: &Path, dir: TempDir, args: &[&str]) -> Self {
         let root = dir.path().join("root");
         let log = dir.path().join("ferryd.log");
-        let mut child = Command::new(ferryd)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--root")
-            .arg(&root)
-            .args(args)
-            .env_remove("FERRYD_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log).expect("the log file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("running {}: {e}", ferryd.display()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            // Keep draining, so the child never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = rx.recv_timeout(STARTUP_TIMEOUT);
-        let addr = match line {
-            Ok(Some(Ok(ref line))) => line.as_str().strip_prefix("listening on ").and_then(|a| a.parse().ok()),
-            _ => None,
-        };
-        let Some(addr) = addr else {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("ferryd did not print `listening on ADDR` (got {line:?}); its log:\n{log}");
-        };
+        let (child, addr) = spawn_ferryd(ferryd, &root, &log, args);
         Self { addr, kind: Kind::Process { child, log }, root, dir }
+    }
+
+    /// Runs `ferryd` again on the same root, once this process server has stopped (see
+    /// [`TestServer::wait_stopped`]): what survives a restart, survives this. The log starts
+    /// afresh.
+    ///
+    /// # Panics
+    /// This is an in-process server, or the new process does not start.
+    #[track_caller]
+    pub fn respawn(&mut self, ferryd: &Path, args: &[&str]) {
+        let log = match std::mem::replace(&mut self.kind, Kind::Stopped) {
+            Kind::Process { mut child, log } => {
+                let _ = child.kill();
+                let _ = child.wait();
+                log
+            }
+            Kind::Stopped => self.dir.path().join("ferryd.log"),
+            Kind::InProcess(_) => panic!("respawn is for process servers; see restart"),
+        };
+        let (child, addr) = spawn_ferryd(ferryd, &self.root, &log, args);
+        self.addr = addr;
+        self.kind = Kind::Process { child, log };
     }
 
     /// The served root directory.
@@ -292,4 +284,42 @@ impl Drop for TestServer {
             Kind::Stopped => {}
         }
     }
+}
+
+/// Runs the `ferryd` binary on `root` with `--listen 127.0.0.1:0`, its log to `log`, and reads the
+/// address from its `listening on ADDR` line.
+#[track_caller]
+fn spawn_ferryd(ferryd: &Path, root: &Path, log: &Path, args: &[&str]) -> (Child, SocketAddr) {
+    let mut child = Command::new(ferryd)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("FERRYD_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(log).expect("the log file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", ferryd.display()));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        // Keep draining, so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(STARTUP_TIMEOUT);
+    let addr = match line {
+        Ok(Some(Ok(ref line))) => line.as_str().strip_prefix("listening on ").and_then(|a| a.parse().ok()),
+        _ => None,
+    };
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        panic!("ferryd did not print `listening on ADDR` (got {line:?}); its log:\n{log}");
+    };
+    (child, addr)
 }

@@ -22,6 +22,9 @@ use crate::store::Store;
 
 /// Files are hashed through a buffer of this size.
 const HASH_BUF: usize = 256 * 1024;
+/// Hashes of files this large are logged at info level; smaller ones at debug, or a root of many
+/// small files would flood the log at start-up.
+const LOG_HASH_MIN: u64 = 64 << 20;
 
 /// The hash of one open file. It owns a duplicate of the GET's open handle, so it hashes exactly
 /// the version that will be sent (`[GET-5]`).
@@ -137,7 +140,12 @@ impl HashLead {
         job.store.digests().note_hashed();
         job.store.learn_digest(job.key, digest, Some(&job.file));
         lease.complete(Some(digest));
-        tracing::debug!(bytes = job.key.size, ms = started.elapsed().as_millis() as u64, "hashed a file");
+        let ms = started.elapsed().as_millis() as u64;
+        if job.key.size >= LOG_HASH_MIN {
+            tracing::info!(bytes = job.key.size, ms, "hashed a file");
+        } else {
+            tracing::debug!(bytes = job.key.size, ms, "hashed a file");
+        }
         Ok(digest)
     }
 }
