@@ -25,16 +25,18 @@ pub(crate) enum Pushed {
 /// The socket failed.
 pub(crate) fn push(fd: &OwnedFd, session: &mut Session, body: &mut Option<Body>) -> io::Result<Pushed> {
     loop {
+        if body.is_none() {
+            *body = session.take_body();
+        }
+        // A GET's head goes out with its body: MSG_MORE holds it until sendfile adds the data.
+        let flags = if body.is_some() { rustix::net::SendFlags::MORE } else { rustix::net::SendFlags::empty() };
         while !session.pending_output().is_empty() {
-            match rustix::io::write(fd, session.pending_output()) {
+            match rustix::net::send(fd, session.pending_output(), flags) {
                 Ok(n) => session.consume_output(n, std::time::Instant::now()),
                 Err(rustix::io::Errno::AGAIN) => return Ok(Pushed::Blocked),
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }
-        }
-        if body.is_none() {
-            *body = session.take_body();
         }
         let Some(b) = body else { return Ok(Pushed::Done) };
         match send_chunk(fd, b) {

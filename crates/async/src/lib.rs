@@ -151,6 +151,8 @@ impl Drop for IpSlot {
 /// # Errors
 /// Only if the listener's address cannot be read; accept errors are retried.
 pub async fn serve(server: Arc<Server>, listener: TcpListener) -> io::Result<()> {
+    // Set once on the listener: Linux gives accepted sockets its TCP_NODELAY.
+    rustix::net::sockopt::set_tcp_nodelay(&listener, true)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (force_tx, force_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);

@@ -2,7 +2,7 @@
 //! every wait bounded by the session's deadline.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,16 +37,30 @@ enum Ending {
     PeerClosed,
 }
 
+/// Sets the options every connection needs on the listening socket, once: Linux gives accepted
+/// sockets the listener's TCP_NODELAY and SO_SNDTIMEO, which saves two system calls per
+/// connection. Replies are written whole, so Nagle's algorithm would only delay them. SO_SNDTIMEO
+/// applies to each call, and any partial progress restarts it: it only wakes the thread, while
+/// the session's send deadline decides when a slow reader is dropped (`[TIME-5]`).
+///
+/// # Errors
+/// The options cannot be set.
+pub(crate) fn prepare_listener(listener: &TcpListener) -> io::Result<()> {
+    rustix::net::sockopt::set_tcp_nodelay(listener, true)?;
+    rustix::net::sockopt::set_socket_timeout(listener, rustix::net::sockopt::Timeout::Send, Some(TICK))?;
+    Ok(())
+}
+
 fn run(server: &Server, stream: &TcpStream, session: &mut Session) -> io::Result<Ending> {
-    stream.set_nodelay(true)?;
-    // SO_SNDTIMEO applies to each call, and any partial progress restarts it: it only wakes the
-    // thread, while the session's send deadline decides when a slow reader is dropped.
-    stream.set_write_timeout(Some(TICK))?;
     let mut buf = vec![0u8; READ_BUF];
     let mut told_shutdown = false;
+    let mut read_timeout = None;
     loop {
-        write_pending(stream, session)?;
-        if let Some(mut body) = session.take_body() {
+        // A GET's head and its body leave together: the head is written with MSG_MORE, so that
+        // the kernel holds it until the body's first bytes join it (one segment for a small file).
+        let body = session.take_body();
+        write_pending(stream, session, body.is_some())?;
+        if let Some(mut body) = body {
             while body.len > 0 {
                 match body::send_some(stream, &mut body) {
                     Ok(n) => session.body_sent(n, Instant::now()),
@@ -80,7 +94,12 @@ fn run(server: &Server, stream: &TcpStream, session: &mut Session) -> io::Result
         // because this thread woke late on a busy machine.
         let now = Instant::now();
         let wait = session.poll_timeout().map_or(TICK, |deadline| deadline.saturating_duration_since(now).min(TICK));
-        stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        // Most waits are a whole tick: the socket option is set only when the wait changes.
+        let wait = Some(wait.max(Duration::from_millis(1)));
+        if read_timeout != wait {
+            stream.set_read_timeout(wait)?;
+            read_timeout = wait;
+        }
         match (&*stream).read(&mut buf) {
             Ok(0) => {
                 session.handle_eof();
@@ -110,9 +129,11 @@ fn run(server: &Server, stream: &TcpStream, session: &mut Session) -> io::Result
 /// Writes everything the session has to say: a long reply is produced as it goes out, and
 /// requests pipelined behind it are processed as room is made (`[RES-2]`). A client that takes
 /// too little of it is dropped at the session's send deadline (`[TIME-5]`).
-fn write_pending(stream: &TcpStream, session: &mut Session) -> io::Result<()> {
+///
+/// `more`: a body follows, so the last of it is sent with MSG_MORE (see [`send`]).
+fn write_pending(stream: &TcpStream, session: &mut Session, more: bool) -> io::Result<()> {
     while !session.pending_output().is_empty() {
-        match (&*stream).write(session.pending_output()) {
+        match send(stream, session.pending_output(), more) {
             Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "socket closed")),
             Ok(n) => session.consume_output(n, Instant::now()),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -121,6 +142,18 @@ fn write_pending(stream: &TcpStream, session: &mut Session) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One write; with `more`, flagged MSG_MORE: the kernel keeps the bytes back until the next
+/// write or sendfile without the flag (at most 200 ms), so a reply head and the body that follows
+/// it leave in one segment.
+fn send(stream: &TcpStream, bytes: &[u8], more: bool) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    if more {
+        return Ok(rustix::net::send(stream, bytes, rustix::net::SendFlags::MORE)?);
+    }
+    let _ = more;
+    (&*stream).write(bytes)
 }
 
 /// A write that timed out after [`TICK`] without any progress.
@@ -153,5 +186,24 @@ fn linger_close(stream: &TcpStream, linger: Duration) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The options set once on the listener are the accepted sockets' own: no connection sets
+    /// them again.
+    #[test]
+    fn accepted_sockets_inherit_the_listeners_options() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        prepare_listener(&listener).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY");
+        // The kernel keeps the timeout in clock ticks: 250 ms may read back as 252 ms.
+        let timeout = accepted.write_timeout().unwrap().expect("SO_SNDTIMEO");
+        assert!(timeout >= TICK && timeout < TICK + Duration::from_millis(20), "SO_SNDTIMEO {timeout:?}");
     }
 }

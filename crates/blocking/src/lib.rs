@@ -3,13 +3,14 @@
 //! It owns sockets and threads and nothing else: every protocol and storage decision is made by
 //! the [`ferry_core::Session`] it drives. Read it as the plainest statement of what an engine
 //! must do: admit or refuse connections ([`admission`]), shuttle bytes with deadlines
-//! ([`connection`]), send file bodies without copying them through user space ([`body`]), and
-//! drain on shutdown ([`serve`]).
+//! ([`connection`]) on threads reused from one connection to the next ([`workers`]), send file
+//! bodies without copying them through user space ([`body`]), and drain on shutdown ([`serve`]).
 
 mod admission;
 mod body;
 mod closer;
 mod connection;
+mod workers;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -23,6 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::admission::Admission;
 use crate::closer::Closer;
+use crate::workers::Workers;
 
 /// A server running on a background thread: what tests and embedders use.
 #[derive(Debug)]
@@ -92,6 +94,8 @@ pub fn serve(server: Arc<Server>, listener: TcpListener) -> io::Result<()> {
     server.on_shutdown(move || {
         let _ = TcpStream::connect_timeout(&wake_addr, Duration::from_secs(1));
     });
+    connection::prepare_listener(&listener)?;
+    let workers = Workers::default();
     let admission = Arc::new(Admission::new(&server.settings));
     let closer = Closer::start(server.settings.linger);
     let busy = ServerConnection::busy_reply();
@@ -119,10 +123,7 @@ pub fn serve(server: Arc<Server>, listener: TcpListener) -> io::Result<()> {
         match admission.admit(peer.ip(), &stream) {
             Some(ticket) => {
                 let s = server.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("ferry-conn".into())
-                    .spawn(move || connection::serve(&s, stream, peer, ticket));
-                if let Err(e) = spawned {
+                if let Err(e) = workers.run(move || connection::serve(&s, stream, peer, ticket)) {
                     error!(error = %e, "could not start a connection thread");
                 }
             }

@@ -210,24 +210,44 @@ impl Cli {
     }
 }
 
-fn init_logging(cli: &Cli) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+/// Log lines queued for the writer thread, at most (each is one formatted line, a few hundred
+/// bytes). Past it, lines are dropped rather than queued or waited for: a log must never slow or
+/// grow the server.
+const LOG_QUEUE_LINES: usize = 16_384;
+
+/// A writer on its own thread, so that logging a request costs the serving thread a formatted
+/// line and a channel send, not a write(2). The thread writes through a buffer that it flushes
+/// whenever the queue is empty: one write for a burst of lines, and none held back when idle.
+fn log_writer<W: Write + Send + 'static>(
+    out: W,
+) -> (tracing_appender::non_blocking::NonBlocking, tracing_appender::non_blocking::WorkerGuard) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .lossy(true)
+        .finish(std::io::BufWriter::new(out))
+}
+
+fn init_logging(cli: &Cli) -> Result<Vec<tracing_appender::non_blocking::WorkerGuard>> {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).context("bad --log-level")?;
+    let (writer, stderr_guard) = log_writer(std::io::stderr());
     // Colours only for a terminal: a log redirected to a file or a pipe stays plain text.
     let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let (file, guard) = match &cli.log_dir {
+        .with_writer(writer);
+    let mut guards = vec![stderr_guard];
+    let file = match &cli.log_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             let stamp = ferry_core::history::now_ms();
             let appender = tracing_appender::rolling::never(dir, format!("ferryd-{stamp}.log"));
-            let (writer, guard) = tracing_appender::non_blocking(appender);
-            (Some(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(writer)), Some(guard))
+            let (writer, guard) = log_writer(appender);
+            guards.push(guard);
+            Some(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(writer))
         }
-        None => (None, None),
+        None => None,
     };
     tracing_subscriber::registry().with(filter).with(stderr).with(file).init();
-    Ok(guard)
+    Ok(guards)
 }
 
 /// Raises the soft limit on open files to the hard limit: each client costs a descriptor, and the
