@@ -3,26 +3,26 @@
 //! The frame carries a file's MD5 before its data, so a GET of a file whose digest is unknown
 //! waits while the whole file is read. The indexer spares clients that wait: at start it goes
 //! through the root, reads back the digests kept across restarts ([`crate::digests::persist`])
-//! and queues the files that have none; while it runs, it watches the root (inotify, through the
-//! `notify` crate) and queues each file that appears or changes, once it has been quiet for
-//! [`IndexerSettings::settle`] (or at once when its writer closes it). A few threads of lowered
+//! and queues the files that have none; while it runs, it watches the root with inotify and queues
+//! each file that appears or changes, once it has been quiet for [`IndexerSettings::settle`] (or
+//! at once when its writer closes it or it is renamed into the root). The watch asks only for
+//! those events: not for opens and reads, which every GET makes. A few threads of lowered
 //! priority hash the queue. A GET of a file whose hash is under way joins that hash
 //! ([`crate::digests::HashFollow`]) instead of reading the file a second time.
 //!
 //! Everything here is bounded: the queue and the set of files waiting to settle hold at most
-//! [`MAX_QUEUED`] names each (past that, a full rescan replaces them), and the events from the
-//! watcher pass through a channel of [`EVENT_QUEUE`] slots (an overflow, too, means a rescan).
+//! [`MAX_QUEUED`] names each (past that, a full rescan replaces them), and events are read through
+//! a buffer of [`EVENT_BUF`] bytes; the kernel's own queue is bounded (`max_queued_events`), and
+//! its overflow, too, means a rescan.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ferry_proto::Name;
-use notify::{EventKind, RecursiveMode, Watcher};
 use tracing::{debug, info, warn};
 
 use crate::digests::Begun;
@@ -32,8 +32,8 @@ use crate::Server;
 /// Names queued for hashing, or waiting to settle, at most (each). Past that the root is scanned
 /// again once the queue has drained, which finds the same files without holding their names.
 pub const MAX_QUEUED: usize = 100_000;
-/// Watcher events waiting for the dispatcher, at most.
-pub const EVENT_QUEUE: usize = 4096;
+/// Bytes of inotify events read at once.
+pub const EVENT_BUF: usize = 4096;
 /// How often the dispatcher wakes to move settled files to the queue.
 const TICK: Duration = Duration::from_millis(100);
 /// How often the index is made durable while the indexer runs.
@@ -72,8 +72,6 @@ struct Shared {
     store: Arc<Store>,
     settings: IndexerSettings,
     stop: AtomicBool,
-    /// The watcher lost events (its channel was full): the root must be scanned again.
-    overflowed: AtomicBool,
     state: Mutex<State>,
     /// Signalled when work is queued, a file is done, or the indexer stops.
     changed: Condvar,
@@ -127,23 +125,17 @@ impl Indexer {
             store,
             settings: IndexerSettings { threads: settings.threads.max(1), ..settings },
             stop: AtomicBool::new(false),
-            overflowed: AtomicBool::new(false),
             state: Mutex::default(),
             changed: Condvar::new(),
         });
-        let (tx, rx) = mpsc::sync_channel(EVENT_QUEUE);
-        let watcher = watch(root_path, tx, shared.clone());
+        let watch = Watch::new(root_path);
         let mut threads = Vec::new();
         for i in 0..shared.settings.threads {
             let s = shared.clone();
             threads.push(std::thread::Builder::new().name(format!("ferry-hash-bg-{i}")).spawn(move || s.hash_queue())?);
         }
         let s = shared.clone();
-        threads.push(std::thread::Builder::new().name("ferry-indexer".into()).spawn(move || {
-            // The watcher lives as long as the dispatcher that reads its events.
-            let _watcher = watcher;
-            s.dispatch(rx);
-        })?);
+        threads.push(std::thread::Builder::new().name("ferry-indexer".into()).spawn(move || s.dispatch(watch))?);
         Ok(Self { shared, threads })
     }
 
@@ -181,27 +173,94 @@ impl Drop for Indexer {
     }
 }
 
-/// Watches the root; events go to `tx`, and a full channel marks an overflow.
-fn watch(root: &Path, tx: SyncSender<notify::Event>, shared: Arc<Shared>) -> Option<notify::RecommendedWatcher> {
-    let handler = move |res: notify::Result<notify::Event>| match res {
-        Ok(event) => {
-            if tx.try_send(event).is_err() {
-                shared.overflowed.store(true, Ordering::Relaxed);
+/// The watch on the root: inotify for files closed after writing, renamed in, or whose metadata
+/// changed (`touch`, a new mtime). Not opens or reads: every GET opens a file.
+struct Watch {
+    #[cfg(target_os = "linux")]
+    inotify: Option<inotify::Inotify>,
+}
+
+/// What one wait on the watch saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Files closed after writing, or renamed into the root: ready now.
+    ready: Vec<Name>,
+    /// Files whose metadata changed: ready once they settle.
+    touched: Vec<Name>,
+    /// The kernel's queue overflowed: events were lost.
+    overflowed: bool,
+}
+
+impl Watch {
+    fn new(root: &Path) -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            use inotify::{Inotify, WatchMask};
+            let mask = WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | WatchMask::ATTRIB | WatchMask::ONLYDIR;
+            let inotify = Inotify::init().and_then(|i| {
+                i.watches().add(root, mask)?;
+                Ok(i)
+            });
+            match inotify {
+                Ok(i) => Self { inotify: Some(i) },
+                Err(e) => {
+                    warn!(error = %e, "cannot watch the root: files copied in while the server runs are hashed by their first GET");
+                    Self { inotify: None }
+                }
             }
         }
-        Err(e) => {
-            debug!(error = %e, "watcher error: the root will be scanned again");
-            shared.overflowed.store(true, Ordering::Relaxed);
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = root;
+            Self {}
         }
-    };
-    let watched = notify::recommended_watcher(handler).and_then(|mut w| {
-        w.watch(root, RecursiveMode::NonRecursive)?;
-        Ok(w)
-    });
-    match watched {
-        Ok(w) => Some(w),
-        Err(e) => {
-            warn!(error = %e, "cannot watch the root: files copied in while the server runs are hashed by their first GET");
+    }
+
+    /// Waits up to `wait` for events; `None` if there is no watch (the caller waits by itself).
+    fn wait(&mut self, wait: Duration) -> Option<Seen> {
+        #[cfg(target_os = "linux")]
+        {
+            use inotify::EventMask;
+            use rustix::event::{poll, PollFd, PollFlags, Timespec};
+            let inotify = self.inotify.as_mut()?;
+            let timeout = Timespec::try_from(wait).unwrap_or(Timespec { tv_sec: 0, tv_nsec: 100_000_000 });
+            let mut fds = [PollFd::new(&*inotify, PollFlags::IN)];
+            let mut seen = Seen::default();
+            if !matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
+                return Some(seen);
+            }
+            let mut buf = [0u8; EVENT_BUF];
+            let events = match inotify.read_events(&mut buf) {
+                Ok(events) => events,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(seen),
+                Err(e) => {
+                    debug!(error = %e, "reading the root's events failed: rescanning");
+                    seen.overflowed = true;
+                    return Some(seen);
+                }
+            };
+            for event in events {
+                if event.mask.contains(EventMask::Q_OVERFLOW) {
+                    seen.overflowed = true;
+                    continue;
+                }
+                let Some(name) = event.name.and_then(|n| n.to_str()) else { continue };
+                // Our own temporary files and index are not the namespace's.
+                if name.starts_with(".ferry") || name.starts_with(TEMP_PREFIX) {
+                    continue;
+                }
+                let Ok(name) = Name::new(name.as_bytes(), u32::MAX) else { continue };
+                if event.mask.intersects(EventMask::CLOSE_WRITE | EventMask::MOVED_TO) {
+                    seen.ready.push(name);
+                } else {
+                    seen.touched.push(name);
+                }
+            }
+            Some(seen)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = wait;
             None
         }
     }
@@ -216,19 +275,32 @@ impl Shared {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// The dispatcher: the first scan, then the watcher's events, settled files to the queue,
+    /// The dispatcher: the first scan, then the watch's events, settled files to the queue,
     /// rescans, progress and flushes.
-    fn dispatch(&self, events: Receiver<notify::Event>) {
+    fn dispatch(&self, mut watch: Watch) {
         self.scan();
         let mut settling: HashMap<Name, Instant> = HashMap::new();
         let mut last_flush = Instant::now();
         let mut last_progress = Instant::now();
         while !self.stopping() {
-            match events.recv_timeout(TICK) {
-                Ok(event) => self.note_event(&event, &mut settling),
-                Err(RecvTimeoutError::Timeout) => {}
-                // No watcher: only the first scan, rescans and GETs find files.
-                Err(RecvTimeoutError::Disconnected) => {
+            let mut overflowed = false;
+            match watch.wait(TICK) {
+                Some(seen) => {
+                    overflowed = seen.overflowed;
+                    let now = Instant::now();
+                    let ready = now.checked_sub(self.settings.settle).unwrap_or(now);
+                    let events =
+                        seen.ready.into_iter().map(|n| (n, ready)).chain(seen.touched.into_iter().map(|n| (n, now)));
+                    for (name, at) in events {
+                        if settling.len() >= MAX_QUEUED && !settling.contains_key(&name) {
+                            overflowed = true;
+                            continue;
+                        }
+                        settling.insert(name, at);
+                    }
+                }
+                // No watch: only the first scan, rescans and GETs find files.
+                None => {
                     let state = self.lock();
                     let _ = self.changed.wait_timeout(state, TICK);
                 }
@@ -241,7 +313,6 @@ impl Shared {
                 settling.remove(&name);
                 self.enqueue(name, None);
             }
-            let overflowed = self.overflowed.swap(false, Ordering::Relaxed);
             let rescan = {
                 let mut state = self.lock();
                 let due = overflowed || (state.rescan && state.queue.is_empty() && state.busy == 0);
@@ -262,38 +333,6 @@ impl Shared {
                 last_flush = now;
                 self.store.flush_digests();
             }
-        }
-    }
-
-    /// A watcher event: its files wait to settle; a file closed by its writer is ready at once.
-    fn note_event(&self, event: &notify::Event, settling: &mut HashMap<Name, Instant>) {
-        use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
-        if event.need_rescan() {
-            self.lock().rescan = true;
-            return;
-        }
-        let closed = matches!(
-            event.kind,
-            EventKind::Access(AccessKind::Close(AccessMode::Write))
-                | EventKind::Modify(ModifyKind::Name(RenameMode::To))
-        );
-        let interesting = closed || matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_));
-        if !interesting {
-            return;
-        }
-        for path in &event.paths {
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-            // Our own temporary files and index are not the namespace's.
-            if name.starts_with(".ferry") || name.starts_with(TEMP_PREFIX) {
-                continue;
-            }
-            let Ok(name) = Name::new(name.as_bytes(), u32::MAX) else { continue };
-            if settling.len() >= MAX_QUEUED && !settling.contains_key(&name) {
-                self.lock().rescan = true;
-                continue;
-            }
-            let at = if closed { Instant::now() - self.settings.settle } else { Instant::now() };
-            settling.insert(name, at);
         }
     }
 
