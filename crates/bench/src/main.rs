@@ -12,10 +12,14 @@
 //! - `hostile`: hostile loads against each engine: peak memory and threads, whether the server
 //!   survives, and a fresh client's latency meanwhile. Baseline: the server's memory at start.
 //!   See [`hostile`] for the loads and the commands.
+//! - `load`: a load generator speaking Ferry or HTTP/1.1 with one client loop: req/s, latency,
+//!   server CPU per request. See [`load`].
 
 mod client;
 mod ferryd;
 mod hostile;
+mod interrupt;
+mod load;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -74,6 +78,10 @@ enum What {
     /// Hostile loads (pipelining without reading, slowloris, stalled downloads) against each
     /// engine: peak memory and threads, and what a fresh client sees meanwhile.
     Hostile(hostile::Args),
+    /// A load of GETs in Ferry or HTTP/1.1 (persistent, a connection per request, pipelined,
+    /// or Ferry's legacy profile), every reply verified: req/s, p50/p99 latency, server CPU per
+    /// request.
+    Load(load::Args),
     /// Resident memory of each engine holding N idle connections.
     IdleMemory {
         #[arg(long, default_value_t = 10_000)]
@@ -90,6 +98,7 @@ fn main() -> Result<()> {
         What::GetRate { clients, size, seconds, ferryd } => get_rate(clients, size, seconds, ferryd),
         What::IdleMemory { connections, ferryd } => idle_memory(connections, ferryd),
         What::Hostile(args) => hostile::run(args),
+        What::Load(args) => load::run(args),
     }
 }
 
