@@ -14,12 +14,15 @@
 //!   See [`hostile`] for the loads and the commands.
 //! - `load`: a load generator speaking Ferry or HTTP/1.1 with one client loop: req/s, latency,
 //!   server CPU per request. See [`load`].
+//! - `vs-nginx`: ferryd's engines against nginx on the same files with that client loop, in
+//!   interleaved rounds: issue 13's table. See [`vs_nginx`].
 
 mod client;
 mod ferryd;
 mod hostile;
 mod interrupt;
 mod load;
+mod vs_nginx;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -82,6 +85,9 @@ enum What {
     /// or Ferry's legacy profile), every reply verified: req/s, p50/p99 latency, server CPU per
     /// request.
     Load(load::Args),
+    /// ferryd's two engines against nginx on the same 1,000 small files, driven by the same
+    /// client loop, in interleaved rounds: rate, CPU per request, latency, with ratios.
+    VsNginx(vs_nginx::Args),
     /// Resident memory of each engine holding N idle connections.
     IdleMemory {
         #[arg(long, default_value_t = 10_000)]
@@ -99,6 +105,7 @@ fn main() -> Result<()> {
         What::IdleMemory { connections, ferryd } => idle_memory(connections, ferryd),
         What::Hostile(args) => hostile::run(args),
         What::Load(args) => load::run(args),
+        What::VsNginx(args) => vs_nginx::run(args),
     }
 }
 
