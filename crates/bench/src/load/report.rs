@@ -128,19 +128,17 @@ pub fn print_perf(counts: PerfCounts, replies: u64) {
     );
 }
 
-/// Microseconds with one decimal below 100.
+/// Microseconds: one decimal below 100 µs, whole ones below 10 ms, then milliseconds.
 pub fn fmt_us(us: f64) -> String {
     if us < 100.0 {
         format!("{us:.1} µs")
-    } else {
+    } else if us < 10_000.0 {
         format!("{us:.0} µs")
+    } else {
+        format!("{:.1} ms", us / 1e3)
     }
 }
 
 pub fn fmt_latency(d: Option<Duration>) -> String {
-    match d {
-        None => "-".to_owned(),
-        Some(d) if d < Duration::from_millis(10) => fmt_us(d.as_secs_f64() * 1e6),
-        Some(d) => format!("{:.1} ms", d.as_secs_f64() * 1e3),
-    }
+    d.map_or("-".to_owned(), |d| fmt_us(d.as_secs_f64() * 1e6))
 }
