@@ -173,13 +173,8 @@ pub fn run(args: Args) -> Result<()> {
         let f = Ferryd::start_logging_to(&ferryd_bin, root.path(), &defaults, &extra, log)?;
         let label =
             if level == "warn" { format!("ferryd {engine}") } else { format!("ferryd {engine}{}", table::LOG_INFO) };
-        println!(
-            "{label} on {}: {} --engine {engine} --log-level {level} --max-clients {cap} --max-per-ip {cap} {}",
-            f.addr,
-            ferryd_bin.display(),
-            args.extra.join(" "),
-            cap = load::FERRYD_CAP
-        );
+        let flags: Vec<String> = defaults.iter().flat_map(|(f, v)| [f.to_string(), v.clone()]).chain(extra).collect();
+        println!("{label} on {}: {} {}", f.addr, ferryd_bin.display(), flags.join(" "));
         servers.push(Server {
             label,
             addr: f.addr,
