@@ -30,6 +30,17 @@ impl Ferryd {
     /// out, so a caller can override any of them: ferryd refuses a flag given twice, and its
     /// flags may change under us. `--log-level warn` is such a default too.
     pub fn start_args(bin: &Path, root: &Path, defaults: &[(&str, String)], extra: &[String]) -> Result<Self> {
+        Self::start_logging_to(bin, root, defaults, extra, Stdio::inherit())
+    }
+
+    /// [`Self::start_args`] with ferryd's log (its stderr) sent to `log`.
+    pub fn start_logging_to(
+        bin: &Path,
+        root: &Path,
+        defaults: &[(&str, String)],
+        extra: &[String],
+        log: Stdio,
+    ) -> Result<Self> {
         let named_in_extra = |flag: &str| {
             extra.iter().any(|a| a == flag || a.strip_prefix(flag).is_some_and(|rest| rest.starts_with('=')))
         };
@@ -41,7 +52,7 @@ impl Ferryd {
                 cmd.args([flag, value.as_str()]);
             }
         }
-        cmd.args(extra).stdout(Stdio::piped());
+        cmd.args(extra).stdout(Stdio::piped()).stderr(log);
         // A bench killed outright (SIGKILL, an abort) runs no `Drop`: the kernel then kills
         // ferryd, so that it never outlives the bench. The signal follows the death of the
         // spawning thread, and every measurement starts ferryd from the main thread.

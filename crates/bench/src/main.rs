@@ -12,10 +12,17 @@
 //! - `hostile`: hostile loads against each engine: peak memory and threads, whether the server
 //!   survives, and a fresh client's latency meanwhile. Baseline: the server's memory at start.
 //!   See [`hostile`] for the loads and the commands.
+//! - `load`: a load generator speaking Ferry or HTTP/1.1 with one client loop: req/s, latency,
+//!   server CPU per request. See [`load`].
+//! - `vs-nginx`: ferryd's engines against nginx on the same files with that client loop, in
+//!   interleaved rounds: issue 13's table. See [`vs_nginx`].
 
 mod client;
 mod ferryd;
 mod hostile;
+mod interrupt;
+mod load;
+mod vs_nginx;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -74,6 +81,13 @@ enum What {
     /// Hostile loads (pipelining without reading, slowloris, stalled downloads) against each
     /// engine: peak memory and threads, and what a fresh client sees meanwhile.
     Hostile(hostile::Args),
+    /// A load of GETs in Ferry or HTTP/1.1 (persistent, a connection per request, pipelined,
+    /// or Ferry's legacy profile), every reply verified: req/s, p50/p99 latency, server CPU per
+    /// request.
+    Load(load::Args),
+    /// ferryd's two engines against nginx on the same 1,000 small files, driven by the same
+    /// client loop, in interleaved rounds: rate, CPU per request, latency, with ratios.
+    VsNginx(vs_nginx::Args),
     /// Resident memory of each engine holding N idle connections.
     IdleMemory {
         #[arg(long, default_value_t = 10_000)]
@@ -90,6 +104,8 @@ fn main() -> Result<()> {
         What::GetRate { clients, size, seconds, ferryd } => get_rate(clients, size, seconds, ferryd),
         What::IdleMemory { connections, ferryd } => idle_memory(connections, ferryd),
         What::Hostile(args) => hostile::run(args),
+        What::Load(args) => load::run(args),
+        What::VsNginx(args) => vs_nginx::run(args),
     }
 }
 
