@@ -51,8 +51,17 @@ pub(crate) fn prepare_listener(listener: &TcpListener) -> io::Result<()> {
     Ok(())
 }
 
+thread_local! {
+    /// The read buffer of this thread's connections: threads are reused from one connection to
+    /// the next ([`crate::workers`]), and so is this, instead of a fresh zeroed 64 KiB each.
+    static READ: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0u8; READ_BUF].into_boxed_slice());
+}
+
 fn run(server: &Server, stream: &TcpStream, session: &mut Session) -> io::Result<Ending> {
-    let mut buf = vec![0u8; READ_BUF];
+    READ.with(|buf| run_with(server, stream, session, &mut buf.borrow_mut()))
+}
+
+fn run_with(server: &Server, stream: &TcpStream, session: &mut Session, buf: &mut [u8]) -> io::Result<Ending> {
     let mut told_shutdown = false;
     let mut read_timeout = None;
     loop {
@@ -100,7 +109,7 @@ fn run(server: &Server, stream: &TcpStream, session: &mut Session) -> io::Result
             stream.set_read_timeout(wait)?;
             read_timeout = wait;
         }
-        match (&*stream).read(&mut buf) {
+        match (&*stream).read(buf) {
             Ok(0) => {
                 session.handle_eof();
                 return Ok(Ending::PeerClosed);
