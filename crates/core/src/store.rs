@@ -425,14 +425,17 @@ impl Store {
 
     /// Remembers a verified digest of `key`, the version of `file` that was hashed or verified,
     /// in memory and where digests persist; listings taken before it are not reused.
+    ///
+    /// The digest is kept first and known in memory only then, so that no reply can announce it
+    /// before its xattr is written: writing it moves the file's ctime, and a client that edits
+    /// the file after seeing the reply must find the file's ctime moved again by its edit, on
+    /// file systems whose timestamps are as coarse as a clock tick too.
     pub(crate) fn learn_digest(&self, key: FileKey, digest: Digest, file: Option<&std::fs::File>) {
+        let now = file.map(|file| self.persist.remember(file, &key, digest));
         self.digests.insert(key, digest);
-        if let Some(file) = file {
-            // An xattr's write moves the file's ctime: the digest goes with the new key too.
-            let now = self.persist.remember(file, &key, digest);
-            if now != key {
-                self.digests.insert(now, digest);
-            }
+        // An xattr's write moves the file's ctime: the digest goes with the new key too.
+        if let Some(now) = now.filter(|now| *now != key) {
+            self.digests.insert(now, digest);
         }
         self.listing.invalidate();
     }
