@@ -28,6 +28,14 @@ const DIGESTS: TableDefinition<u128, (u64, i128, i128, [u8; 16])> = TableDefinit
 #[error("digest index: {0}")]
 pub struct IndexError(#[from] redb::Error);
 
+impl IndexError {
+    /// Whether another handle (another process, or one this process is still closing) holds the
+    /// index: opening it again a moment later may succeed.
+    pub fn is_held_elsewhere(&self) -> bool {
+        matches!(self.0, redb::Error::DatabaseAlreadyOpen)
+    }
+}
+
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for IndexError {
@@ -290,6 +298,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.redb");
         let _owner = Index::open(&path, 10).unwrap();
-        assert!(Index::open(&path, 10).is_err(), "a second server on the same index is refused");
+        let refused = Index::open(&path, 10).expect_err("a second server on the same index is refused");
+        assert!(refused.is_held_elsewhere(), "{refused}");
     }
 }

@@ -12,6 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use ferry_digest_store::Index;
 use ferry_proto::Digest;
@@ -121,7 +122,7 @@ impl Persist {
             return None;
         }
         self.index
-            .get_or_init(|| match Index::open(&self.index_path, INDEX_MAX_ENTRIES) {
+            .get_or_init(|| match open_index(&self.index_path) {
                 Ok(index) => Some(index),
                 Err(e) => {
                     tracing::warn!(path = %self.index_path.display(), error = %e,
@@ -226,6 +227,24 @@ impl Persist {
             }
         } else {
             tracing::debug!(error = %e, "no digest xattr for this file");
+        }
+    }
+}
+
+/// How long opening the index waits for another handle to let go of it: a server restarted in
+/// place, whose previous instance is still closing it.
+pub const INDEX_OPEN_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens the index, waiting up to [`INDEX_OPEN_WAIT`] while another handle holds it. The lock is
+/// a file lock, which announces its release to nobody: the wait polls.
+fn open_index(path: &Path) -> Result<Index, ferry_digest_store::IndexError> {
+    let deadline = Instant::now() + INDEX_OPEN_WAIT;
+    loop {
+        match Index::open(path, INDEX_MAX_ENTRIES) {
+            Err(e) if e.is_held_elsewhere() && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
         }
     }
 }
