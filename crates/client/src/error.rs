@@ -252,8 +252,9 @@ fn secs(d: Duration) -> String {
     }
 }
 
-/// A size for people: `512 B`, `1.5 KiB`, `2.0 GiB` (as `ferry` shows sizes).
-fn human_size(bytes: u64) -> String {
+/// A size for people: `512 B`, `1.5 KiB`, `2.0 GiB`: how every message and the `ferry` CLI show
+/// sizes.
+pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if bytes < 1024 {
         return format!("{bytes} B");

@@ -280,8 +280,8 @@ impl Store {
         self.persist.flush();
     }
 
-    /// Every regular file with a valid name, unsorted, with its key: what the background indexer
-    /// works through. Only metadata is read.
+    /// Every regular file with a valid name, unsorted, with its key: what a listing shows and the
+    /// background indexer works through. Only metadata is read.
     ///
     /// # Errors
     /// The directory cannot be read.
@@ -316,21 +316,11 @@ impl Store {
 
     /// Reads the directory for [`Self::list`].
     fn read_listing(&self) -> io::Result<Vec<Entry>> {
-        let mut out = Vec::new();
-        for entry in self.root.entries()? {
-            let entry = entry?;
-            // file_type does not follow symbolic links: links are neither listed nor served.
-            if !entry.file_type()?.is_file() {
-                continue;
-            }
-            let raw = entry.file_name();
-            let Some(name) = raw.to_str().and_then(|s| Name::new(s.as_bytes(), self.settings.max_name_len).ok()) else {
-                continue;
-            };
-            let Ok(meta) = entry.metadata() else { continue };
-            let key = key_of(&meta);
-            out.push(Entry { name, size: key.size, mtime_ms: mtime_ms(&key), md5: self.digests.get(&key) });
-        }
+        let mut out: Vec<Entry> = self
+            .scan()?
+            .into_iter()
+            .map(|(name, key)| Entry { name, size: key.size, mtime_ms: mtime_ms(&key), md5: self.digests.get(&key) })
+            .collect();
         out.sort_by(|a, b| a.name.as_str().as_bytes().cmp(b.name.as_str().as_bytes()));
         Ok(out)
     }

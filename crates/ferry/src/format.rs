@@ -3,24 +3,7 @@
 use ferry_proto::{ConnRecord, Entry};
 use serde::Serialize;
 
-/// A size for people: `512 B`, `1.5 KiB`, `64 MiB`.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if value < 10.0 {
-        format!("{value:.1} {}", UNITS[unit])
-    } else {
-        format!("{value:.0} {}", UNITS[unit])
-    }
-}
+pub use ferry_client::error::human_size;
 
 /// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` in UTC.
 pub fn utc(ms: i64) -> String {
