@@ -665,6 +665,22 @@ mod tests {
         }
     }
 
+    /// `flush_digests` makes the index durable while the server runs: a copy of the index file
+    /// taken right after it (as a crash would leave it) holds the digest.
+    #[test]
+    fn flushed_digests_are_durable_in_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"content").unwrap();
+        let store = store_in(dir.path(), PersistMode::Index);
+        let opened = store.open_file(&name("f")).unwrap();
+        store.hash_job(&opened).unwrap().run_blocking(store.hash_limiter()).unwrap();
+        store.flush_digests();
+        let copy = dir.path().join("copy");
+        std::fs::copy(persist::default_index_path(dir.path()), &copy).unwrap();
+        let index = ferry_digest_store::Index::open(&copy, 10).unwrap();
+        assert_eq!(index.get(&opened.key).unwrap(), Some(Digest::of(b"content")));
+    }
+
     /// An upload's verified digest is known at once for the published file, and kept.
     #[test]
     fn an_uploads_digest_is_known_once_published() {
