@@ -186,6 +186,21 @@ mod tests {
         Digest::of(&[n])
     }
 
+    /// Runs `f` on a thread of its own and waits for it at most 10 s: a limiter that never gives
+    /// a permit fails the test instead of hanging it.
+    fn bounded(what: &str, f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(()) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still waiting for a permit after 10 s"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: failed"),
+        }
+    }
+
     #[test]
     fn a_digest_is_found_for_its_version_only() {
         let cache = DigestCache::new(10);
@@ -235,6 +250,10 @@ mod tests {
     /// can only fail if it is let through.
     #[test]
     fn the_hash_limiter_holds_a_hash_back_until_a_permit_is_given_back() {
+        bounded("two permits, three hashes, three rounds", hold_back_a_third_hash);
+    }
+
+    fn hold_back_a_third_hash() {
         let limiter = Arc::new(HashLimiter::new(2));
         for _ in 0..3 {
             let first = limiter.acquire();
@@ -258,8 +277,10 @@ mod tests {
 
     #[test]
     fn a_limiter_of_zero_permits_still_lets_one_hash_run() {
-        let limiter = HashLimiter::new(0);
-        drop(limiter.acquire());
-        drop(limiter.acquire());
+        bounded("one permit, taken twice in turn", || {
+            let limiter = HashLimiter::new(0);
+            drop(limiter.acquire());
+            drop(limiter.acquire());
+        });
     }
 }
