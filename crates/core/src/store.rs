@@ -681,6 +681,28 @@ mod tests {
         assert_eq!(index.get(&opened.key).unwrap(), Some(Digest::of(b"content")));
     }
 
+    /// The index is flushed when the store goes, even when it goes in a panic (a thread that
+    /// held the last reference to it panicked), when redb's own close writes nothing.
+    #[test]
+    fn digests_are_kept_when_the_store_goes_down_in_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"content").unwrap();
+        let store = store_in(dir.path(), PersistMode::Index);
+        let opened = store.open_file(&name("f")).unwrap();
+        store.hash_job(&opened).unwrap().run_blocking(store.hash_limiter()).unwrap();
+        drop(opened);
+        let held = std::panic::AssertUnwindSafe(store);
+        let gone = std::thread::spawn(move || {
+            let _held = held;
+            panic!("a thread holding the last reference to the store panics (this panic is expected)");
+        })
+        .join();
+        assert!(gone.is_err());
+        let store = store_in(dir.path(), PersistMode::Index);
+        assert_eq!(store.cached_digest(&store.open_file(&name("f")).unwrap()), Some(Digest::of(b"content")));
+        assert_eq!(store.digests().hashed_count(), 0);
+    }
+
     /// An upload's verified digest is known at once for the published file, and kept.
     #[test]
     fn an_uploads_digest_is_known_once_published() {
