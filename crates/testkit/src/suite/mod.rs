@@ -140,8 +140,10 @@ macro_rules! server_suite {
 
 /// A small file system of its own, mounted for the life of the value on a fresh temporary
 /// directory: a tmpfs that fills up, or a ramfs, which has no user xattrs. Mounting needs root
-/// (`CAP_SYS_ADMIN`) and the `mount` command; where either is missing, [`SmallFs::mount`] says
-/// why, and the case that wanted one skips that part with the reason printed.
+/// (`CAP_SYS_ADMIN`); where it is refused, [`SmallFs::mount`] says why, and the case that wanted
+/// one skips with the reason printed. It calls mount(2) itself rather than run mount(8): a child
+/// forked while other cases run would hold their open files (and the index's lock) until it
+/// execs.
 pub(crate) struct SmallFs {
     /// The mount point, inside `dir`.
     path: std::path::PathBuf,
@@ -155,15 +157,21 @@ impl SmallFs {
         let dir = tempfile::Builder::new().prefix("ferry-fs-").tempdir().map_err(|e| e.to_string())?;
         let path = dir.path().join("root");
         std::fs::create_dir(&path).map_err(|e| e.to_string())?;
-        let out = std::process::Command::new("mount")
-            .args(["-t", fstype, "-o", options, fstype])
-            .arg(&path)
-            .output()
-            .map_err(|e| format!("no mount command: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("cannot mount a {fstype}: {}", String::from_utf8_lossy(&out.stderr).trim()));
-        }
+        Self::mount_on(&path, fstype, options).map_err(|e| format!("cannot mount a {fstype} (not root?): {e}"))?;
         Ok(Self { path, _dir: dir })
+    }
+
+    #[cfg(target_os = "linux")]
+    fn mount_on(path: &std::path::Path, fstype: &str, options: &str) -> std::io::Result<()> {
+        use rustix::mount::{mount, MountFlags};
+        let options = std::ffi::CString::new(options).map_err(std::io::Error::other)?;
+        mount(fstype, path, fstype, MountFlags::NOSUID | MountFlags::NODEV, options.as_c_str())?;
+        Ok(())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn mount_on(_path: &std::path::Path, _fstype: &str, _options: &str) -> std::io::Result<()> {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
     }
 
     /// The mount point.
@@ -174,8 +182,9 @@ impl SmallFs {
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
-        // Lazily: a server that still holds the root does not keep the mount alive in the tree.
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+        // Detached: a server that still holds the root does not keep the mount in the tree.
+        #[cfg(target_os = "linux")]
+        let _ = rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
     }
 }
 
