@@ -544,3 +544,185 @@ impl Drop for Upload {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ferry_proto::{FrameHead, Name};
+
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::parse(s).unwrap()
+    }
+
+    fn store_in(dir: &Path, persist: PersistMode) -> Arc<Store> {
+        Arc::new(Store::open(dir, StoreSettings { persist, ..StoreSettings::default() }).unwrap())
+    }
+
+    /// `[PUT-5]`: a full disk or quota (ENOSPC 28, EDQUOT 122 on Linux, or errors of those kinds
+    /// made without an OS code) is `STORAGE_FULL`; the other errors keep their meaning.
+    #[test]
+    fn io_errors_map_to_what_a_client_hears() {
+        let full = [
+            io::Error::from_raw_os_error(28),
+            io::Error::from_raw_os_error(122),
+            io::Error::from(io::ErrorKind::StorageFull),
+            io::Error::from(io::ErrorKind::QuotaExceeded),
+            io::Error::new(io::ErrorKind::StorageFull, "no room"),
+        ];
+        for e in full {
+            let what = format!("{e:?}");
+            let mapped = StoreError::from(e);
+            assert!(matches!(mapped, StoreError::Full), "{what}: {mapped:?}");
+            assert_eq!(mapped.code(), ErrorCode::STORAGE_FULL, "{what}");
+        }
+        let others = [
+            (io::Error::from_raw_os_error(2), ErrorCode::NOT_FOUND),
+            (io::Error::from(io::ErrorKind::NotFound), ErrorCode::NOT_FOUND),
+            (io::Error::from_raw_os_error(17), ErrorCode::EXISTS),
+            (io::Error::from(io::ErrorKind::AlreadyExists), ErrorCode::EXISTS),
+            (io::Error::from_raw_os_error(5), ErrorCode::INTERNAL),
+            (io::Error::other("disk on fire"), ErrorCode::INTERNAL),
+        ];
+        for (e, code) in others {
+            let what = format!("{e:?}");
+            assert_eq!(StoreError::from(e).code(), code, "{what}");
+        }
+        assert_eq!(StoreError::NotAFile.code(), ErrorCode::FORBIDDEN);
+        // A name too long for the file system names no file; a lookup's other errors map as above.
+        assert!(matches!(lookup_error(io::Error::from_raw_os_error(36)), StoreError::NotFound));
+        assert!(matches!(lookup_error(io::Error::from_raw_os_error(28)), StoreError::Full));
+        assert!(matches!(lookup_error(io::Error::from_raw_os_error(13)), StoreError::Io(_)));
+    }
+
+    /// The kernel's own ENOSPC, from a write to `/dev/full`, is `STORAGE_FULL`.
+    #[test]
+    fn a_write_to_a_full_device_is_storage_full() {
+        let Ok(mut full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            return eprintln!("skipped: no /dev/full here");
+        };
+        let e = full.write_all(&[0u8; 4096]).and_then(|()| full.flush()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(28), "{e:?}");
+        assert_eq!(StoreError::from(e).code(), ErrorCode::STORAGE_FULL);
+    }
+
+    /// Start-up removes the regular files named like temporary uploads and nothing else: not a
+    /// directory, not a link (which it must not follow either), not a file of another name.
+    #[test]
+    fn start_up_removes_only_stale_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join(".ferry-tmp-1-0"), b"stale").unwrap();
+        std::fs::write(root.join("kept.bin"), b"kept").unwrap();
+        std::fs::create_dir(root.join(".ferry-tmp-dir")).unwrap();
+        std::os::unix::fs::symlink("kept.bin", root.join(".ferry-tmp-link")).unwrap();
+        drop(store_in(root, PersistMode::Off));
+        assert!(!root.join(".ferry-tmp-1-0").exists());
+        assert!(root.join("kept.bin").is_file());
+        assert!(root.join(".ferry-tmp-dir").is_dir());
+        assert!(root.join(".ferry-tmp-link").symlink_metadata().unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn the_file_systems_name_limit_is_reported_and_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs_max = rustix::fs::statvfs(dir.path()).unwrap().f_namemax;
+        let long = "n".repeat(20);
+        std::fs::write(dir.path().join(&long), b"x").unwrap();
+        let mut store = Store::open(dir.path(), StoreSettings::default()).unwrap();
+        assert_eq!(store.fs_name_max().map(u64::from), Some(fs_max));
+        let names = |s: &Store| s.scan().unwrap().into_iter().map(|(n, _)| n.as_str().to_owned()).collect::<Vec<_>>();
+        assert_eq!(names(&store), std::slice::from_ref(&long));
+        store.set_max_name_len(19);
+        assert!(names(&store).is_empty(), "a name above the limit is not served");
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    /// A digest learned by hashing is found again for the file as it is now, in memory (even
+    /// though keeping it in an xattr moved the file's ctime), and after a restart where it was
+    /// kept: no file is read twice.
+    #[test]
+    fn a_hashed_digest_is_known_for_the_file_as_it_is_now() {
+        for mode in [PersistMode::Auto, PersistMode::Index] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("f"), b"content").unwrap();
+            let d = Digest::of(b"content");
+            {
+                let store = store_in(dir.path(), mode);
+                let opened = store.open_file(&name("f")).unwrap();
+                assert_eq!(store.cached_digest(&opened), None, "{mode:?}");
+                assert_eq!(store.hash_job(&opened).unwrap().run_blocking(store.hash_limiter()).unwrap(), d);
+                assert_eq!(store.stat(&name("f")).unwrap().md5, Some(d), "{mode:?}: STAT knows it");
+                assert_eq!(store.cached_digest(&store.open_file(&name("f")).unwrap()), Some(d), "{mode:?}");
+                assert_eq!(store.digests().loaded_count(), 0, "{mode:?}: found in memory, not read back");
+                assert_eq!(store.digests().hashed_count(), 1);
+            }
+            let store = store_in(dir.path(), mode);
+            assert_eq!(store.stat(&name("f")).unwrap().md5, None, "{mode:?}: not in memory after a restart");
+            assert_eq!(store.cached_digest(&store.open_file(&name("f")).unwrap()), Some(d), "{mode:?}");
+            assert_eq!((store.digests().loaded_count(), store.digests().hashed_count()), (1, 0), "{mode:?}");
+            assert_eq!(store.stat(&name("f")).unwrap().md5, Some(d), "{mode:?}: remembered once read back");
+        }
+    }
+
+    /// `flush_digests` makes the index durable while the server runs: a copy of the index file
+    /// taken right after it (as a crash would leave it) holds the digest.
+    #[test]
+    fn flushed_digests_are_durable_in_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"content").unwrap();
+        let store = store_in(dir.path(), PersistMode::Index);
+        let opened = store.open_file(&name("f")).unwrap();
+        store.hash_job(&opened).unwrap().run_blocking(store.hash_limiter()).unwrap();
+        store.flush_digests();
+        let copy = dir.path().join("copy");
+        std::fs::copy(persist::default_index_path(dir.path()), &copy).unwrap();
+        let index = ferry_digest_store::Index::open(&copy, 10).unwrap();
+        assert_eq!(index.get(&opened.key).unwrap(), Some(Digest::of(b"content")));
+    }
+
+    /// The index is flushed when the store goes, even when it goes in a panic (a thread that
+    /// held the last reference to it panicked), when redb's own close writes nothing.
+    #[test]
+    fn digests_are_kept_when_the_store_goes_down_in_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"content").unwrap();
+        let store = store_in(dir.path(), PersistMode::Index);
+        let opened = store.open_file(&name("f")).unwrap();
+        store.hash_job(&opened).unwrap().run_blocking(store.hash_limiter()).unwrap();
+        drop(opened);
+        let held = std::panic::AssertUnwindSafe(store);
+        let gone = std::thread::spawn(move || {
+            let _held = held;
+            panic!("a thread holding the last reference to the store panics (this panic is expected)");
+        })
+        .join();
+        assert!(gone.is_err());
+        let store = store_in(dir.path(), PersistMode::Index);
+        assert_eq!(store.cached_digest(&store.open_file(&name("f")).unwrap()), Some(Digest::of(b"content")));
+        assert_eq!(store.digests().hashed_count(), 0);
+    }
+
+    /// An upload's verified digest is known at once for the published file, and kept.
+    #[test]
+    fn an_uploads_digest_is_known_once_published() {
+        for mode in [PersistMode::Auto, PersistMode::Index] {
+            let dir = tempfile::tempdir().unwrap();
+            let data = b"uploaded bytes";
+            let head = PutHead {
+                mode: PutMode::CreateOnly,
+                frame: FrameHead { name: name("up"), size: data.len() as u64, md5: Digest::of(data) },
+            };
+            {
+                let store = store_in(dir.path(), mode);
+                let mut upload = store.begin_upload(&head).unwrap();
+                upload.write(data).unwrap();
+                assert!(!upload.commit().unwrap(), "created, not replaced");
+                assert_eq!(store.stat(&name("up")).unwrap().md5, Some(Digest::of(data)), "{mode:?}");
+                assert_eq!(store.list().unwrap()[0].md5, Some(Digest::of(data)), "{mode:?}");
+            }
+            let store = store_in(dir.path(), mode);
+            assert_eq!(store.cached_digest(&store.open_file(&name("up")).unwrap()), Some(Digest::of(data)));
+        }
+    }
+}

@@ -249,8 +249,10 @@ mod tests {
         index.insert(&key(1, 6), Digest::of(b"b")).unwrap();
         assert_eq!(index.len().unwrap(), 1);
         assert_eq!(index.get(&key(1, 5)).unwrap(), None);
+        assert!(!index.is_empty().unwrap());
         index.remove(7, 1).unwrap();
         assert!(index.is_empty().unwrap());
+        assert_eq!(index.len().unwrap(), 0);
     }
 
     #[test]
@@ -273,11 +275,14 @@ mod tests {
     fn retain_drops_the_records_of_inodes_that_are_gone() {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(&dir.path().join("d.redb"), 10).unwrap();
-        for ino in 1..=4 {
+        for ino in 1..=5 {
             index.insert(&key(ino, ino), Digest::of(&[ino as u8])).unwrap();
         }
+        index.insert(&FileKey { dev: 8, ..key(2, 2) }, Digest::of(b"dev 8")).unwrap();
+        assert_eq!(index.len().unwrap(), 6, "inode 2 of device 8 is another file");
         let dropped = index.retain(|dev, ino| dev == 7 && ino % 2 == 0).unwrap();
-        assert_eq!(dropped, 2);
+        assert_eq!(dropped, 4, "inodes 1, 3, 5 of device 7, and device 8's");
+        assert_eq!(index.len().unwrap(), 2);
         assert_eq!(index.get(&key(2, 2)).unwrap(), Some(Digest::of(&[2])));
         assert_eq!(index.get(&key(1, 1)).unwrap(), None);
     }
@@ -300,5 +305,26 @@ mod tests {
         let _owner = Index::open(&path, 10).unwrap();
         let refused = Index::open(&path, 10).expect_err("a second server on the same index is refused");
         assert!(refused.is_held_elsewhere(), "{refused}");
+    }
+
+    /// What is recorded is durable once flushed: a copy of the file taken then (as a crash would
+    /// leave it) holds it.
+    #[test]
+    fn a_flush_makes_the_records_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.redb");
+        let index = Index::open(&path, 10).unwrap();
+        index.insert(&key(1, 5), Digest::of(b"a")).unwrap();
+        index.flush().unwrap();
+        let copy = dir.path().join("copy.redb");
+        std::fs::copy(&path, &copy).unwrap();
+        assert_eq!(Index::open(&copy, 10).unwrap().get(&key(1, 5)).unwrap(), Some(Digest::of(b"a")));
+    }
+
+    #[test]
+    fn its_debug_form_says_what_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("d.redb"), 10).unwrap();
+        assert_eq!(format!("{index:?}"), "Index { max_entries: 10, .. }");
     }
 }

@@ -244,6 +244,75 @@ mod tests {
         );
     }
 
+    /// The attribute records the window its own write stamped ctime in: from the clock before the
+    /// write less the coarse clock's lag, to that clock plus the write's slack; a ctime outside it,
+    /// on either side, is not vouched for.
+    #[test]
+    fn the_attribute_vouches_for_a_narrow_window_around_its_write() {
+        let Some(dir) = xattr_dir() else { return eprintln!("no user xattrs here: skipped") };
+        let (_, file) = file_with(dir.path(), b"hello");
+        let key = FileKey::of_file(&file).unwrap();
+        let Written::Stored(now) = write(&file, &key, Digest::of(b"hello")).unwrap() else { panic!("not stored") };
+        let mut buf = [0u8; 192];
+        let n = rustix::fs::fgetxattr(&file, NAME, &mut buf).unwrap();
+        let v = parse(&buf[..n]).expect("a value");
+        assert_eq!(v.ctime_to - v.ctime_from, COARSE_LAG_NS + WRITE_SLACK_NS, "{v:?}");
+        assert!((v.ctime_from..=v.ctime_to).contains(&now.ctime_ns), "{v:?} {now:?}");
+        let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128;
+        let written_at = v.ctime_from + COARSE_LAG_NS;
+        assert!((clock - 5_000_000_000..=clock).contains(&written_at), "the clock read before the write: {v:?}");
+        assert_eq!(v.key, FileKey { ctime_ns: v.ctime_from, ..key });
+        for outside in [v.ctime_from - 1, v.ctime_to + 1] {
+            assert_eq!(read(&file, &FileKey { ctime_ns: outside, ..now }).unwrap(), None, "{outside}");
+        }
+        for inside in [v.ctime_from, v.ctime_to] {
+            assert_eq!(read(&file, &FileKey { ctime_ns: inside, ..now }).unwrap(), Some(Digest::of(b"hello")));
+        }
+    }
+
+    /// A file whose status changed since it was hashed (here a chmod: same content, new ctime)
+    /// may have been written meanwhile: no attribute vouches for it.
+    #[test]
+    fn a_file_whose_ctime_moved_before_the_write_gets_no_attribute() {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(dir) = xattr_dir() else { return eprintln!("no user xattrs here: skipped") };
+        let (path, file) = file_with(dir.path(), b"hello");
+        let key = FileKey::of_file(&file).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30)); // past a coarse clock tick
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let now = FileKey::of_file(&file).unwrap();
+        assert_eq!((now.content_part(), now.ctime_ns != key.ctime_ns), (key.content_part(), true));
+        assert_eq!(write(&file, &key, Digest::of(b"hello")).unwrap(), Written::Changed);
+        assert_eq!(read(&file, &now).unwrap(), None);
+    }
+
+    /// An attribute left by an earlier version is removed when the file turns out to have
+    /// changed.
+    #[test]
+    fn a_changed_file_loses_its_earlier_attribute() {
+        let Some(dir) = xattr_dir() else { return eprintln!("no user xattrs here: skipped") };
+        let (path, file) = file_with(dir.path(), b"hello");
+        let key = FileKey::of_file(&file).unwrap();
+        let Written::Stored(now) = write(&file, &key, Digest::of(b"hello")).unwrap() else { panic!("not stored") };
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"!").unwrap();
+        assert_eq!(write(&file, &now, Digest::of(b"hello")).unwrap(), Written::Changed);
+        let mut buf = [0u8; 192];
+        assert_eq!(rustix::fs::fgetxattr(&file, NAME, &mut buf), Err(rustix::io::Errno::NODATA), "removed");
+        remove(&file).expect("removing an absent attribute is fine");
+    }
+
+    /// procfs has no user attributes: the probe says so, and so do the other calls.
+    #[test]
+    fn a_file_system_without_user_attributes_is_told_apart() {
+        let Ok(file) = File::open("/proc/self/stat") else { return eprintln!("no procfs here: skipped") };
+        let key = FileKey::of_file(&file).unwrap();
+        let notsup = Some(rustix::io::Errno::NOTSUP.raw_os_error());
+        assert_eq!(probe(&file).unwrap_err().raw_os_error(), notsup);
+        assert_eq!(read(&file, &key).unwrap_err().raw_os_error(), notsup);
+        assert_eq!(remove(&file).unwrap_err().raw_os_error(), notsup);
+        assert_eq!(write(&file, &key, Digest::of(b"")).unwrap_err().raw_os_error(), notsup);
+    }
+
     #[test]
     fn garbage_is_no_digest() {
         for raw in

@@ -86,10 +86,21 @@ impl TestServer {
             panic!("only an in-process server restarts")
         };
         // As a process would have exited: every thread that held the server (a connection
-        // finishing its close, say) has let go of it, and with it of its files and locks.
-        let old = std::sync::Arc::downgrade(h.server());
+        // finishing its close, say) has let go of it, and with it of its files and locks. The
+        // last reference is dropped here, so that its destructor (which closes the digest index
+        // and releases the index's lock) has finished before the new server opens the root. A
+        // count seen reaching zero from here would not say that: `Arc::drop` decrements first
+        // and runs the destructor after, on the thread that let go last, so the new server could
+        // find the index still locked and keep digests nowhere.
+        let old = std::sync::Arc::clone(h.server());
         drop(h);
-        assert!(crate::wait_until(Duration::from_secs(10), || old.strong_count() == 0), "the old server let go");
+        let let_go = |count: &dyn Fn() -> usize| crate::wait_until(Duration::from_secs(10), || count() == 1);
+        assert!(let_go(&|| std::sync::Arc::strong_count(&old)), "the old server let go");
+        // A hash job or an upload holds the store itself, and may outlive the server by a moment.
+        let store = std::sync::Arc::clone(&old.store);
+        drop(old);
+        assert!(let_go(&|| std::sync::Arc::strong_count(&store)), "the old store let go");
+        drop(store);
         let mut settings = Settings { root: self.root.clone(), ..Settings::default() };
         configure(&mut settings);
         let handle = engine(settings).unwrap_or_else(|e| panic!("restarting the server: {e}"));

@@ -157,4 +157,33 @@ mod tests {
         assert_eq!(flight.wait(), None);
         assert_eq!(flights.len(), 0);
     }
+
+    /// The async engine's wait: a task awaiting the flight is woken by the outcome, whether the
+    /// hash ends well or fails.
+    #[test]
+    fn a_task_awaiting_a_flight_learns_its_outcome() {
+        let flights = Arc::new(Flights::default());
+        for outcome in [Some(Digest::of(b"y")), None] {
+            let Claim::Lead(lease) = flights.claim(key(1)) else { panic!("the first claim leads") };
+            let Claim::Follow(flight) = flights.claim(key(1)) else { panic!("the second follows") };
+            let waiter = std::thread::spawn(move || crate::digests::block_on(flight.done()));
+            match outcome {
+                Some(digest) => lease.complete(Some(digest)),
+                None => drop(lease),
+            }
+            assert_eq!(waiter.join().unwrap(), outcome);
+            assert_eq!(flights.len(), 0);
+        }
+    }
+
+    #[test]
+    fn a_flight_ended_before_the_wait_answers_at_once() {
+        let flights = Arc::new(Flights::default());
+        let Claim::Lead(lease) = flights.claim(key(1)) else { panic!() };
+        let Claim::Follow(flight) = flights.claim(key(1)) else { panic!() };
+        assert_eq!(flights.len(), 1, "one hash under way");
+        lease.complete(Some(Digest::of(b"z")));
+        assert_eq!(flight.wait(), Some(Digest::of(b"z")));
+        assert_eq!(crate::digests::block_on(flight.done()), Some(Digest::of(b"z")));
+    }
 }

@@ -206,3 +206,118 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use ferry_proto::Name;
+
+    use super::*;
+    use crate::store::StoreSettings;
+
+    fn store_with(files: &[(&str, &[u8])]) -> (tempfile::TempDir, Arc<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        let store = Store::open(dir.path(), StoreSettings::default()).unwrap();
+        (dir, Arc::new(store))
+    }
+
+    fn job(store: &Arc<Store>, name: &str) -> HashJob {
+        let opened = store.open_file(&Name::parse(name).unwrap()).unwrap();
+        store.hash_job(&opened).unwrap()
+    }
+
+    /// A second hash of a version being hashed follows the first: it learns the leader's digest,
+    /// on a thread (blocking engine) or in a task (async engine), and the file is read once.
+    #[test]
+    fn a_follower_is_given_the_leaders_digest() {
+        let (a, b) = (vec![1u8; 1000], vec![2u8; 3000]);
+        let (_dir, store) = store_with(&[("a", &a), ("b", &b)]);
+        for (name, content, in_a_task) in [("a", &a, false), ("b", &b, true)] {
+            let Begun::Lead(lead) = job(&store, name).begin() else { panic!("nobody hashes {name} yet") };
+            let Begun::Follow(follow) = job(&store, name).begin() else { panic!("{name} is being hashed") };
+            assert_eq!(lead.size(), content.len() as u64);
+            assert_eq!(store.hashes_under_way(), 1);
+            let joined = store.digests().joined_count();
+            let waiter =
+                std::thread::spawn(
+                    move || {
+                        if in_a_task {
+                            crate::digests::block_on(follow.done())
+                        } else {
+                            follow.wait()
+                        }
+                    },
+                );
+            assert_eq!(lead.run().unwrap(), Digest::of(content));
+            let Ok(followed) = waiter.join().unwrap() else { panic!("the hash followed failed") };
+            assert_eq!(followed, Digest::of(content), "{name}");
+            assert_eq!(store.digests().joined_count(), joined + 1, "{name}: one GET joined");
+            assert_eq!(store.hashes_under_way(), 0);
+            assert!(matches!(job(&store, name).begin(), Begun::Known(d) if d == Digest::of(content)));
+        }
+        assert_eq!(store.digests().hashed_count(), 2, "each file was read once");
+    }
+
+    /// A follower of a hash that fails gets its job back, to hash the file itself.
+    #[test]
+    fn a_follower_of_a_failed_hash_gets_its_job_back() {
+        let (_dir, store) = store_with(&[("a", b"abc"), ("b", b"abc")]);
+        for (name, in_a_task) in [("a", false), ("b", true)] {
+            let Begun::Lead(lead) = job(&store, name).begin() else { panic!() };
+            let Begun::Follow(follow) = job(&store, name).begin() else { panic!() };
+            drop(lead);
+            let back = if in_a_task { crate::digests::block_on(follow.done()) } else { follow.wait() };
+            let Err(again) = back else { panic!("a failed hash gave a digest") };
+            assert_eq!(again.size(), 3);
+            assert_eq!(again.run_blocking(&HashLimiter::new(1)).unwrap(), Digest::of(b"abc"));
+        }
+    }
+
+    /// `[GET-5]`: the digest is that of the version opened, `key.size` bytes, even when the file
+    /// grew meanwhile, and when it spans several reads of the hash buffer.
+    #[test]
+    fn only_the_opened_size_is_hashed() {
+        let first = (0..HASH_BUF * 2 + 123).map(|i| (i % 251) as u8).collect::<Vec<_>>();
+        let (dir, store) = store_with(&[("grows", &first)]);
+        let job = job(&store, "grows");
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(dir.path().join("grows")).unwrap();
+            f.write_all(&[7u8; HASH_BUF]).unwrap();
+        }
+        assert_eq!(job.size(), first.len() as u64);
+        assert_eq!(job.run_blocking(&HashLimiter::new(1)).unwrap(), Digest::of(&first));
+    }
+
+    /// A read that fails ends the hash with the error; it is not retried forever. Bounded: a hash
+    /// that retries is reported, not waited for.
+    #[test]
+    fn a_read_error_ends_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("write-only");
+        std::fs::write(&path, b"0123456789").unwrap();
+        // Opened for writing only: every read fails with EBADF.
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || tx.send(hash_file(&file, 10, &AtomicBool::new(false)).map_err(|e| e.kind())));
+        let outcome = rx.recv_timeout(Duration::from_secs(10)).expect("the hash ended");
+        assert!(matches!(outcome, Err(kind) if kind != io::ErrorKind::Interrupted), "{outcome:?}");
+    }
+
+    #[test]
+    fn a_stopped_hash_is_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = File::open(&path).unwrap();
+        assert_eq!(hash_file(&file, 10, &AtomicBool::new(false)).unwrap(), Digest::of(b"0123456789"));
+        assert_eq!(hash_file(&file, 0, &AtomicBool::new(false)).unwrap(), Digest::of(b""));
+        let err = hash_file(&file, 10, &AtomicBool::new(true)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+    }
+}

@@ -265,3 +265,177 @@ fn xattrs_work(mode: PersistMode, probe: impl FnOnce() -> io::Result<()>) -> boo
 pub fn default_index_path(root: &Path) -> PathBuf {
     root.join(DEFAULT_INDEX_NAME)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn digest(n: u8) -> Digest {
+        Digest::of(&[n])
+    }
+
+    fn file_in(dir: &Path, name: &str, content: &[u8]) -> (PathBuf, File, FileKey) {
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        let file = File::open(&path).unwrap();
+        let key = FileKey::of_file(&file).unwrap();
+        (path, file, key)
+    }
+
+    fn no_xattrs() -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
+    /// A file whose file system has no user xattrs (procfs answers `ENOTSUP`), for the paths
+    /// taken when the probe said yes but a file says no.
+    fn file_without_xattrs() -> Option<File> {
+        let file = File::open("/proc/self/stat").ok()?;
+        let mut buf = [0u8; 8];
+        match rustix::fs::fgetxattr(&file, ferry_digest_store::xattr::NAME, &mut buf) {
+            Err(rustix::io::Errno::NOTSUP) => Some(file),
+            _ => None,
+        }
+    }
+
+    /// The xattr a probe sets in `dir` works, on this machine (a temporary directory).
+    fn xattrs_in(dir: &Path) -> bool {
+        let (_, file, _) = file_in(dir, "probe", b"");
+        ferry_digest_store::xattr::probe(&file).is_ok()
+    }
+
+    #[test]
+    fn each_mode_keeps_digests_where_it_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join("index");
+        type Probe = fn() -> io::Result<()>;
+        // The mode, its probe's answer; then whether digests are kept, how the log says where,
+        // and whether the index file is made at start.
+        let cases: [(PersistMode, Probe, bool, &str, bool); 6] = [
+            (PersistMode::Off, || Ok(()), false, "nowhere", false),
+            (PersistMode::Index, no_xattrs, true, "in the index", true),
+            (PersistMode::Xattr, || Ok(()), true, "in user.ferry.md5 xattrs", false),
+            (PersistMode::Xattr, no_xattrs, false, "nowhere", false),
+            (PersistMode::Auto, || Ok(()), true, "in user.ferry.md5 xattrs (index", false),
+            (PersistMode::Auto, no_xattrs, true, "in the index", true),
+        ];
+        for (mode, probe, on, said, index_made) in cases {
+            let _ = std::fs::remove_file(&index);
+            let persist = Persist::new(mode, index.clone(), probe);
+            let what = format!("{mode:?}, probe {:?}: {}", probe().is_ok(), persist.describe());
+            assert_eq!(persist.mode(), mode, "{what}");
+            assert_eq!(persist.is_on(), on, "{what}");
+            assert!(persist.describe().starts_with(said), "{what}");
+            assert_eq!(index.exists(), index_made, "{what}: whether the index was opened at start");
+        }
+        assert_eq!(Persist::off().mode(), PersistMode::Off);
+        assert!(!Persist::off().is_on());
+        assert_eq!(default_index_path(Path::new("/srv/root")), Path::new("/srv/root/.ferry-digests"));
+    }
+
+    /// Auto with xattrs that work keeps no index file until a digest needs one: then it opens it.
+    #[test]
+    fn the_index_is_made_when_a_file_can_have_no_xattr() {
+        let Some(proc_file) = file_without_xattrs() else {
+            return eprintln!("skipped: no file here refuses user xattrs with ENOTSUP");
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join("index");
+        let key = FileKey::of_file(&proc_file).unwrap();
+        // The probe said yes (as on a root with xattrs), but this file's file system says no.
+        let persist = Persist::new(PersistMode::Auto, index.clone(), || Ok(()));
+        assert!(!index.exists());
+        assert_eq!(persist.lookup(&proc_file, &key), None);
+        assert!(persist.describe().starts_with("in the index"), "ENOTSUP turned xattrs off: {}", persist.describe());
+        assert_eq!(persist.remember(&proc_file, &key, digest(1)), key);
+        assert_eq!(persist.lookup(&proc_file, &key), Some(digest(1)), "kept in the index");
+
+        // With xattrs only, the same failure leaves digests nowhere.
+        let xattr_only = Persist::new(PersistMode::Xattr, index, || Ok(()));
+        assert!(xattr_only.is_on());
+        assert_eq!(xattr_only.remember(&proc_file, &key, digest(2)), key);
+        assert!(!xattr_only.is_on(), "{}", xattr_only.describe());
+        assert_eq!(xattr_only.lookup(&proc_file, &key), None);
+    }
+
+    /// The xattr this process wrote vouches for the file only at the exact ctime its write left:
+    /// an attribute rewritten since, by another process for an edited file, is not trusted by this
+    /// one (it hashes again), while the process lives.
+    #[test]
+    fn an_xattr_rewritten_by_another_process_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        if !xattrs_in(dir.path()) {
+            return eprintln!("skipped: no user xattrs in {}", dir.path().display());
+        }
+        let (path, file, key) = file_in(dir.path(), "f", b"hello");
+        let persist = Persist::new(PersistMode::Xattr, dir.path().join("index"), || Ok(()));
+        let now = persist.remember(&file, &key, digest(1));
+        assert_ne!(now, key, "the xattr's write moved ctime");
+        assert_eq!(persist.lookup(&file, &now), Some(digest(1)));
+
+        // Someone else edits the file, keeping size and mtime, and records its digest.
+        let mtime = file.metadata().unwrap().modified().unwrap();
+        let mut w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        w.write_all(b"HELLO").unwrap();
+        w.set_modified(mtime).unwrap();
+        let edited = FileKey::of_file(&file).unwrap();
+        use ferry_digest_store::xattr::{self, Written};
+        let Written::Stored(theirs) = xattr::write(&file, &edited, digest(2)).unwrap() else { panic!("not stored") };
+        assert_eq!(xattr::read(&file, &theirs).unwrap(), Some(digest(2)), "the xattr vouches for their version");
+        assert_eq!(persist.lookup(&file, &theirs), None, "this process holds the file to its own write's ctime");
+
+        // Another process (a restart) trusts it.
+        let fresh = Persist::new(PersistMode::Xattr, dir.path().join("index"), || Ok(()));
+        assert_eq!(fresh.lookup(&file, &theirs), Some(digest(2)));
+    }
+
+    #[test]
+    fn the_written_ctimes_are_bounded() {
+        let mut persist = Persist::off();
+        persist.written_max = 2;
+        let key = |ino, ctime_ns| FileKey { dev: 1, ino, size: 1, mtime_ns: 0, ctime_ns };
+        let len = |p: &Persist| p.written.lock().unwrap().len();
+        persist.note_written(&key(1, 10));
+        persist.note_written(&key(2, 20));
+        assert_eq!(len(&persist), 2, "full, nothing dropped yet");
+        persist.note_written(&key(1, 11));
+        assert_eq!(len(&persist), 2, "full, but inode 1 was there: updated in place");
+        assert!(persist.written_matches(&key(1, 11)) && !persist.written_matches(&key(1, 10)));
+        assert!(!persist.written_matches(&key(2, 21)));
+        persist.note_written(&key(3, 30));
+        assert_eq!(len(&persist), 1, "full, and inode 3 is new: emptied, then added");
+        assert!(persist.written_matches(&key(2, 21)), "forgotten: any ctime goes");
+    }
+
+    #[test]
+    fn prune_forgets_the_records_of_files_that_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let persist = Persist::new(PersistMode::Index, dir.path().join("index"), no_xattrs);
+        let (_, a, ka) = file_in(dir.path(), "a", b"a");
+        let (_, b, kb) = file_in(dir.path(), "b", b"b");
+        persist.remember(&a, &ka, digest(1));
+        persist.remember(&b, &kb, digest(2));
+        persist.prune(|dev, ino| (dev, ino) == (ka.dev, ka.ino));
+        assert_eq!(persist.lookup(&a, &ka), Some(digest(1)));
+        assert_eq!(persist.lookup(&b, &kb), None);
+    }
+
+    /// What the index records is durable once flushed: a copy of the file taken then (as a crash
+    /// would leave it) holds the record.
+    #[test]
+    fn flushed_digests_are_in_the_index_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        let persist = Persist::new(PersistMode::Index, path.clone(), no_xattrs);
+        let (_, a, ka) = file_in(dir.path(), "a", b"a");
+        persist.remember(&a, &ka, digest(1));
+        let copy = |name: &str| {
+            let to = dir.path().join(name);
+            std::fs::copy(&path, &to).unwrap();
+            Index::open(&to, 10).unwrap().get(&ka).unwrap()
+        };
+        persist.flush();
+        assert_eq!(copy("after-flush"), Some(digest(1)));
+    }
+}

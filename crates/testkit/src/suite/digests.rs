@@ -165,3 +165,29 @@ pub fn a_get_during_background_hashing_is_served_by_it(engine: StartFn) {
     assert_eq!(store.digests().joined_count(), 1, "the GET waited for the background hash");
     indexer.stop();
 }
+
+/// [GET-8] [GET-2]: on a root whose file system has no user xattrs (a ramfs), digests are kept in
+/// the index in the root, and the server says so; they survive a restart. Where no ramfs can be
+/// mounted (not root), the case says why and skips.
+pub fn a_root_without_user_xattrs_keeps_digests_in_the_index(engine: StartFn) {
+    let fs = match super::SmallFs::mount("ramfs", "mode=0755") {
+        Ok(fs) => fs,
+        Err(why) => return eprintln!("skipped: {why}"),
+    };
+    let root = fs.path().to_owned();
+    let data = content(48, 100_000);
+    std::fs::write(root.join("f.bin"), &data).unwrap();
+    let mut server = TestServer::start_with(engine, |s| s.root = root.clone());
+    let kept = store(&server).persist().describe();
+    assert!(kept.starts_with("in the index"), "no xattrs here, so the index: {kept}");
+    assert_eq!(server.client().get_ok("f.bin", 0).0.md5, md5(&data));
+    assert_eq!(store(&server).digests().hashed_count(), 1);
+    assert!(root.join(".ferry-digests").is_file(), "the index is in the root");
+
+    server.restart(engine, |s| s.root = root.clone());
+    let mut c = server.client();
+    assert_eq!(c.get_ok("f.bin", 0).0.md5, md5(&data), "[GET-2]");
+    let digests = store(&server).digests();
+    assert_eq!((digests.hashed_count(), digests.loaded_count()), (0, 1), "[GET-8] read back from the index");
+    assert_eq!(c.list().iter().map(|e| e.name.as_str().to_owned()).collect::<Vec<_>>(), ["f.bin"]);
+}

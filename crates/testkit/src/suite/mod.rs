@@ -98,12 +98,14 @@ macro_rules! server_suite {
             start_up_leaves_a_directory_named_like_a_temporary_file,
             put_onto_a_directory_or_link_is_forbidden_and_replaces_nothing,
             a_directory_or_link_made_during_an_upload_is_not_replaced,
+            a_put_that_fills_the_disk_is_storage_full_and_leaves_nothing,
             // digests that last
             digests_survive_a_restart,
             a_file_edited_while_the_server_was_down_gets_its_new_digest,
             files_are_hashed_in_the_background_before_anyone_asks,
             a_get_joins_the_hash_under_way,
             a_get_during_background_hashing_is_served_by_it,
+            a_root_without_user_xattrs_keeps_digests_in_the_index,
             // capacity and deadlines
             clients_over_max_clients_get_busy,
             clients_over_the_per_address_limit_get_busy,
@@ -134,6 +136,56 @@ macro_rules! server_suite {
             }
         )*
     };
+}
+
+/// A small file system of its own, mounted for the life of the value on a fresh temporary
+/// directory: a tmpfs that fills up, or a ramfs, which has no user xattrs. Mounting needs root
+/// (`CAP_SYS_ADMIN`); where it is refused, [`SmallFs::mount`] says why, and the case that wanted
+/// one skips with the reason printed. It calls mount(2) itself rather than run mount(8): a child
+/// forked while other cases run would hold their open files (and the index's lock) until it
+/// execs.
+pub(crate) struct SmallFs {
+    /// The mount point, inside `dir`.
+    path: std::path::PathBuf,
+    /// Removed once the file system is unmounted.
+    _dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    /// Mounts a file system of type `fstype` (`tmpfs`, `ramfs`) with `options`.
+    pub(crate) fn mount(fstype: &str, options: &str) -> Result<Self, String> {
+        let dir = tempfile::Builder::new().prefix("ferry-fs-").tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("root");
+        std::fs::create_dir(&path).map_err(|e| e.to_string())?;
+        Self::mount_on(&path, fstype, options).map_err(|e| format!("cannot mount a {fstype} (not root?): {e}"))?;
+        Ok(Self { path, _dir: dir })
+    }
+
+    #[cfg(target_os = "linux")]
+    fn mount_on(path: &std::path::Path, fstype: &str, options: &str) -> std::io::Result<()> {
+        use rustix::mount::{mount, MountFlags};
+        let options = std::ffi::CString::new(options).map_err(std::io::Error::other)?;
+        mount(fstype, path, fstype, MountFlags::NOSUID | MountFlags::NODEV, options.as_c_str())?;
+        Ok(())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn mount_on(_path: &std::path::Path, _fstype: &str, _options: &str) -> std::io::Result<()> {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+
+    /// The mount point.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        // Detached: a server that still holds the root does not keep the mount in the tree.
+        #[cfg(target_os = "linux")]
+        let _ = rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
+    }
 }
 
 /// A short deadline for the cases about deadlines.

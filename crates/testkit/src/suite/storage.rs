@@ -551,3 +551,31 @@ pub fn gets_waiting_for_a_hash_do_not_hold_up_other_clients(engine: StartFn) {
     }
     assert_eq!(hashed(), 1, "[SEC-3] the file was hashed once, not once per waiting GET");
 }
+
+/// [PUT-5] [STORE-2] [ERR-6]: an upload that does not fit on the root's file system gets
+/// `STORAGE_FULL`, not `INTERNAL`; its data is read and discarded, the connection goes on, and no
+/// temporary file is left behind, so the space is free again for the next upload. The root is a
+/// 256 KiB tmpfs; where none can be mounted (not root), the case says why and skips.
+pub fn a_put_that_fills_the_disk_is_storage_full_and_leaves_nothing(engine: StartFn) {
+    let fs = match super::SmallFs::mount("tmpfs", "size=256k,mode=0755") {
+        Ok(fs) => fs,
+        Err(why) => return eprintln!("skipped: {why}"),
+    };
+    let root = fs.path().to_owned();
+    let server = TestServer::start_with(engine, |s| s.root = root.clone());
+    let entries = || {
+        let mut names: Vec<String> =
+            std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    let mut c = server.client();
+    let big = content(57, 1 << 20);
+    c.put("big.bin", &big, PutMode::Overwrite).assert_error(ErrorCode::STORAGE_FULL);
+    c.stat("big.bin").assert_error(ErrorCode::NOT_FOUND);
+    assert!(wait_until(IO_TIMEOUT, || entries().is_empty()), "[STORE-2] nothing left: {:?}", entries());
+    let small = content(58, 100_000);
+    assert!(!c.put_ok("small.bin", &small), "[PUT-5] the connection goes on, and the space is free again");
+    assert_eq!(c.get_ok("small.bin", 0).1, small);
+    assert_eq!(entries(), ["small.bin"]);
+}
