@@ -1,13 +1,26 @@
-//! Output that may touch the disk, done on the blocking pool without ever blocking on the
-//! client: the reply bytes are written and the GET body sent with sendfile(2) through a
-//! duplicate of the non-blocking socket, until done or until the socket is full. The reactor
-//! then waits for writability and calls again. No pool thread ever waits for a slow client, so
-//! a thousand stalled downloads cannot starve the pool that everyone's input goes through.
+//! Sending replies and GET bodies, never blocking on the client, and on the reactor only when
+//! that cannot block on the disk either.
+//!
+//! [`push_inline`] runs on the reactor: it writes reply bytes, and a small body the page cache
+//! holds (read with `RWF_NOWAIT`, which fails rather than wait for the disk), in one `writev`
+//! with the head before it: one segment, no pool trip. Anything else — a large body, a file
+//! not cached — it leaves to [`push`], which runs on the blocking pool and sends the body with
+//! sendfile(2) through a duplicate of the non-blocking socket. Both stop when the socket is
+//! full; the reactor then waits for writability and calls again. No pool thread ever waits for
+//! a slow client, so a thousand stalled downloads cannot starve the pool.
 
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, IoSlice};
 use std::os::fd::OwnedFd;
+use std::time::Instant;
 
 use ferry_core::{Body, Session};
+use tokio::net::TcpStream;
+
+/// Bodies up to this size are read into memory on the reactor when the page cache holds them,
+/// and leave with their reply head in one `writev`; larger ones are sent with sendfile(2) from
+/// the pool. One reactor thread's buffer ([`FILE`]); also the most a reactor thread copies per
+/// call.
+pub(crate) const INLINE_BODY_MAX: usize = 64 * 1024;
 
 /// What a push left undone.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,6 +29,91 @@ pub(crate) enum Pushed {
     Done,
     /// The socket is full: wait for writability, then push again.
     Blocked,
+    /// What is left must be sent from the pool: [`push`].
+    NeedsPool,
+}
+
+thread_local! {
+    /// Each reactor thread's buffer for small bodies.
+    static FILE: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0u8; INLINE_BODY_MAX].into_boxed_slice());
+}
+
+/// On the reactor: writes the session's pending output, and `body` if it is small and cached,
+/// until everything is out, the socket is full, or the rest needs the pool.
+///
+/// # Errors
+/// The socket failed.
+pub(crate) fn push_inline(stream: &TcpStream, session: &mut Session, body: &mut Option<Body>) -> io::Result<Pushed> {
+    loop {
+        if body.is_none() {
+            *body = session.take_body();
+        }
+        let written = match body {
+            None if session.pending_output().is_empty() => return Ok(Pushed::Done),
+            None => stream.try_write(session.pending_output()).map(|n| (n, 0)),
+            Some(b) if b.len as usize <= INLINE_BODY_MAX => {
+                let head = session.pending_output();
+                let sent = FILE.with(|buf| {
+                    let mut buf = buf.borrow_mut();
+                    let Some(n) = read_cached(b, &mut buf[..b.len as usize]) else { return Ok(None) };
+                    stream.try_write_vectored(&[IoSlice::new(head), IoSlice::new(&buf[..n])]).map(Some)
+                });
+                match sent {
+                    Ok(None) => return Ok(Pushed::NeedsPool),
+                    Ok(Some(n)) => Ok((n.min(head.len()), n.saturating_sub(head.len()))),
+                    Err(e) => Err(e),
+                }
+            }
+            Some(_) => return Ok(Pushed::NeedsPool),
+        };
+        match written {
+            Ok((head, data)) => {
+                let now = Instant::now();
+                if head > 0 {
+                    session.consume_output(head, now);
+                }
+                if let Some(b) = body.as_mut().filter(|_| data > 0) {
+                    b.offset += data as u64;
+                    b.len -= data as u64;
+                    session.body_sent(data as u64, now);
+                    if b.len == 0 {
+                        *body = None;
+                    }
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Pushed::Blocked),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads the next part of `body` into `buf` if the page cache holds it (`RWF_NOWAIT`): how many
+/// bytes, or `None` if reading would wait for the disk, or failed (the pool's sendfile then
+/// meets the failure and reports it).
+#[cfg(target_os = "linux")]
+fn read_cached(body: &Body, buf: &mut [u8]) -> Option<usize> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Cleared when the file system cannot read without waiting: then every body uses the pool.
+    static NOWAIT_READS: AtomicBool = AtomicBool::new(true);
+    if !NOWAIT_READS.load(Ordering::Relaxed) {
+        return None;
+    }
+    let flags = rustix::io::ReadWriteFlags::NOWAIT;
+    match rustix::io::preadv2(&body.file, &mut [io::IoSliceMut::new(buf)], body.offset, flags) {
+        Ok(0) => None,
+        Ok(n) => Some(n),
+        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::INVAL) => {
+            NOWAIT_READS.store(false, Ordering::Relaxed);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_cached(_body: &Body, _buf: &mut [u8]) -> Option<usize> {
+    None
 }
 
 /// Writes the session's pending output, then sends `body` (taking a new one from the session

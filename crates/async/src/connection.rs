@@ -39,7 +39,9 @@ enum Ending {
 
 impl Conn {
     pub(crate) async fn serve(mut self, stream: TcpStream, peer: SocketAddr) {
-        let session = Session::new(self.server.clone(), peer, Instant::now());
+        let mut session = Session::new(self.server.clone(), peer, Instant::now());
+        // Driven on the reactor: what may wait for the disk is handed back and run on the pool.
+        session.defer_store_calls();
         let span = session.span().clone();
         async move {
             let mut force = self.force.clone();
@@ -74,16 +76,20 @@ impl Conn {
                 tokio::time::timeout_at(deadline.into(), stream.writable())
                     .await
                     .map_err(|_| io::Error::new(ErrorKind::TimedOut, "client stopped reading"))??;
-                blocked = self.hop(stream, &mut state, |_| {}).await?;
+                blocked = self.push(stream, &mut state).await?;
                 continue;
             }
             if !s.pending_output().is_empty() || body.is_some() {
-                blocked = self.hop(stream, &mut state, |_| {}).await?;
+                blocked = self.push(stream, &mut state).await?;
+                continue;
+            }
+            if s.has_deferred() {
+                blocked = self.hop(stream, &mut state, |s| s.run_deferred(Instant::now())).await?;
                 continue;
             }
             if let Some(job) = s.take_hash_job() {
                 let digest = self.hash(job).await?;
-                blocked = self.hop(stream, &mut state, move |s| s.hash_done(digest, Instant::now())).await?;
+                s.hash_done(digest, Instant::now());
                 continue;
             }
             if s.is_closed() {
@@ -110,20 +116,21 @@ impl Conn {
                 biased;
                 r = stream.readable() => {
                     r?;
-                    match read_some(stream) {
-                        Ok(buf) if buf.is_empty() => {
+                    let stopping = *self.stop.borrow();
+                    match read_into(stream, |input| {
+                        // `[SHUT-5]`: bytes that arrive once a shutdown has begun are read as
+                        // part of the drain.
+                        if stopping && !told_shutdown {
+                            told_shutdown = true;
+                            s.begin_shutdown(Instant::now());
+                        }
+                        s.feed(input, Instant::now());
+                    }) {
+                        Ok(0) => {
                             s.handle_eof();
                             return Ok(Ending::PeerClosed);
                         }
-                        Ok(buf) => {
-                            // `[SHUT-5]`: bytes that arrive once a shutdown has begun are read as
-                            // part of the drain.
-                            if *self.stop.borrow() && !told_shutdown {
-                                told_shutdown = true;
-                                s.begin_shutdown(Instant::now());
-                            }
-                            blocked = self.hop(stream, &mut state, move |s| s.feed(&buf, Instant::now())).await?;
-                        }
+                        Ok(_) => {}
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                         Err(e) => {
                             s.handle_eof();
@@ -166,8 +173,20 @@ impl Conn {
         .map_err(io::Error::other)
     }
 
-    /// One trip to the blocking pool: run `work` on the session (input processing may touch the
-    /// disk), then push out what it produced — reply bytes and GET body — until done or the
+    /// Sends what the session has for the client: on the reactor when that cannot block (reply
+    /// bytes, a small body the page cache holds), else on the pool. Returns whether the socket
+    /// is full.
+    async fn push(&self, stream: &TcpStream, state: &mut Option<(Session, Option<Body>)>) -> io::Result<bool> {
+        let (s, body) = state.as_mut().ok_or_else(|| io::Error::other("session lost"))?;
+        match body::push_inline(stream, s, body)? {
+            Pushed::Done => Ok(false),
+            Pushed::Blocked => Ok(true),
+            Pushed::NeedsPool => self.hop(stream, state, |_| {}).await,
+        }
+    }
+
+    /// One trip to the blocking pool: run `work` on the session (store calls that may wait for
+    /// the disk), then push out what it produced — reply bytes and GET body — until done or the
     /// socket is full. Returns whether the socket is full.
     async fn hop(
         &self,
@@ -188,7 +207,7 @@ impl Conn {
         .map_err(io::Error::other)?;
         *state = Some((session, body));
         match pushed? {
-            Pushed::Done => Ok(false),
+            Pushed::Done | Pushed::NeedsPool => Ok(false),
             Pushed::Blocked => {
                 // Clear tokio's cached readiness so that the next wait for writability is real —
                 // then look at the socket itself: the client may have drained it between the
@@ -202,18 +221,20 @@ impl Conn {
 }
 
 thread_local! {
-    /// Each reactor thread's read buffer: a connection holds no buffer while it waits, and a
-    /// read copies out only the bytes that came (a request is tens of bytes), instead of zeroing
-    /// a fresh 64 KiB each time.
+    /// Each reactor thread's read buffer: a connection holds no buffer while it waits, and what
+    /// came is fed to its session straight from here.
     static READ: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0u8; READ_BUF].into_boxed_slice());
 }
 
-/// One non-blocking read: the bytes that came (empty at EOF).
-fn read_some(stream: &TcpStream) -> io::Result<Vec<u8>> {
+/// One non-blocking read, handed to `feed` if it brought bytes; returns how many (0 at EOF).
+fn read_into(stream: &TcpStream, feed: impl FnOnce(&[u8])) -> io::Result<usize> {
     READ.with(|buf| {
         let mut buf = buf.borrow_mut();
         let n = stream.try_read(&mut buf)?;
-        Ok(buf[..n].to_vec())
+        if n > 0 {
+            feed(&buf[..n]);
+        }
+        Ok(n)
     })
 }
 

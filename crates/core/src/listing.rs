@@ -60,14 +60,25 @@ impl ListingCache {
         build: impl FnOnce() -> io::Result<Vec<Entry>>,
     ) -> io::Result<Arc<[Entry]>> {
         let generation = self.generation.load(Ordering::SeqCst);
-        if let Some(s) = self.lock().as_ref() {
-            if s.generation == generation && s.stamp == stamp && now.saturating_duration_since(s.taken) < MAX_AGE {
-                return Ok(s.entries.clone());
-            }
+        if let Some(entries) = self.current(generation, stamp, now) {
+            return Ok(entries);
         }
         let entries: Arc<[Entry]> = build()?.into();
         *self.lock() = Some(Snapshot { generation, stamp, taken: now, entries: entries.clone() });
         Ok(entries)
+    }
+
+    /// The snapshot if it still holds for `stamp` at `now`, without reading the directory: what
+    /// an engine may answer a LIST with where it must not block.
+    pub fn get(&self, stamp: DirStamp, now: Instant) -> Option<Arc<[Entry]>> {
+        self.current(self.generation.load(Ordering::SeqCst), stamp, now)
+    }
+
+    fn current(&self, generation: u64, stamp: DirStamp, now: Instant) -> Option<Arc<[Entry]>> {
+        let snapshot = self.lock();
+        let s = snapshot.as_ref()?;
+        (s.generation == generation && s.stamp == stamp && now.saturating_duration_since(s.taken) < MAX_AGE)
+            .then(|| s.entries.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Snapshot>> {
@@ -101,6 +112,9 @@ mod tests {
         let first = list(stamp, t0);
         let again = list(stamp, t0 + Duration::from_millis(10));
         assert!(Arc::ptr_eq(&first, &again), "shared while nothing changed");
+        assert!(cache.get(stamp, t0 + Duration::from_millis(10)).is_some_and(|e| Arc::ptr_eq(&e, &first)));
+        assert!(cache.get(DirStamp { mtime_ns: 2, ctime_ns: 1 }, t0).is_none(), "only for its stamp");
+        assert!(cache.get(stamp, t0 + MAX_AGE).is_none(), "only while young");
         list(DirStamp { mtime_ns: 2, ctime_ns: 2 }, t0 + Duration::from_millis(20));
         list(DirStamp { mtime_ns: 2, ctime_ns: 2 }, t0 + MAX_AGE * 2);
         assert_eq!(builds, 3, "a new stamp and an old snapshot each read the directory");

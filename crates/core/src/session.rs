@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ferry_proto::server::{Command, Event, ServerConfig, ServerConnection};
-use ferry_proto::{Digest, ErrorCode, FrameHead, Name, Role};
+use ferry_proto::{Digest, Entry, ErrorCode, FrameHead, Name, Role};
 use tracing::{debug, info, warn};
 
 use crate::digests::HashJob;
@@ -153,7 +153,20 @@ pub struct Session {
     /// The GET waiting for its file's digest: the machine stays in its serving state meanwhile,
     /// so no further input is processed until [`Self::hash_done`].
     hashing_for: Option<(Name, OpenedFile)>,
+    /// Whether store calls may block here; see [`Self::defer_store_calls`].
+    may_block: bool,
+    /// Work held back for [`Self::run_deferred`] while store calls may not block.
+    deferred: Option<Deferred>,
     span: tracing::Span,
+}
+
+/// What a session that may not block holds back for [`Session::run_deferred`].
+#[derive(Debug)]
+enum Deferred {
+    /// A request the caches could not answer.
+    Command(Command),
+    /// Buffered input of an upload, whose data must be written to its temporary file.
+    Input,
 }
 
 impl Session {
@@ -173,6 +186,8 @@ impl Session {
             body_progress: None,
             hash_job: None,
             hashing_for: None,
+            may_block: true,
+            deferred: None,
             span,
         }
     }
@@ -208,6 +223,11 @@ impl Session {
 
     /// Runs the machine over `input` until it needs more or waits; returns the bytes used.
     fn process(&mut self, input: &[u8], now: Instant) -> usize {
+        if !self.may_block && self.upload.is_some() {
+            // An upload's data goes to its temporary file: a disk write, for the pool.
+            self.deferred = Some(Deferred::Input);
+            return 0;
+        }
         let span = self.span.clone();
         let _entered = span.enter();
         let mut used = 0;
@@ -226,7 +246,6 @@ impl Session {
     }
 
     fn on_event(&mut self, event: Event<'_>, now: Instant) {
-        let store = &self.server.store;
         match event {
             Event::Connected { role } => info!(%role, legacy = self.conn.is_legacy(), "handshake done"),
             Event::Refused { kind, error } => info!(command = %kind, %error, "refused"),
@@ -262,50 +281,93 @@ impl Session {
                     }
                 }
             }
-            Event::Command(command) => match command {
-                Command::List => match store.list() {
-                    Ok(entries) => {
-                        info!(entries = entries.len(), "LIST");
-                        self.conn.respond_list(entries, now);
-                    }
-                    Err(e) => self.fail(e.into(), now),
-                },
-                Command::Stat(name) => match store.stat(&name) {
-                    Ok(entry) => {
-                        info!(name = %name, "STAT");
-                        self.conn.respond_stat(&entry, now);
-                    }
-                    Err(e) => self.fail(e, now),
-                },
-                Command::Delete(name) => match store.delete(&name) {
-                    Ok(()) => {
-                        info!(name = %name, "DELETE");
-                        self.conn.respond_delete(now);
-                    }
-                    Err(e) => self.fail(e, now),
-                },
-                Command::Status => {
-                    info!("STATUS");
-                    self.conn.respond_status(self.server.history.snapshot(), now);
+            Event::Command(command) if self.may_block => self.on_command(command, now),
+            Event::Command(command) => {
+                if let Some(command) = self.answer_from_caches(command, now) {
+                    debug!(?command, "deferred to where the store may block");
+                    self.deferred = Some(Deferred::Command(command));
                 }
-                Command::Get { name, .. } => match store.open_file(&name) {
-                    Ok(opened) => match store.cached_digest(&opened) {
-                        Some(md5) => self.answer_get(name, opened, md5, now),
-                        None => self.wait_for_hash(name, opened, now),
-                    },
-                    Err(e) => self.fail(e, now),
+            }
+        }
+    }
+
+    /// Carries out a request; the store calls may block.
+    fn on_command(&mut self, command: Command, now: Instant) {
+        let store = &self.server.store;
+        match command {
+            Command::List => match store.list() {
+                Ok(entries) => self.answer_list(entries, now),
+                Err(e) => self.fail(e.into(), now),
+            },
+            Command::Stat(name) => match store.stat(&name) {
+                Ok(entry) => self.answer_stat(&entry, now),
+                Err(e) => self.fail(e, now),
+            },
+            Command::Delete(name) => match store.delete(&name) {
+                Ok(()) => {
+                    info!(name = %name, "DELETE");
+                    self.conn.respond_delete(now);
+                }
+                Err(e) => self.fail(e, now),
+            },
+            Command::Status => {
+                info!("STATUS");
+                self.conn.respond_status(self.server.history.snapshot(), now);
+            }
+            Command::Get { name, .. } => match store.open_file(&name) {
+                Ok(opened) => match store.cached_digest(&opened) {
+                    Some(md5) => self.answer_get(name, opened, md5, now),
+                    None => self.wait_for_hash(name, opened, now),
                 },
-                Command::Put(head) => match store.begin_upload(&head) {
-                    Ok(upload) => {
-                        debug!(name = %head.frame.name, size = head.frame.size, "PUT receiving");
-                        self.upload_progress = Progress::new("PUT", head.frame.name.as_str(), head.frame.size);
-                        self.upload = Some(upload);
-                        self.conn.accept_put();
-                    }
-                    Err(e) => self.fail(e, now),
-                },
+                Err(e) => self.fail(e, now),
+            },
+            Command::Put(head) => match store.begin_upload(&head) {
+                Ok(upload) => {
+                    debug!(name = %head.frame.name, size = head.frame.size, "PUT receiving");
+                    self.upload_progress = Progress::new("PUT", head.frame.name.as_str(), head.frame.size);
+                    self.upload = Some(upload);
+                    self.conn.accept_put();
+                }
+                Err(e) => self.fail(e, now),
             },
         }
+    }
+
+    /// Carries out a request if the kernel's and the store's caches can answer it without
+    /// blocking (a GET or STAT of a file whose digest is in memory, a LIST of an unchanged root,
+    /// a STATUS); otherwise gives it back, for [`Self::run_deferred`].
+    fn answer_from_caches(&mut self, command: Command, now: Instant) -> Option<Command> {
+        let store = &self.server.store;
+        match command {
+            Command::Status => self.on_command(command, now),
+            Command::List => match store.list_cached() {
+                Some(entries) => self.answer_list(entries, now),
+                None => return Some(command),
+            },
+            Command::Get { name, offset } => match store.open_cached(&name) {
+                Some((opened, Some(md5))) => self.answer_get(name, opened, md5, now),
+                _ => return Some(Command::Get { name, offset }),
+            },
+            Command::Stat(name) => match store.open_cached(&name) {
+                Some((opened, md5 @ Some(_))) => {
+                    let entry = Store::entry(name, &opened.key, md5);
+                    self.answer_stat(&entry, now);
+                }
+                _ => return Some(Command::Stat(name)),
+            },
+            other => return Some(other),
+        }
+        None
+    }
+
+    fn answer_list(&mut self, entries: Arc<[Entry]>, now: Instant) {
+        info!(entries = entries.len(), "LIST");
+        self.conn.respond_list(entries, now);
+    }
+
+    fn answer_stat(&mut self, entry: &Entry, now: Instant) {
+        info!(name = %entry.name, "STAT");
+        self.conn.respond_stat(entry, now);
     }
 
     /// Answers the GET being served with the file and its digest, and hands its bytes to the
@@ -408,12 +470,45 @@ impl Session {
 
     /// Whether the engine should read from the socket now.
     pub fn wants_input(&self) -> bool {
-        self.conn.wants_input()
+        self.deferred.is_none() && self.conn.wants_input()
     }
 
     /// Whether a request is being served (the drain waits for these).
     pub fn is_busy(&self) -> bool {
-        self.conn.is_busy() || self.body.is_some()
+        self.conn.is_busy() || self.body.is_some() || self.deferred.is_some()
+    }
+
+    /// From now on, never call the store where it may block: answer what the caches can, and
+    /// hand the rest out as deferred work ([`Self::has_deferred`], [`Self::run_deferred`]).
+    ///
+    /// This is for an engine that drives sessions on an event loop (the async engine's reactor),
+    /// where a store call that waits for the disk would stall every other connection, and that
+    /// runs blocking work elsewhere (its pool). An engine whose threads may block does not call
+    /// this: every store call is then made where the request is read.
+    pub fn defer_store_calls(&mut self) {
+        self.may_block = false;
+    }
+
+    /// Whether work waits for [`Self::run_deferred`]; meanwhile the session reads no input.
+    pub fn has_deferred(&self) -> bool {
+        self.deferred.is_some()
+    }
+
+    /// Runs the deferred work — a request the caches could not answer, or an upload's data for
+    /// its temporary file — where the store may block, and the input pipelined behind it.
+    pub fn run_deferred(&mut self, now: Instant) {
+        let Some(work) = self.deferred.take() else { return };
+        let span = self.span.clone();
+        let _entered = span.enter();
+        self.may_block = true;
+        if let Deferred::Command(command) = work {
+            self.on_command(command, now);
+        }
+        // Even with nothing buffered: an accepted PUT of an empty file completes here.
+        if self.conn.wants_input() {
+            self.process_buffered(now);
+        }
+        self.may_block = false;
     }
 
     /// The deadline the engine must wake up at.
@@ -489,6 +584,9 @@ mod tests {
                 ServerItem::GetHead { frame, .. } => ("get", Some(frame.md5)),
                 ServerItem::Stat(Entry { md5, .. }) => ("stat", md5),
                 ServerItem::Error(e) if e.code == ErrorCode::INTERNAL => ("internal error", None),
+                ServerItem::PutOk { .. } => ("put", None),
+                ServerItem::StatusStart { .. } => ("status", None),
+                ServerItem::Connection(_) => continue,
                 ServerItem::DataEnd => continue,
                 other => panic!("unexpected {other:?}"),
             });
@@ -541,5 +639,76 @@ mod tests {
         session.hash_done(Err(std::io::Error::other("read error")), Instant::now());
         assert_eq!(replies(session.pending_output()), [("hello", None), ("internal error", None), ("stat", None)]);
         assert!(session.wants_input());
+    }
+
+    /// A session driven where it may not block (the async engine's reactor) answers from the
+    /// caches what they hold and defers the rest, reading nothing meanwhile; what it defers is
+    /// carried out by `run_deferred`, in order with what was pipelined behind it.
+    #[test]
+    fn a_session_that_may_not_block_defers_what_the_caches_cannot_answer() {
+        let content = b"served from the caches";
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f.bin"), content).unwrap();
+        let settings = Settings { root: dir.path().to_owned(), background_hashes: 0, ..Settings::default() };
+        let server = Server::new(settings).unwrap();
+        let now = Instant::now();
+        let mut session = Session::new(server, "127.0.0.1:9".parse().unwrap(), now);
+        session.defer_store_calls();
+        let name = Name::parse("f.bin").unwrap();
+        let md5 = Some(Digest::of(content));
+        let mut input = Vec::new();
+        ClientHello { min_version: 1, max_version: 1, token: None }.encode(&mut input);
+        Request::Status.encode(&mut input);
+        Request::Get { name: name.clone(), offset: content.len() as u64 }.encode(&mut input);
+        Request::Stat(name.clone()).encode(&mut input);
+        session.feed(&input, now);
+        assert_eq!(replies(session.pending_output()), [("hello", None), ("status", None)], "STATUS needs no store");
+        assert!(session.has_deferred() && !session.wants_input(), "a GET of a file never hashed waits for the pool");
+
+        session.run_deferred(now);
+        let job = session.take_hash_job().expect("the pool finds the file unhashed");
+        session.hash_done(job.run_blocking(&crate::digests::HashLimiter::new(1)), now);
+        assert!(!session.has_deferred() && session.wants_input(), "the STAT behind it is answered from memory");
+        assert_eq!(replies(session.pending_output())[2..], [("get", md5), ("stat", md5)]);
+
+        // The digest is in memory now: a GET and a STAT of the file are answered at once.
+        let mut input = Vec::new();
+        Request::Get { name: name.clone(), offset: content.len() as u64 }.encode(&mut input);
+        Request::Stat(name).encode(&mut input);
+        session.feed(&input, now);
+        assert!(!session.has_deferred(), "answered from the caches");
+        let seen = replies(session.pending_output());
+        assert_eq!(seen[2..], [("get", md5), ("stat", md5), ("get", md5), ("stat", md5)]);
+
+        // A PUT is begun where the store may block; data that arrives later waits for the pool too,
+        // where the empty PUT pipelined behind it is carried out as well, with no further input.
+        let data = b"12345";
+        let head = |name: &str, data: &[u8]| {
+            let frame = FrameHead { name: Name::parse(name).unwrap(), size: data.len() as u64, md5: Digest::of(data) };
+            let mut out = Vec::new();
+            Request::Put(ferry_proto::PutHead { mode: ferry_proto::PutMode::Overwrite, frame }).encode(&mut out);
+            out
+        };
+        session.feed(&head("new.bin", data), now);
+        assert!(session.has_deferred());
+        session.run_deferred(now);
+        assert!(!session.has_deferred() && session.wants_input(), "the upload is begun; its data is awaited");
+        let mut input = data.to_vec();
+        input.extend(head("empty.bin", b""));
+        session.feed(&input, now);
+        assert!(session.has_deferred() && !session.wants_input(), "upload data is written on the pool");
+        assert!(!dir.path().join("new.bin").exists());
+        session.run_deferred(now);
+        assert_eq!(std::fs::read(dir.path().join("new.bin")).unwrap(), data);
+        assert_eq!(std::fs::read(dir.path().join("empty.bin")).unwrap(), b"");
+        let seen = replies(session.pending_output());
+        assert_eq!(seen[6..], [("put", None), ("put", None)]);
+        assert!(!session.has_deferred() && session.wants_input());
+
+        // An empty PUT alone: nothing more arrives, yet it completes where it was begun.
+        session.feed(&head("alone.bin", b""), now);
+        session.run_deferred(now);
+        assert_eq!(replies(session.pending_output())[8..], [("put", None)]);
+        assert!(dir.path().join("alone.bin").exists());
     }
 }

@@ -121,6 +121,8 @@ pub struct Store {
     tmp_seq: AtomicU64,
     /// The listing LISTs share while nothing changed (`[RES-3]`).
     listing: ListingCache,
+    /// Whether the kernel has `openat2(RESOLVE_CACHED)`: cleared at its first refusal.
+    cached_opens: std::sync::atomic::AtomicBool,
 }
 
 fn key_of(meta: &Metadata) -> FileKey {
@@ -130,6 +132,23 @@ fn key_of(meta: &Metadata) -> FileKey {
         .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos() as i128);
     FileKey { dev: meta.dev(), ino: meta.ino(), size: meta.len(), mtime_ns, ctime_ns: ctime_ns(meta) }
+}
+
+/// [`key_of`] from `fstat(2)`'s answer: the same fields, so both paths find the same digests.
+#[cfg(target_os = "linux")]
+#[allow(clippy::unnecessary_cast)] // the field types differ between architectures
+fn key_of_stat(st: &rustix::fs::Stat) -> FileKey {
+    let ns = |s: i64, n: u64| i128::from(s) * 1_000_000_000 + i128::from(n);
+    let (mtime, ctime) =
+        (ns(st.st_mtime as i64, st.st_mtime_nsec as u64), ns(st.st_ctime as i64, st.st_ctime_nsec as u64));
+    FileKey {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        size: st.st_size as u64,
+        // As `key_of`: a time before the epoch counts as the epoch.
+        mtime_ns: mtime.max(0),
+        ctime_ns: ctime,
+    }
 }
 
 /// The status-change time in nanoseconds since the epoch. Unlike the modification time, no user
@@ -183,6 +202,7 @@ impl Store {
             hashing: HashLimiter::new(settings.max_concurrent_hashes),
             tmp_seq: AtomicU64::new(0),
             listing: ListingCache::default(),
+            cached_opens: std::sync::atomic::AtomicBool::new(true),
             settings,
         };
         store.remove_stale_temp_files()?;
@@ -316,11 +336,8 @@ impl Store {
 
     /// Reads the directory for [`Self::list`].
     fn read_listing(&self) -> io::Result<Vec<Entry>> {
-        let mut out: Vec<Entry> = self
-            .scan()?
-            .into_iter()
-            .map(|(name, key)| Entry { name, size: key.size, mtime_ms: mtime_ms(&key), md5: self.digests.get(&key) })
-            .collect();
+        let mut out: Vec<Entry> =
+            self.scan()?.into_iter().map(|(name, key)| Self::entry(name, &key, self.digests.get(&key))).collect();
         out.sort_by(|a, b| a.name.as_str().as_bytes().cmp(b.name.as_str().as_bytes()));
         Ok(out)
     }
@@ -342,7 +359,12 @@ impl Store {
             let opened = self.open_file(name).ok().filter(|o| o.key == key)?;
             self.persisted_digest(&opened.file, &opened.key)
         });
-        Ok(Entry { name: name.clone(), size: key.size, mtime_ms: mtime_ms(&key), md5 })
+        Ok(Self::entry(name.clone(), &key, md5))
+    }
+
+    /// What LIST and STAT show of the version `key` of `name`.
+    pub fn entry(name: Name, key: &FileKey, md5: Option<Digest>) -> Entry {
+        Entry { name, size: key.size, mtime_ms: mtime_ms(key), md5 }
     }
 
     /// Opens a file for a GET, without following links.
@@ -364,6 +386,59 @@ impl Store {
         }
         let key = key_of(&meta);
         Ok(OpenedFile { file: file.into_std(), size: key.size, key })
+    }
+
+    /// A GET's or STAT's file opened from what the kernel has cached, with its digest if known in
+    /// memory, or `None` when that cannot be done without waiting for the disk: the async engine
+    /// answers the first on its reactor and takes only the second to its blocking pool.
+    ///
+    /// `openat2(RESOLVE_CACHED)` fails with `EAGAIN` rather than read a directory block or
+    /// revalidate a network file system's entry; `fstat` of an open file reads only its inode,
+    /// in memory since the open. Every failure, even "not found", is `None`: the pool's
+    /// [`Self::open_file`] gives the answer, so the two paths cannot disagree on an error.
+    pub fn open_cached(&self, name: &Name) -> Option<(OpenedFile, Option<Digest>)> {
+        let opened = self.open_from_caches(name)?;
+        let md5 = self.digests.get(&opened.key);
+        Some((opened, md5))
+    }
+
+    #[cfg(target_os = "linux")]
+    fn open_from_caches(&self, name: &Name) -> Option<OpenedFile> {
+        use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+        if !self.cached_opens.load(Ordering::Relaxed) {
+            return None;
+        }
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let resolve =
+            ResolveFlags::CACHED | ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let fd = match rustix::fs::openat2(&self.root, name.as_str(), flags, Mode::empty(), resolve) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
+                // A kernel before 5.12 (no RESOLVE_CACHED) or without openat2: never again.
+                self.cached_opens.store(false, Ordering::Relaxed);
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let st = rustix::fs::fstat(&fd).ok()?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return None;
+        }
+        let key = key_of_stat(&st);
+        Some(OpenedFile { file: fd.into(), size: key.size, key })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn open_from_caches(&self, _name: &Name) -> Option<OpenedFile> {
+        None
+    }
+
+    /// The listing if a LIST can be answered from the shared snapshot without reading the
+    /// directory (`fstat` of the open root reads no disk); `None` sends it to [`Self::list`].
+    pub fn list_cached(&self) -> Option<Arc<[Entry]>> {
+        let meta = self.root.dir_metadata().ok()?;
+        let stamp = DirStamp { mtime_ns: key_of(&meta).mtime_ns, ctime_ns: ctime_ns(&meta) };
+        self.listing.get(stamp, std::time::Instant::now())
     }
 
     /// The digest of an opened file, if it is known, in memory or where digests persist: no file
