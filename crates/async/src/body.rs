@@ -11,16 +11,20 @@
 
 use std::io::{self, ErrorKind, IoSlice};
 use std::os::fd::OwnedFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferry_core::{Body, Session};
 use tokio::net::TcpStream;
 
 /// Bodies up to this size are read into memory on the reactor when the page cache holds them,
-/// and leave with their reply head in one `writev`; larger ones are sent with sendfile(2) from
-/// the pool. One reactor thread's buffer ([`FILE`]); also the most a reactor thread copies per
-/// call.
+/// and leave with their reply head in one write; larger ones are sent with sendfile(2) from the
+/// pool.
 pub(crate) const INLINE_BODY_MAX: usize = 64 * 1024;
+
+/// At most this many bytes of replies are staged (copied together) on the reactor for one
+/// write: each reactor thread's buffer ([`STAGE`]), and the most a connection keeps when the
+/// socket does not take them ([`Staged`]).
+const STAGE_MAX: usize = 2 * INLINE_BODY_MAX;
 
 /// What a push left undone.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,59 +37,137 @@ pub(crate) enum Pushed {
     NeedsPool,
 }
 
+/// Staged reply bytes the socket did not take: they go before anything the session holds.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    bytes: Vec<u8>,
+    sent: usize,
+    /// `[TIME-5]`: when the connection is dropped if they have not all gone; partial progress
+    /// does not move it.
+    pub(crate) deadline: Instant,
+}
+
 thread_local! {
-    /// Each reactor thread's buffer for small bodies.
-    static FILE: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0u8; INLINE_BODY_MAX].into_boxed_slice());
+    /// Each reactor thread's staging buffer.
+    static STAGE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(STAGE_MAX));
 }
 
 /// On the reactor: writes the session's pending output, and `body` if it is small and cached,
 /// until everything is out, the socket is full, or the rest needs the pool.
 ///
+/// A small cached body is staged with its head, and reported sent at once; the replies that lets
+/// the session produce (a pipelined GET's, or the BYE that ends a short connection) are staged
+/// or written with it, so that they leave in one `writev` and, mostly, one segment. What the
+/// socket does not take is kept in `staged`, due by `now + progress_timeout`.
+///
 /// # Errors
 /// The socket failed.
-pub(crate) fn push_inline(stream: &TcpStream, session: &mut Session, body: &mut Option<Body>) -> io::Result<Pushed> {
+pub(crate) fn push_inline(
+    stream: &TcpStream,
+    session: &mut Session,
+    body: &mut Option<Body>,
+    staged: &mut Option<Staged>,
+    progress_timeout: Duration,
+) -> io::Result<Pushed> {
     loop {
+        if let Some(st) = staged {
+            match stream.try_write(&st.bytes[st.sent..]) {
+                Ok(n) => {
+                    st.sent += n;
+                    if st.sent == st.bytes.len() {
+                        *staged = None;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Pushed::Blocked),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
         if body.is_none() {
             *body = session.take_body();
         }
-        let written = match body {
+        match body {
             None if session.pending_output().is_empty() => return Ok(Pushed::Done),
-            None => stream.try_write(session.pending_output()).map(|n| (n, 0)),
-            Some(b) if b.len as usize <= INLINE_BODY_MAX => {
-                let head = session.pending_output();
-                let sent = FILE.with(|buf| {
-                    let mut buf = buf.borrow_mut();
-                    let Some(n) = read_cached(b, &mut buf[..b.len as usize]) else { return Ok(None) };
-                    stream.try_write_vectored(&[IoSlice::new(head), IoSlice::new(&buf[..n])]).map(Some)
-                });
-                match sent {
-                    Ok(None) => return Ok(Pushed::NeedsPool),
-                    Ok(Some(n)) => Ok((n.min(head.len()), n.saturating_sub(head.len()))),
-                    Err(e) => Err(e),
-                }
-            }
-            Some(_) => return Ok(Pushed::NeedsPool),
-        };
-        match written {
-            Ok((head, data)) => {
-                let now = Instant::now();
-                if head > 0 {
-                    session.consume_output(head, now);
-                }
-                if let Some(b) = body.as_mut().filter(|_| data > 0) {
-                    b.offset += data as u64;
-                    b.len -= data as u64;
-                    session.body_sent(data as u64, now);
-                    if b.len == 0 {
-                        *body = None;
+            None => match stream.try_write(session.pending_output()) {
+                Ok(n) => session.consume_output(n, Instant::now()),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Pushed::Blocked),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            },
+            Some(_) => {
+                let left = STAGE.with(|stage| stage_and_write(stream, session, body, &mut stage.borrow_mut()))?;
+                match left {
+                    Stage::NotCached => return Ok(Pushed::NeedsPool),
+                    Stage::Written => {}
+                    Stage::Left(bytes) => {
+                        *staged = Some(Staged { bytes, sent: 0, deadline: Instant::now() + progress_timeout });
                     }
                 }
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Pushed::Blocked),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
         }
     }
+}
+
+/// How [`stage_and_write`] went.
+enum Stage {
+    /// The body is not small, or not in the page cache: nothing was done.
+    NotCached,
+    /// All staged bytes were written.
+    Written,
+    /// These staged bytes were not.
+    Left(Vec<u8>),
+}
+
+/// Stages the pending output and the small cached `body`, reports them consumed and sent, and
+/// goes on while that makes another small cached body ready; then writes the stage and the
+/// session's new pending output together.
+fn stage_and_write(
+    stream: &TcpStream,
+    session: &mut Session,
+    body: &mut Option<Body>,
+    stage: &mut Vec<u8>,
+) -> io::Result<Stage> {
+    stage.clear();
+    let now = Instant::now();
+    while let Some(b) = body.as_mut() {
+        let head = session.pending_output().len();
+        let start = stage.len();
+        if b.len as usize > INLINE_BODY_MAX || start + head + b.len as usize > STAGE_MAX {
+            break;
+        }
+        stage.extend_from_slice(session.pending_output());
+        stage.resize(start + head + b.len as usize, 0);
+        let Some(n) = read_cached(b, &mut stage[start + head..]) else {
+            stage.truncate(start);
+            break;
+        };
+        stage.truncate(start + head + n);
+        session.consume_output(head, now);
+        b.offset += n as u64;
+        b.len -= n as u64;
+        session.body_sent(n as u64, now);
+        if b.len > 0 {
+            break; // partly cached: the rest is sent from the pool
+        }
+        *body = session.take_body();
+    }
+    if stage.is_empty() {
+        return Ok(Stage::NotCached);
+    }
+    let out = session.pending_output();
+    let written = loop {
+        match stream.try_write_vectored(&[IoSlice::new(stage), IoSlice::new(out)]) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break 0,
+            other => break other?,
+        }
+    };
+    let of_stage = written.min(stage.len());
+    if written > of_stage {
+        session.consume_output(written - of_stage, now);
+    }
+    Ok(if of_stage == stage.len() { Stage::Written } else { Stage::Left(stage[of_stage..].to_vec()) })
 }
 
 /// Reads the next part of `body` into `buf` if the page cache holds it (`RWF_NOWAIT`): how many

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, Instrument};
 
-use crate::body::{self, Pushed};
+use crate::body::{self, Pushed, Staged};
 use crate::IpSlot;
 
 /// Socket reads go into a buffer of this size, one per reactor thread ([`read_some`]).
@@ -64,6 +64,7 @@ impl Conn {
 
     async fn run(&mut self, stream: &TcpStream, session: Session) -> io::Result<Ending> {
         let mut state = Some((session, None::<Body>));
+        let mut staged = None::<Staged>;
         let mut blocked = false;
         let mut told_shutdown = false;
         loop {
@@ -71,16 +72,19 @@ impl Conn {
             if blocked {
                 // `[TIME-5]`: a client that takes too little of what waits for it is dropped at
                 // the session's send deadline; partial progress does not restart it.
-                let deadline =
-                    s.send_deadline().unwrap_or_else(|| Instant::now() + self.server.settings.progress_timeout);
+                let deadline = staged
+                    .as_ref()
+                    .map(|st| st.deadline)
+                    .or_else(|| s.send_deadline())
+                    .unwrap_or_else(|| Instant::now() + self.server.settings.progress_timeout);
                 tokio::time::timeout_at(deadline.into(), stream.writable())
                     .await
                     .map_err(|_| io::Error::new(ErrorKind::TimedOut, "client stopped reading"))??;
-                blocked = self.push(stream, &mut state).await?;
+                blocked = self.push(stream, &mut state, &mut staged).await?;
                 continue;
             }
-            if !s.pending_output().is_empty() || body.is_some() {
-                blocked = self.push(stream, &mut state).await?;
+            if !s.pending_output().is_empty() || body.is_some() || staged.is_some() {
+                blocked = self.push(stream, &mut state, &mut staged).await?;
                 continue;
             }
             if s.has_deferred() {
@@ -176,9 +180,14 @@ impl Conn {
     /// Sends what the session has for the client: on the reactor when that cannot block (reply
     /// bytes, a small body the page cache holds), else on the pool. Returns whether the socket
     /// is full.
-    async fn push(&self, stream: &TcpStream, state: &mut Option<(Session, Option<Body>)>) -> io::Result<bool> {
+    async fn push(
+        &self,
+        stream: &TcpStream,
+        state: &mut Option<(Session, Option<Body>)>,
+        staged: &mut Option<Staged>,
+    ) -> io::Result<bool> {
         let (s, body) = state.as_mut().ok_or_else(|| io::Error::other("session lost"))?;
-        match body::push_inline(stream, s, body)? {
+        match body::push_inline(stream, s, body, staged, self.server.settings.progress_timeout)? {
             Pushed::Done => Ok(false),
             Pushed::Blocked => Ok(true),
             Pushed::NeedsPool => self.hop(stream, state, |_| {}).await,

@@ -240,3 +240,42 @@ pub fn pipelined_requests_without_reading_are_held_back(engine: StartFn) {
         assert!(matches!(c.read_reply().head(), ferry_proto::ServerItem::Help(_)), "[REQ-1] [REQ-4]");
     }
 }
+
+/// [REQ-3] [REQ-4] [GET-5]: pipelined GETs of small files already hashed, whose replies an
+/// engine may copy together (head, data and the replies that follow, in one write), reach a
+/// client that reads slowly (a 16 KiB receive buffer, 32 MiB of replies: the server's writes
+/// block again and again) whole and in order.
+pub fn pipelined_small_gets_reach_a_slow_reader_whole_and_in_order(engine: StartFn) {
+    let server = TestServer::start(engine);
+    let files: Vec<Vec<u8>> = (0..8).map(|i| content(40 + i as u64, 3_000 + 1_500 * i)).collect();
+    let mut warm = server.client();
+    for (i, data) in files.iter().enumerate() {
+        std::fs::write(server.path(&format!("s{i}")), data).unwrap();
+        assert_eq!(&warm.get_ok(&format!("s{i}"), 0).1, data);
+    }
+    let rounds = 4_000 / files.len();
+    let requests: Vec<u8> =
+        (0..rounds).flat_map(|_| (0..files.len()).flat_map(|i| wire::get(format!("s{i}").as_bytes(), 0))).collect();
+    let opts = ConnectOptions { recv_buffer: Some(16 * 1024), ..ConnectOptions::default() };
+    let mut c = server.client_with(opts);
+    c.send_raw(&requests);
+    // Read nothing until the server's writes to this client have stopped: its socket is full.
+    let peer = c.local_addr().to_string();
+    let sent_to = |warm: &mut Client| warm.status().iter().find(|r| r.peer == peer).map_or(0, |r| r.bytes_out);
+    let (mut last, deadline) = (sent_to(&mut warm), Instant::now() + Duration::from_secs(20));
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = sent_to(&mut warm);
+        if now == last && now > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server never stopped sending to a client that reads nothing");
+        last = now;
+    }
+    for i in 0..rounds * files.len() {
+        let reply = c.read_reply();
+        let (_, frame) = reply.frame();
+        assert_eq!(frame.name.as_str(), format!("s{}", i % files.len()), "[REQ-4] reply {i} out of order");
+        assert_eq!(reply.data, files[i % files.len()], "[GET-5] reply {i} is not the file");
+    }
+}

@@ -114,6 +114,7 @@ macro_rules! server_suite {
             head_and_progress_deadlines_cut_a_trickling_client,
             clients_that_stop_reading_are_dropped,
             pipelined_requests_without_reading_are_held_back,
+            pipelined_small_gets_reach_a_slow_reader_whole_and_in_order,
             // shutdown
             shutdown_by_an_admin_drains_the_server,
             shutdown_lets_an_upload_in_flight_finish,
