@@ -97,6 +97,7 @@ pub fn spawn(settings: Settings, listen: SocketAddr) -> io::Result<Running> {
 pub fn spawn_on(rt: tokio::runtime::Runtime, settings: Settings, listen: SocketAddr) -> io::Result<Running> {
     let server = Server::new(settings)?;
     let std_listener = std::net::TcpListener::bind(listen)?;
+    prepare_listener(&std_listener)?;
     let addr = std_listener.local_addr()?;
     let s = server.clone();
     let thread = std::thread::Builder::new().name("ferry-async-main".into()).spawn(move || {
@@ -146,13 +147,24 @@ impl Drop for IpSlot {
     }
 }
 
+/// Sets, once, the options Linux gives accepted sockets from their listener: TCP_NODELAY
+/// (replies are written whole; Nagle's algorithm would only delay them). A connection the kernel
+/// queued before this call inherits nothing: call it before anyone can connect ([`spawn`] does;
+/// `ferryd` does before it says where it listens). [`serve`] calls it too.
+///
+/// # Errors
+/// The option cannot be set.
+pub fn prepare_listener(listener: &impl std::os::fd::AsFd) -> io::Result<()> {
+    rustix::net::sockopt::set_tcp_nodelay(listener, true)?;
+    Ok(())
+}
+
 /// Serves connections until a shutdown is requested, then drains (§ 13).
 ///
 /// # Errors
 /// Only if the listener's address cannot be read; accept errors are retried.
 pub async fn serve(server: Arc<Server>, listener: TcpListener) -> io::Result<()> {
-    // Set once on the listener: Linux gives accepted sockets its TCP_NODELAY.
-    rustix::net::sockopt::set_tcp_nodelay(&listener, true)?;
+    prepare_listener(&listener)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (force_tx, force_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);

@@ -15,6 +15,18 @@ struct State {
     /// close it when the grace period ends.
     live: HashMap<u64, Arc<TcpStream>>,
     next: u64,
+    /// The drain has begun: nobody more is admitted, so the live set only shrinks.
+    closed: bool,
+}
+
+/// The answer to a connection at the door.
+#[derive(Debug)]
+pub(crate) enum Admitted {
+    Yes(Ticket),
+    /// Over a cap: refuse it with `BUSY`.
+    Busy,
+    /// The server is draining: close it unanswered.
+    Closed,
 }
 
 /// The admission registry.
@@ -48,19 +60,28 @@ impl Admission {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A place for a connection from `ip`, if the caps allow.
-    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, stream: &Arc<TcpStream>) -> Option<Ticket> {
+    /// A place for a connection from `ip`, if the caps allow and the drain has not begun.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, stream: &Arc<TcpStream>) -> Admitted {
         let ip = ferry_core::peer::group(ip);
         let mut s = self.lock();
+        if s.closed {
+            return Admitted::Closed;
+        }
         if s.live.len() as u32 >= self.max_clients || s.per_ip.get(&ip).copied().unwrap_or(0) >= self.max_per_ip {
-            return None;
+            return Admitted::Busy;
         }
         let handle = stream.clone();
         *s.per_ip.entry(ip).or_default() += 1;
         let key = s.next;
         s.next += 1;
         s.live.insert(key, handle);
-        Some(Ticket { admission: self.clone(), ip, key })
+        Admitted::Yes(Ticket { admission: self.clone(), ip, key })
+    }
+
+    /// Admits nobody from now on: once this returns, [`Self::wait_empty`] sees every connection
+    /// that will ever be served.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
     }
 
     /// Connections open now.

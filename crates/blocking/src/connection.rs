@@ -14,7 +14,7 @@ use crate::body;
 
 /// Reads wake at least this often, so a connection notices a shutdown while it waits; so do
 /// writes, so that the send deadline is checked (`[TIME-5]`).
-const TICK: Duration = Duration::from_millis(250);
+pub(crate) const TICK: Duration = Duration::from_millis(250);
 /// Socket reads go into a buffer of this size (a connection's main memory cost).
 const READ_BUF: usize = 64 * 1024;
 
@@ -39,15 +39,22 @@ enum Ending {
 
 /// Sets the options every connection needs on the listening socket, once: Linux gives accepted
 /// sockets the listener's TCP_NODELAY and SO_SNDTIMEO, which saves two system calls per
-/// connection. Replies are written whole, so Nagle's algorithm would only delay them. SO_SNDTIMEO
-/// applies to each call, and any partial progress restarts it: it only wakes the thread, while
-/// the session's send deadline decides when a slow reader is dropped (`[TIME-5]`).
+/// connection. Replies are written whole, so Nagle's algorithm would only delay them.
+/// SO_SNDTIMEO applies to each call, and any partial progress restarts it: it only wakes the
+/// thread, while the session's send deadline decides when a slow reader is dropped
+/// (`[TIME-5]`). SO_RCVTIMEO wakes the threads waiting in accept every tick
+/// ([`crate::acceptors`]); connections set their own.
+///
+/// A connection the kernel queued before this call inherits nothing: call it before anyone can
+/// connect ([`crate::spawn`] does; `ferryd` does before it says where it listens).
 ///
 /// # Errors
 /// The options cannot be set.
-pub(crate) fn prepare_listener(listener: &TcpListener) -> io::Result<()> {
-    rustix::net::sockopt::set_tcp_nodelay(listener, true)?;
-    rustix::net::sockopt::set_socket_timeout(listener, rustix::net::sockopt::Timeout::Send, Some(TICK))?;
+pub fn prepare_listener(listener: &TcpListener) -> io::Result<()> {
+    use rustix::net::sockopt::{set_socket_timeout, set_tcp_nodelay, Timeout};
+    set_tcp_nodelay(listener, true)?;
+    set_socket_timeout(listener, Timeout::Send, Some(TICK))?;
+    set_socket_timeout(listener, Timeout::Recv, Some(TICK))?;
     Ok(())
 }
 
@@ -63,6 +70,8 @@ fn run(server: &Server, stream: &TcpStream, session: &mut Session) -> io::Result
 
 fn run_with(server: &Server, stream: &TcpStream, session: &mut Session, buf: &mut [u8]) -> io::Result<Ending> {
     let mut told_shutdown = false;
+    // Set by the first read, though the listener's is likely inherited: a connection that was
+    // queued before the listener was prepared has none, and its reads would never time out.
     let mut read_timeout = None;
     loop {
         // A GET's head and its body leave together: the head is written with MSG_MORE, so that
@@ -214,5 +223,8 @@ mod tests {
         // The kernel keeps the timeout in clock ticks: 250 ms may read back as 252 ms.
         let timeout = accepted.write_timeout().unwrap().expect("SO_SNDTIMEO");
         assert!(timeout >= TICK && timeout < TICK + Duration::from_millis(20), "SO_SNDTIMEO {timeout:?}");
+        // A connection's reads start from this, and set it again only when their wait differs.
+        let timeout = accepted.read_timeout().unwrap().expect("SO_RCVTIMEO");
+        assert!(timeout >= TICK && timeout < TICK + Duration::from_millis(20), "SO_RCVTIMEO {timeout:?}");
     }
 }

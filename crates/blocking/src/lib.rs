@@ -3,28 +3,29 @@
 //! It owns sockets and threads and nothing else: every protocol and storage decision is made by
 //! the [`ferry_core::Session`] it drives. Read it as the plainest statement of what an engine
 //! must do: admit or refuse connections ([`admission`]), shuttle bytes with deadlines
-//! ([`connection`]) on threads reused from one connection to the next ([`workers`]), send file
-//! bodies without copying them through user space ([`body`]), and drain on shutdown ([`serve`]).
+//! ([`connection`]) on threads that accept their own connections and are reused from one to the
+//! next ([`acceptors`]), send file bodies without copying them through user space ([`body`]),
+//! and drain on shutdown ([`serve`]).
 
+mod acceptors;
 mod admission;
 mod body;
 mod closer;
 mod connection;
-mod workers;
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ferry_core::{Server, Settings};
-use ferry_proto::server::ServerConnection;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
+use crate::acceptors::Acceptors;
 use crate::admission::Admission;
 use crate::closer::Closer;
-use crate::workers::Workers;
+pub use crate::connection::prepare_listener;
 
 /// A server running on a background thread: what tests and embedders use.
 #[derive(Debug)]
@@ -71,6 +72,7 @@ impl Drop for Running {
 pub fn spawn(settings: Settings, listen: SocketAddr) -> io::Result<Running> {
     let server = Server::new(settings)?;
     let listener = TcpListener::bind(listen)?;
+    prepare_listener(&listener)?;
     let addr = listener.local_addr()?;
     let s = server.clone();
     let thread = std::thread::Builder::new().name("ferry-accept".into()).spawn(move || serve(s, listener))?;
@@ -82,62 +84,27 @@ pub fn spawn(settings: Settings, listen: SocketAddr) -> io::Result<Running> {
 /// the rest are closed (§ 13).
 ///
 /// # Errors
-/// Only if the listener's address cannot be read; accept errors are retried.
+/// The listener's options cannot be set, or no connection thread can be started.
 pub fn serve(server: Arc<Server>, listener: TcpListener) -> io::Result<()> {
-    let addr = listener.local_addr()?;
-    // A blocked accept() wakes up when something connects: the shutdown hook connects to itself.
-    let wake_addr = match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], a.port())),
-        SocketAddr::V6(a) if a.ip().is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port())),
-        other => other,
-    };
-    server.on_shutdown(move || {
-        let _ = TcpStream::connect_timeout(&wake_addr, Duration::from_secs(1));
-    });
     connection::prepare_listener(&listener)?;
-    let workers = Workers::default();
     let admission = Arc::new(Admission::new(&server.settings));
     let closer = Closer::start(server.settings.linger);
-    let busy = ServerConnection::busy_reply();
-    let mut backoff = Duration::from_millis(5);
-
-    while !server.is_shutting_down() {
-        let (stream, peer) = match listener.accept() {
-            Ok(pair) => {
-                backoff = Duration::from_millis(5);
-                pair
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                // Too many open files, no buffers, a connection aborted before accept: all pass.
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed; retrying");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        if server.is_shutting_down() {
-            break;
+    let acceptors = Arc::new(Acceptors::new(server.clone(), listener, admission.clone(), closer));
+    let (stop_tx, stop_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    // Weak: the server keeps its hooks, and must not keep the listener open through them.
+    let shut = Arc::downgrade(&acceptors);
+    server.on_shutdown(move || {
+        if let Some(acceptors) = shut.upgrade() {
+            // Stops listening and wakes every thread waiting in accept at once (Linux fails
+            // them); they would also notice within a tick.
+            let _ = rustix::net::shutdown(&acceptors.listener, rustix::net::Shutdown::Read);
         }
-        let stream = Arc::new(stream);
-        match admission.admit(peer.ip(), &stream) {
-            Some(ticket) => {
-                let s = server.clone();
-                if let Err(e) = workers.run(move || connection::serve(&s, stream, peer, ticket)) {
-                    error!(error = %e, "could not start a connection thread");
-                }
-            }
-            None => {
-                // `[CAP-1]`, `[CAP-2]`: BUSY without reading, and no thread for this client.
-                info!(%peer, "at capacity: BUSY");
-                if let Ok(stream) = Arc::try_unwrap(stream) {
-                    closer.refuse(stream, &busy);
-                }
-            }
-        }
-    }
+        let _ = stop_tx.try_send(());
+    });
+    acceptors.start_thread()?;
+    let _ = stop_rx.recv();
+    admission.close();
 
-    drop(listener);
     let grace = server.settings.grace;
     let deadline = Instant::now() + grace;
     info!(open = admission.open(), grace_ms = grace.as_millis() as u64, "draining");

@@ -297,6 +297,13 @@ fn main() -> Result<()> {
             Some(Indexer::start(&server, settings).context("starting background hashing")?)
         }
     };
+    // Before anyone can know where to connect: accepted sockets inherit the listener's options.
+    match cli.engine {
+        #[cfg(feature = "blocking")]
+        Engine::Blocking => ferry_blocking::prepare_listener(&listener)?,
+        #[cfg(feature = "async")]
+        Engine::Async => ferry_async::prepare_listener(&listener)?,
+    }
     // The one line on stdout: scripts and tests read the real address from it.
     println!("listening on {addr}");
     std::io::stdout().flush()?;
