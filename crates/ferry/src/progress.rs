@@ -183,10 +183,11 @@ fn moved_style(template: &str, skipped: Arc<AtomicU64>) -> ProgressStyle {
 }
 
 /// The rate and the time left of a transfer that moved `moved` bytes in `elapsed` and has `left`
-/// to go: `("5.0 MiB/s", "3s")`; `-` for either until there is something to go by.
+/// to go: `("5.0 MiB/s", "3s")`; `-` for either until there is something to go by — a second of
+/// transfer, since the first chunks come in a burst (the rate limit sleeps after them).
 pub fn rate_and_eta(moved: u64, elapsed: Duration, left: u64) -> (String, String) {
     let secs = elapsed.as_secs_f64();
-    if moved == 0 || secs < 0.1 {
+    if moved == 0 || secs < 1.0 {
         return ("-".into(), "-".into());
     }
     let rate = moved as f64 / secs;
@@ -318,6 +319,7 @@ mod tests {
         let (rate, eta) = rate_and_eta(5 << 20, Duration::from_secs(1), 5 << 20);
         assert_eq!((rate.as_str(), eta.as_str()), ("5.0 MiB/s", "1s"));
         assert_eq!(rate_and_eta(0, Duration::from_secs(3), 100), ("-".into(), "-".into()));
+        assert_eq!(rate_and_eta(256 << 10, Duration::from_millis(10), 100).0, "-", "no rate from a first burst");
         assert_eq!(rate_and_eta(1 << 20, Duration::from_secs(1), 150 << 20).1, "2m30s");
         assert_eq!(rate_and_eta(1, Duration::from_secs(1), 7200).1, "2h00m");
     }

@@ -231,7 +231,10 @@ fn a_server_address_that_cannot_be_one_is_a_usage_error() {
         assert!(out.stderr.contains(says), "{addr}: {out:?}");
         // FERRY_SERVER is checked the same way.
         let env = common::run(
-            std::process::Command::new(common::ferry_bin()).current_dir(dir.path()).env("FERRY_SERVER", addr).arg("list"),
+            std::process::Command::new(common::ferry_bin())
+                .current_dir(dir.path())
+                .env("FERRY_SERVER", addr)
+                .arg("list"),
         )
         .code(2);
         assert!(env.stderr.contains(says), "FERRY_SERVER={addr}: {env:?}");
