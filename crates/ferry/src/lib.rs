@@ -60,8 +60,13 @@ pub fn main() -> ExitCode {
             "no command given, and standard input is not a terminal for the shell — see ferry --help",
         ),
         Some(command) => {
-            if let Err(e) = interrupt::catch(interrupt.clone(), true) {
-                eprintln!("ferry: cannot catch Ctrl-C ({e}); it will end ferry at once");
+            // Transfers stop cleanly on Ctrl-C, to say what was kept and how to resume; other
+            // commands keep nothing, and end at once as any program does.
+            let transfers = matches!(command, Command::Get { .. } | Command::Put { .. } | Command::Sync { .. });
+            if transfers {
+                if let Err(e) = interrupt::catch(interrupt.clone(), true) {
+                    eprintln!("ferry: cannot catch Ctrl-C ({e}); it will end ferry at once");
+                }
             }
             let _no_echo = terminal::NoEcho::new();
             let again: Vec<String> = std::env::args().map(|a| shell::shell_quote(&a)).collect();
