@@ -3,7 +3,7 @@
 //! - [`cli`]: the command line (clap), shared with the shell.
 //! - [`commands`]: each command against a [`ferry_client::Client`].
 //! - [`shell`]: the interactive prompt, or commands read from standard input.
-//! - [`table`], [`format`]: what is printed; [`progress`]: indicatif bars.
+//! - [`table`], [`format`](mod@format): what is printed; [`progress`]: indicatif bars.
 //! - [`interrupt`], [`terminal`]: Ctrl-C, and the terminal's echo while bars are drawn.
 
 pub mod cli;

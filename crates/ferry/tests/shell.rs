@@ -69,6 +69,8 @@ put *.bin
 rm a.bin
 ";
     let out = run_with_input(world.ferry().arg("shell"), script);
+    let help_get = out.stdout.split("\n/").next().unwrap_or_default();
+    insta::assert_snapshot!("shell_help_get", help_get);
     assert!(out.stdout.contains("Usage: get [OPTIONS] <NAME|PATTERN>..."), "{out:#?}");
     assert!(out.stdout.contains("--limit-rate <RATE>"), "the shell's own options in its help: {out:#?}");
     assert_eq!(std::fs::read(world.work().join("copy.bin")).unwrap(), vec![1u8; 100_000]);
