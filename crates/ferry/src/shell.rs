@@ -181,7 +181,11 @@ fn execute(
         ));
     }
     // This command's own options, then the shell's again.
-    let mut bars = if parsed.options.quiet { Bars::new(true).with_cancel(interrupt.clone()) } else { bars };
+    let mut bars = if parsed.options.quiet {
+        Bars::new(true).with_cancel(interrupt.clone()).with_again(trimmed.to_owned())
+    } else {
+        bars
+    };
     let saved = client.config().clone();
     if let Some(rate) = parsed.options.limit_rate {
         client.config_mut().rate_limit = Some(rate);

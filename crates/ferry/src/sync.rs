@@ -52,6 +52,17 @@ impl Tally {
     }
 }
 
+/// Ctrl-C: what was done so far, and the command that goes on (a sync run again sends only
+/// what still differs, and resumes a download cut off from its `.part`).
+fn interrupted(bars: &Bars, summary: &str) -> u8 {
+    bars.note(summary);
+    match bars.again() {
+        Some(again) => bars.error(&format!("ferry: interrupted — to go on, run: {again}")),
+        None => bars.error("ferry: interrupted"),
+    }
+    exit::INTERRUPTED
+}
+
 /// What to do with one file.
 enum Plan {
     /// Send it; `replace` when the other side has a different file of that name.
@@ -147,10 +158,11 @@ pub fn upload(client: &mut Client, bars: &mut Bars, dir: &Path, how: How) -> u8 
                 tally.sent += 1;
                 tally.bytes += size;
             }
+            Err(Error::Cancelled) => return interrupted(bars, &tally.line("uploaded", how)),
             Err(e) => {
                 tally.failed += 1;
                 code = code.max(fail(bars, &e));
-                if e.exit_code() == exit::NETWORK || matches!(e, Error::Cancelled) {
+                if e.exit_code() == exit::NETWORK {
                     bars.note(&tally.line("uploaded", how));
                     return code;
                 }
@@ -217,10 +229,11 @@ pub fn download(client: &mut Client, bars: &mut Bars, dir: &Path, how: How) -> u
                 tally.sent += 1;
                 tally.bytes += entry.size;
             }
+            Err(Error::Cancelled) => return interrupted(bars, &tally.line("downloaded", how)),
             Err(e) => {
                 tally.failed += 1;
                 code = code.max(fail(bars, &e));
-                if e.exit_code() == exit::NETWORK || matches!(e, Error::Cancelled) {
+                if e.exit_code() == exit::NETWORK {
                     bars.note(&tally.line("downloaded", how));
                     return code;
                 }
