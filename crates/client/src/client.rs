@@ -45,6 +45,13 @@ pub struct Config {
     /// a test never writes to the user's own cache unasked): no cache. `ferry` uses
     /// [`crate::digest_cache::default_path`].
     pub digest_cache: Option<PathBuf>,
+    /// Retry a first connection that a loopback address refused, like any other failure to
+    /// connect. Off by default: on this machine a refusal is immediate and certain (nothing
+    /// listens on that port), so the client says so at once ([`Error::NotListening`]) instead of
+    /// waiting out its retries. A program that starts its server just before connecting turns
+    /// it on. Once the client has been connected, a refusal (a server restarting) is retried
+    /// whatever this says.
+    pub wait_for_server: bool,
 }
 
 impl Default for Config {
@@ -57,6 +64,7 @@ impl Default for Config {
             hash_mode: HashMode::default(),
             rate_limit: None,
             digest_cache: None,
+            wait_for_server: false,
         }
     }
 }
@@ -78,6 +86,8 @@ pub struct Downloaded {
     /// Times the download started again from byte 0 (the file changed on the server, or a
     /// resumed file did not verify).
     pub restarts: u32,
+    /// Nothing was transferred: the local file already had the server's size and MD5.
+    pub up_to_date: bool,
 }
 
 /// A finished upload.
@@ -118,6 +128,9 @@ pub struct Client {
     sleep: Sleep,
     /// The digests of local files, opened at the first transfer.
     cache: DigestCache,
+    /// A connection was made once: a refusal now is a server going away or restarting, and
+    /// worth retrying even on loopback.
+    connected_before: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -130,7 +143,7 @@ impl Client {
     /// A client for `config`; nothing is connected yet.
     pub fn new(config: Config) -> Self {
         let cache = DigestCache::new(config.digest_cache.clone());
-        Self { config, conn: None, sleep: Arc::new(std::thread::sleep), cache }
+        Self { config, conn: None, sleep: Arc::new(std::thread::sleep), cache, connected_before: false }
     }
 
     /// Replaces how the client waits between attempts (tests record the delays instead).
@@ -143,6 +156,13 @@ impl Client {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The configuration, to change between operations (the shell's per-command options):
+    /// `rate_limit` and `retry` apply from the next operation on; `server`, `token` and
+    /// `timeout` from the next connection.
+    pub fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
     }
 
     /// The server's hello, once connected.
@@ -240,8 +260,28 @@ impl Client {
         if dest.is_dir() {
             return Err(Error::Usage(format!("{} is a directory", dest.display())));
         }
-        if !overwrite && std::fs::symlink_metadata(dest).is_ok() {
-            return Err(Error::LocalExists { path: dest.to_owned() });
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(Error::NoDirectory { dest: dest.to_owned(), dir: dir.to_owned() });
+        }
+        if !overwrite {
+            if let Ok(meta) = std::fs::symlink_metadata(dest) {
+                return match self.same_as_remote(name, dest, &meta, progress)? {
+                    Some(entry) => Ok(Downloaded {
+                        name: name.clone(),
+                        path: dest.to_owned(),
+                        size: entry.size,
+                        md5: entry.md5.expect("compared"),
+                        resumed_from: None,
+                        restarts: 0,
+                        up_to_date: true,
+                    }),
+                    None => Err(Error::LocalExists { path: dest.to_owned() }),
+                };
+            }
         }
         let mut part = Part::open(dest, overwrite)?;
         let mut state = DownloadState { sink: None, resumed_from: None, restarts: 0, retried_whole: false };
@@ -288,6 +328,7 @@ impl Client {
                     md5: frame.md5,
                     resumed_from: state.resumed_from,
                     restarts: state.restarts,
+                    up_to_date: false,
                 })
             }
             Err(e) => {
@@ -299,6 +340,123 @@ impl Client {
                 Err(e)
             }
         }
+    }
+
+    /// The server's entry for `name` if the local file `path` (whose metadata is `meta`) is
+    /// that very file: a regular file of the same size whose MD5 is the one the server gives.
+    /// `None` when it differs, or when the server has not computed the file's MD5 yet
+    /// (`[LIST-5]`: then there is nothing to compare with, and no reason to wait for it).
+    fn same_as_remote(
+        &mut self,
+        name: &Name,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        progress: &mut dyn Progress,
+    ) -> Result<Option<Entry>, Error> {
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let entry = self.stat(name, progress)?;
+        match entry.md5 {
+            Some(remote) if entry.size == meta.len() => {
+                let local = self.local_digest(path, progress)?;
+                Ok((local == remote).then_some(entry))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The MD5 of the local file `path`: from the digest cache if the file is unchanged since
+    /// it was recorded, otherwise computed (telling `progress`) and recorded.
+    ///
+    /// # Errors
+    /// The file cannot be read, changed while it was read, or `progress` asked to stop.
+    pub fn local_digest(&mut self, path: &Path, progress: &mut dyn Progress) -> Result<Digest, Error> {
+        let local = |what, source| Error::Local { what, path: path.to_owned(), source };
+        let mut file = File::open(path).map_err(|e| local("open", e))?;
+        let meta = file.metadata().map_err(|e| local("read", e))?;
+        let key = FileKey::of(&meta);
+        if let Some(md5) = self.cache.get(&key) {
+            return Ok(md5);
+        }
+        let md5 = hash_local(&mut file, path, key.size, progress)?;
+        if file.metadata().is_ok_and(|m| FileKey::of(&m) == key) {
+            self.cache.insert(&key, md5);
+        }
+        Ok(md5)
+    }
+
+    /// Downloads `name` into `out` (standard output, say) as the data arrives, and checks the
+    /// MD5 of the whole at the end. Unlike [`Self::download`], nothing can be held back: on a
+    /// mismatch the data has already been written, and the error says so. A transfer cut off
+    /// resumes from the bytes already written, within the retries, if the server still has the
+    /// same file (`[GET-7]`); if it has another, the download fails, since what was written
+    /// cannot be taken back.
+    ///
+    /// # Errors
+    /// Refused by the server; the connection failed within the retries; the file changed on
+    /// the server in the middle; the data did not match its MD5; `out` could not be written.
+    pub fn download_to_writer(
+        &mut self,
+        name: &Name,
+        out: &mut dyn io::Write,
+        progress: &mut dyn Progress,
+    ) -> Result<Downloaded, Error> {
+        const OUT: &str = "standard output";
+        let config = self.config.clone();
+        let policy = config.retry.clone();
+        let mut budget = Budget::new(&policy);
+        let mut sink = HashSink::new(config.hash_mode, None, &mut |_, _| true).map_err(|e| Error::Local {
+            what: "hash",
+            path: OUT.into(),
+            source: e,
+        })?;
+        let mut identity: Option<FrameHead> = None;
+        let mut written = 0u64;
+        let mut resumed_from = None;
+        loop {
+            let before = written;
+            let attempt = match self.connection() {
+                Ok(conn) => stream_once(conn, name, &mut identity, &mut written, &mut sink, out, &config, progress),
+                Err(e) => Err(e),
+            };
+            self.drop_if_unusable();
+            match attempt {
+                Ok(()) => break,
+                Err(e) if e.is_transient() => match budget.failed(written > before) {
+                    Some(delay) => {
+                        progress.retrying(&e, delay, budget.retry_number(), policy.retries);
+                        (self.sleep)(delay);
+                        if progress.cancelled() {
+                            return Err(Error::Cancelled);
+                        }
+                        if written > 0 {
+                            resumed_from.get_or_insert(written);
+                        }
+                    }
+                    None => return Err(gave_up(e, budget.attempts())),
+                },
+                Err(e) => return Err(gave_up(e, budget.attempts() + 1)),
+            }
+        }
+        let frame = identity.expect("a finished download had a frame");
+        let digest = sink.finish().map_err(|e| Error::Local { what: "hash", path: OUT.into(), source: e })?;
+        if digest != frame.md5 {
+            return Err(Error::ChecksumMismatch {
+                what: format!("{} (already written to {OUT})", name.escaped()),
+                expected: frame.md5,
+                actual: Some(digest),
+            });
+        }
+        Ok(Downloaded {
+            name: name.clone(),
+            path: PathBuf::from("-"),
+            size: frame.size,
+            md5: frame.md5,
+            resumed_from,
+            restarts: 0,
+            up_to_date: false,
+        })
     }
 
     /// Uploads the local file `path` as `name`. The frame carries the MD5 before the data, so
@@ -318,6 +476,32 @@ impl Client {
         mode: PutMode,
         progress: &mut dyn Progress,
     ) -> Result<Uploaded, Error> {
+        self.upload_file(path, name, mode, true, progress)
+    }
+
+    /// [`Self::upload`] for a temporary file (standard input spooled to disk): the digest cache
+    /// is neither read nor filled, since the file is about to disappear.
+    ///
+    /// # Errors
+    /// As for [`Self::upload`].
+    pub fn upload_temporary(
+        &mut self,
+        path: &Path,
+        name: &Name,
+        mode: PutMode,
+        progress: &mut dyn Progress,
+    ) -> Result<Uploaded, Error> {
+        self.upload_file(path, name, mode, false, progress)
+    }
+
+    fn upload_file(
+        &mut self,
+        path: &Path,
+        name: &Name,
+        mode: PutMode,
+        use_cache: bool,
+        progress: &mut dyn Progress,
+    ) -> Result<Uploaded, Error> {
         let local = |what, source| Error::Local { what, path: path.to_owned(), source };
         let mut file = File::open(path).map_err(|e| local("open", e))?;
         let before = file.metadata().map_err(|e| local("read", e))?;
@@ -328,7 +512,7 @@ impl Client {
         // is still that version at the end.
         let key = FileKey::of(&before);
         let unchanged = |file: &File| file.metadata().is_ok_and(|m| FileKey::of(&m) == key);
-        let mut from_cache = self.cache.get(&key);
+        let mut from_cache = if use_cache { self.cache.get(&key) } else { None };
         let mut md5 = match from_cache {
             Some(md5) => {
                 tracing::debug!(path = %path.display(), %md5, "upload: MD5 from the digest cache");
@@ -392,7 +576,7 @@ impl Client {
                     if changed(&file) {
                         return Err(Error::LocalChanged { path: path.to_owned() });
                     }
-                    if from_cache.is_none() && unchanged(&file) {
+                    if use_cache && from_cache.is_none() && unchanged(&file) {
                         self.cache.insert(&key, md5);
                     }
                     let digest_from_cache = from_cache.is_some();
@@ -477,7 +661,18 @@ impl Client {
     fn connection(&mut self) -> Result<&mut Connection, Error> {
         self.drop_if_unusable();
         if self.conn.is_none() {
-            let c = Connection::open(&self.config.server, self.config.token.as_deref(), self.config.timeout)?;
+            let c = match Connection::open(&self.config.server, self.config.token.as_deref(), self.config.timeout) {
+                Ok(c) => c,
+                Err(Error::Connect { addr, source, loopback: true })
+                    if source.kind() == io::ErrorKind::ConnectionRefused
+                        && !self.connected_before
+                        && !self.config.wait_for_server =>
+                {
+                    return Err(Error::NotListening { addr });
+                }
+                Err(e) => return Err(e),
+            };
+            self.connected_before = true;
             self.conn = Some(c);
         }
         Ok(self.conn.as_mut().expect("just connected"))
@@ -604,4 +799,53 @@ fn download_once(
         return Ok(Step::Restart("the resumed download did not match its MD5"));
     }
     Err(Error::ChecksumMismatch { what: name.escaped(), expected: frame.md5, actual: Some(digest) })
+}
+
+/// One attempt at a download into a writer, on `conn`, from the `written` bytes already out.
+#[allow(clippy::too_many_arguments)]
+fn stream_once(
+    conn: &mut Connection,
+    name: &Name,
+    identity: &mut Option<FrameHead>,
+    written: &mut u64,
+    sink: &mut HashSink,
+    out: &mut dyn io::Write,
+    config: &Config,
+    progress: &mut dyn Progress,
+) -> Result<(), Error> {
+    let resumable = conn.hello().capabilities.contains(Capabilities::RESUME);
+    if *written > 0 && !resumable {
+        return Err(Error::StreamBroken(format!(
+            "the download of {} to standard output was cut off, and this server cannot resume it",
+            name.escaped()
+        )));
+    }
+    let reply = conn.get(name, *written, progress)?;
+    match identity {
+        Some(first) if first.size != reply.frame.size || first.md5 != reply.frame.md5 => {
+            // `[GET-7]`: another version of the file; what was written cannot be taken back.
+            return Err(Error::StreamBroken(format!(
+                "{} changed on the server while it was being sent; what was written to standard output is incomplete",
+                name.escaped()
+            )));
+        }
+        Some(_) => {}
+        None => *identity = Some(reply.frame.clone()),
+    }
+    progress.transfer_started(name, reply.frame.size, *written);
+    let mut limit = config.rate_limit.map(RateLimit::new);
+    conn.recv_data(|chunk| {
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
+        out.write_all(chunk).map_err(|e| Error::Local { what: "write", path: "standard output".into(), source: e })?;
+        sink.update(chunk);
+        *written += chunk.len() as u64;
+        progress.transferred(chunk.len() as u64);
+        if let Some(l) = &mut limit {
+            l.consume(chunk.len() as u64);
+        }
+        Ok(())
+    })?;
+    out.flush().map_err(|e| Error::Local { what: "write", path: "standard output".into(), source: e })
 }

@@ -147,7 +147,8 @@ impl Connection {
         }
         let Some(stream) = stream else {
             let source = last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"));
-            return Err(Error::Connect { addr: addr.to_owned(), source });
+            let loopback = !resolved.is_empty() && resolved.iter().all(|a| a.ip().is_loopback());
+            return Err(Error::Connect { addr: addr.to_owned(), source, loopback });
         };
         let io_err = |e| Error::io(addr, "connecting", timeout, e);
         stream.set_read_timeout(Some(timeout)).map_err(io_err)?;

@@ -47,7 +47,26 @@ pub enum Error {
         addr: String,
         #[source]
         source: io::Error,
+        /// Every address tried is a loopback address: the server would be on this machine.
+        loopback: bool,
     },
+
+    /// A loopback address refused the first connection of a client: nothing listens on that
+    /// port of this machine. Unlike a refusal from afar, this one is immediate and certain — no
+    /// network between could have lost the way — so it is not retried (unless
+    /// [`crate::Config::wait_for_server`]). A refusal after the client was once connected (the
+    /// server restarting) is retried as usual.
+    #[error("connection refused by {addr}: nothing listens on that port of this machine — is ferryd running, and on that port? (not retried: a refusal from this machine is certain)")]
+    NotListening { addr: String },
+
+    /// A download to standard output was cut off and could not be resumed (the server cannot
+    /// resume, or now has another version of the file). What was written stays written.
+    #[error("{0}")]
+    StreamBroken(String),
+
+    /// The directory a download was to be written into does not exist.
+    #[error("cannot download to {}: the directory {} does not exist", .dest.display(), .dir.display())]
+    NoDirectory { dest: PathBuf, dir: PathBuf },
 
     /// A read or write waited longer than the deadline (`[TIME-6]`).
     #[error("{addr} did not answer within {} while {during} — is it overloaded or unreachable? (--timeout sets the limit)", secs(*.timeout))]
@@ -149,8 +168,12 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Retried { source, .. } => source.exit_code(),
+            // `--server nonsense`, or a port above 65535: the address itself is wrong.
+            Self::Resolve { source, .. } if source.kind() == io::ErrorKind::InvalidInput => exit::USAGE,
             Self::Resolve { .. }
             | Self::Connect { .. }
+            | Self::NotListening { .. }
+            | Self::StreamBroken(_)
             | Self::Timeout { .. }
             | Self::DigestTimeout { .. }
             | Self::ConnectionLost { .. }
@@ -162,7 +185,11 @@ impl Error {
             Self::LocalChanged { .. } => exit::CHECKSUM,
             Self::Usage(_) => exit::USAGE,
             Self::Cancelled => exit::INTERRUPTED,
-            Self::Refused { .. } | Self::LocalExists { .. } | Self::Busy { .. } | Self::Local { .. } => exit::REFUSED,
+            Self::Refused { .. }
+            | Self::LocalExists { .. }
+            | Self::Busy { .. }
+            | Self::Local { .. }
+            | Self::NoDirectory { .. } => exit::REFUSED,
         }
     }
 
@@ -318,10 +345,16 @@ fn refusal_message(op: RequestKind, subject: Option<&str>, reply: &ErrorReply) -
         None => verb.to_owned(),
     };
     match reply.code {
-        ErrorCode::NOT_FOUND => format!("{name}: no such file on the server{said} — `ferry list` shows what there is"),
+        // Said so that it reads right in the shell (`list`) as on the command line (`ferry list`).
+        ErrorCode::NOT_FOUND => {
+            format!("{name}: no such file on the server{said} — the list command shows what there is")
+        }
         ErrorCode::EXISTS => format!("{name} already exists on the server{said} — use --overwrite to replace it"),
+        ErrorCode::FORBIDDEN if op == RequestKind::Shutdown => {
+            format!("the server does not allow you to shut it down{said} — that takes an admin token (--token)")
+        }
         ErrorCode::FORBIDDEN => format!(
-            "the server does not allow you to {}{said} — a token with more rights (--token) may",
+            "the server does not allow you to {}{said} — try a token with more rights (--token)",
             with_subject(what)
         ),
         ErrorCode::BAD_NAME => format!("the server refused the name {name}{said}"),
@@ -375,7 +408,8 @@ mod tests {
         assert!(refused(ErrorCode::SHUTTING_DOWN).is_transient());
         assert!(!refused(ErrorCode::NOT_FOUND).is_transient());
         assert!(!refused(ErrorCode::UNAUTHORIZED).is_transient());
-        let refused_conn = Error::Connect { addr: "h:1".into(), source: io::ErrorKind::ConnectionRefused.into() };
+        let refused_conn =
+            Error::Connect { addr: "h:1".into(), source: io::ErrorKind::ConnectionRefused.into(), loopback: false };
         assert!(refused_conn.is_transient());
         assert!(refused_conn.request_not_processed());
     }
@@ -397,8 +431,43 @@ mod tests {
 
     #[test]
     fn connection_refused_says_what_to_do() {
-        let e = Error::Connect { addr: "127.0.0.1:9999".into(), source: io::ErrorKind::ConnectionRefused.into() };
+        let e = Error::Connect {
+            addr: "127.0.0.1:9999".into(),
+            source: io::ErrorKind::ConnectionRefused.into(),
+            loopback: true,
+        };
         assert_eq!(e.to_string(), "connection refused by 127.0.0.1:9999 — is ferryd running?");
+        let e = Error::NotListening { addr: "127.0.0.1:9999".into() };
+        assert!(!e.is_transient(), "not retried");
+        assert_eq!(e.exit_code(), exit::NETWORK);
+    }
+
+    #[test]
+    fn an_address_that_cannot_be_one_is_a_usage_error() {
+        use std::net::ToSocketAddrs;
+        for addr in ["nonsense", "127.0.0.1:99999"] {
+            let source = addr.to_socket_addrs().unwrap_err();
+            let e = Error::Resolve { addr: addr.into(), source };
+            assert_eq!(e.exit_code(), exit::USAGE, "{addr}: {e}");
+            assert!(!e.is_transient(), "{addr}");
+        }
+    }
+
+    #[test]
+    fn refusals_end_in_whole_sentences_that_name_no_shell_command() {
+        let forbidden = |op| Error::from_reply("h:1", op, None, ErrorReply::new(ErrorCode::FORBIDDEN, "")).to_string();
+        assert_eq!(
+            forbidden(RequestKind::Shutdown),
+            "the server does not allow you to shut it down — that takes an admin token (--token)"
+        );
+        assert!(
+            forbidden(RequestKind::Put).ends_with("— try a token with more rights (--token)"),
+            "{}",
+            forbidden(RequestKind::Put)
+        );
+        let missing =
+            Error::from_reply("h:1", RequestKind::Get, Some("x".into()), ErrorReply::new(ErrorCode::NOT_FOUND, ""));
+        assert_eq!(missing.to_string(), "x: no such file on the server — the list command shows what there is");
     }
 
     #[test]

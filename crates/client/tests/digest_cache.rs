@@ -35,7 +35,7 @@ fn client(server: &FakeServer, cache: Option<PathBuf>) -> Client {
     Client::new(Config {
         server: server.addr.to_string(),
         timeout: Duration::from_secs(5),
-        retry: RetryPolicy { retries: 0, jitter: Jitter::fixed(0.0), ..RetryPolicy::default() },
+        retry: RetryPolicy { retries: 0, jitter: Jitter::fixed(0.5), ..RetryPolicy::default() },
         digest_cache: cache,
         ..Config::default()
     })

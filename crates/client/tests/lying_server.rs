@@ -18,7 +18,7 @@ fn client_with_timeout(server: &FakeServer, retries: u32, timeout: Duration) -> 
     let config = Config {
         server: server.addr.to_string(),
         timeout,
-        retry: RetryPolicy { retries, jitter: Jitter::fixed(0.0), ..RetryPolicy::default() },
+        retry: RetryPolicy { retries, jitter: Jitter::fixed(0.5), ..RetryPolicy::default() },
         ..Config::default()
     };
     let waits = Arc::new(Mutex::new(Vec::new()));

@@ -43,7 +43,7 @@ fn client_for(addr: &str, token: Option<&str>) -> Client {
         server: addr.to_owned(),
         token: token.map(str::to_owned),
         timeout: Duration::from_secs(5),
-        retry: RetryPolicy { retries: 2, jitter: Jitter::fixed(0.0), ..RetryPolicy::default() },
+        retry: RetryPolicy { retries: 2, jitter: Jitter::fixed(0.5), ..RetryPolicy::default() },
         ..Config::default()
     })
     .with_sleep(Arc::new(|_| std::thread::sleep(Duration::from_millis(10))))
@@ -87,9 +87,24 @@ fn every_command_round_trips() {
     let got = c.download(&name("a.bin"), &dest, false, &mut NoProgress).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), data(300_000));
     assert_eq!(got.resumed_from, None);
+    assert!(!got.up_to_date);
+    let again = c.download(&name("a.bin"), &dest, false, &mut NoProgress).unwrap();
+    assert!(again.up_to_date, "the same file is there already: nothing to do");
+    write(&dest, b"another file");
     let exists = c.download(&name("a.bin"), &dest, false, &mut NoProgress).unwrap_err();
     assert!(matches!(exists, Error::LocalExists { .. }), "{exists}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"another file");
     c.download(&name("a.bin"), &dest, true, &mut NoProgress).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), data(300_000));
+    let mut piped = Vec::new();
+    let streamed = c.download_to_writer(&name("a.bin"), &mut piped, &mut NoProgress).unwrap();
+    assert_eq!(piped, data(300_000));
+    assert_eq!(streamed.md5, got.md5);
+    let missing_dir = c.download(&name("a.bin"), &local.path().join("no/such/dir/x"), false, &mut NoProgress);
+    assert!(
+        matches!(&missing_dir, Err(e @ Error::NoDirectory { .. }) if e.to_string().contains("no/such/dir does not exist")),
+        "{missing_dir:?}"
+    );
 
     let records = c.status(&mut NoProgress).unwrap();
     assert!(!records.is_empty());
@@ -147,7 +162,8 @@ fn connecting_is_retried_until_the_server_is_up() {
     let w = waits.clone();
     let mut c = Client::new(Config {
         server: addr.to_string(),
-        retry: RetryPolicy { retries: 50, jitter: Jitter::fixed(0.0), ..RetryPolicy::default() },
+        retry: RetryPolicy { retries: 50, jitter: Jitter::fixed(0.5), ..RetryPolicy::default() },
+        wait_for_server: true,
         ..Config::default()
     })
     .with_sleep(Arc::new(move |_| {
@@ -164,10 +180,49 @@ fn connecting_is_retried_until_the_server_is_up() {
 fn connection_refused_is_retried_then_reported_as_a_network_failure() {
     let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let mut c = client_for(&addr.to_string(), None);
+    c = Client::new(Config { wait_for_server: true, ..c.config().clone() })
+        .with_sleep(Arc::new(|_| std::thread::sleep(Duration::from_millis(10))));
     let err = c.list(&mut NoProgress).unwrap_err();
     assert!(matches!(err, Error::Retried { attempts: 3, .. }), "{err}");
     assert_eq!(err.exit_code(), exit::NETWORK);
     assert!(err.to_string().starts_with(&format!("connection refused by {addr} — is ferryd running?")), "{err}");
+}
+
+#[test]
+fn a_first_connection_refused_on_loopback_fails_at_once() {
+    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let waits = Arc::new(Mutex::new(0u32));
+    let w = waits.clone();
+    let mut c = client_for(&addr.to_string(), None).with_sleep(Arc::new(move |_| *w.lock().unwrap() += 1));
+    let err = c.list(&mut NoProgress).unwrap_err();
+    assert!(matches!(err, Error::NotListening { .. }), "{err:?}");
+    assert_eq!(err.exit_code(), exit::NETWORK);
+    assert_eq!(*waits.lock().unwrap(), 0, "no retry");
+}
+
+#[test]
+fn a_refusal_after_a_connection_was_made_is_retried() {
+    // The server goes away between two commands and comes back on the same port.
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings { root: dir.path().join("root"), ..Settings::default() };
+    let running = ferry_blocking::spawn(settings.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = running.addr;
+    let waits = Arc::new(Mutex::new(0u32));
+    let w = waits.clone();
+    let restarted: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
+    let r = restarted.clone();
+    let mut c = client_for(&addr.to_string(), None).with_sleep(Arc::new(move |_| {
+        *w.lock().unwrap() += 1;
+        let mut slot = r.lock().unwrap();
+        if slot.is_none() {
+            *slot = Some(ferry_blocking::spawn(settings.clone(), addr).unwrap());
+        }
+    }));
+    assert!(c.list(&mut NoProgress).unwrap().is_empty());
+    drop(running);
+    assert!(c.list(&mut NoProgress).unwrap().is_empty(), "retried until the server was back");
+    assert!(*waits.lock().unwrap() >= 1, "the first attempt was refused");
+    c.close();
 }
 
 #[test]

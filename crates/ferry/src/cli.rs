@@ -24,9 +24,11 @@ Exit status:
        is in the way and --force was not given, a local file cannot be read or written)
     2  usage error
     3  network failure after the retries (refused, timed out, cut off, server busy), or a
-       server that broke the protocol
+       server that broke the protocol; a first connection refused by this machine is not
+       retried (nothing listens on that port: start ferryd, and wait for its 'listening on')
     4  checksum mismatch: the data did not match its MD5, and nothing was kept
-  130  interrupted (Ctrl-C); a download's .part file is kept for the next get
+  130  interrupted (Ctrl-C; twice to stop at once); a download's .part file is kept, and ferry
+       prints the command that resumes it
 
 Digest cache: ferry records the MD5 of each file it uploads or downloads in
 $XDG_CACHE_HOME/ferry/digests.redb (else ~/.cache/ferry/digests.redb), with the file's device,
@@ -39,7 +41,13 @@ Examples:
   ferry put report.pdf                 upload (fails if the server has report.pdf already)
   ferry list
   ferry get report.pdf -o ~/Downloads/
-  ferry --server files.lan:9999 shell";
+  ferry get '*.log' -o logs/           every file the server lists that matches
+  ferry get data.csv -o - | head       to standard output
+  tar c dir | ferry put - --as dir.tar from standard input
+  ferry sync photos/ --delete          the server gets what differs; loses what photos/ lacks
+  ferry sync --from-server mirror/     the other way
+  ferry --server files.lan:9999 shell
+  ferry completions bash > ~/.local/share/bash-completion/completions/ferry";
 
 /// `ferry`'s command line.
 #[derive(Debug, Parser)]
@@ -65,23 +73,25 @@ pub struct Cli {
 #[command(next_help_heading = "Global options")]
 pub struct Global {
     /// The server's address.
-    #[arg(long, global = true, env = "FERRY_SERVER", hide_env_values = true, value_name = "HOST:PORT", default_value = ferry_client::DEFAULT_SERVER)]
+    #[arg(long, global = true, env = "FERRY_SERVER", hide_env_values = true, value_name = "HOST:PORT", default_value = ferry_client::DEFAULT_SERVER, value_parser = parse_server)]
     pub server: String,
 
     /// Token presented to the server, for a role other than its anonymous one.
     #[arg(long, global = true, env = "FERRY_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<String>,
 
-    /// Deadline of each connect, read and write, in seconds (also 500ms, 2m); plus a second per
+    /// Deadline of each connect, read and write, in seconds (also 500ms, 2m, 1m30s); plus a second per
     /// 16 MiB for the start of a download whose MD5 the server must compute first.
     #[arg(long, global = true, value_name = "SECONDS", default_value = "10", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// Retries for connecting and for transfers cut off, waiting 1, 2, 4... 32 s (with jitter).
+    /// Retries for connecting and for transfers cut off, waiting about 1, 2, 4... 32 s (each ±25 %).
+    /// A first connection refused by this machine (127.0.0.1, ::1) is not retried: nothing
+    /// listens there.
     #[arg(long, global = true, value_name = "N", default_value_t = 5)]
     pub retries: u32,
 
-    /// Limit each transfer to RATE bytes a second (suffixes K, M, G: 1024-based).
+    /// Limit each transfer to RATE bytes a second: 500K, 10M, 1.5G (1024-based; KiB, MiB also).
     #[arg(long, global = true, value_name = "RATE", value_parser = parse_rate)]
     pub limit_rate: Option<u64>,
 
@@ -110,13 +120,17 @@ pub enum Command {
     /// Download files; each is verified before it gets its name.
     #[command(visible_alias = "download")]
     Get {
-        /// Names of the files on the server.
-        #[arg(required = true, value_name = "NAME")]
+        /// Names of the files on the server, or patterns matched against its list ('*.log':
+        /// quote them, so that your own shell leaves them alone).
+        #[arg(required = true, value_name = "NAME|PATTERN")]
         names: Vec<String>,
-        /// Where to put the file, or the directory to put the files in (default: here).
-        #[arg(short, long, value_name = "PATH|DIR")]
+        /// Where to put the file, or the directory to put the files in (default: here). `-` writes
+        /// one file to standard output as it arrives; its MD5 is checked at the end, and a
+        /// mismatch exits 4 after the data.
+        #[arg(short, long, value_name = "PATH|DIR|-")]
         output: Option<PathBuf>,
-        /// Overwrite local files that are in the way.
+        /// Overwrite local files that are in the way. (A local file with the server's MD5 is
+        /// left as it is, and counts as done: "up to date".)
         #[arg(short, long)]
         force: bool,
     },
@@ -124,8 +138,10 @@ pub enum Command {
     /// Upload files: hashed, sent, and kept by the server only if they verify.
     #[command(visible_alias = "upload")]
     Put {
-        /// Local files to upload.
-        #[arg(required = true, value_name = "PATH")]
+        /// Local files to upload. `-` reads standard input (with --as NAME): the frame carries
+        /// the MD5 before the data, so the input is first copied to a temporary file, hashed,
+        /// then sent, and the temporary file removed.
+        #[arg(required = true, value_name = "PATH|-")]
         paths: Vec<PathBuf>,
         /// Name on the server (one file only; default: the file's own name).
         #[arg(long = "as", value_name = "NAME")]
@@ -162,16 +178,55 @@ pub enum Command {
         json: bool,
     },
 
-    /// Show the server's help text.
-    Help,
+    /// Show a command's help (help get), or with no command the server's help text.
+    Help {
+        /// The command to explain.
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
 
     /// Stop the server gracefully (needs an admin token).
     Shutdown,
 
+    /// Make the server's files the same as a local directory's (or, with --from-server, the
+    /// directory's the same as the server's), sending only the files whose MD5 differs.
+    #[command(long_about = SYNC_ABOUT)]
+    Sync {
+        /// The local directory: its files (not its subdirectories) are compared by name, size
+        /// and MD5 with the server's list.
+        #[arg(value_name = "LOCAL_DIR")]
+        dir: PathBuf,
+        /// Download into LOCAL_DIR what differs, instead of uploading.
+        #[arg(long)]
+        from_server: bool,
+        /// Also delete what the other side does not have: files on the server (uploading), or
+        /// local files (downloading; never a download's .part or .part.meta file).
+        #[arg(long)]
+        delete: bool,
+        /// Say what would be done, and do nothing.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+    },
+
     /// Interactive prompt with these commands, line editing and history; reads commands from
     /// standard input when it is not a terminal.
     Shell,
+
+    /// Print a completion script for bash, zsh, fish, elvish or powershell (see Examples).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print ferry's manual page (roff): ferry man | man -l -
+    #[command(hide = true)]
+    Man,
 }
+
+const SYNC_ABOUT: &str = "Make the server's files the same as a local directory's (or, with --from-server, the directory's the same as the server's), sending only the files whose MD5 differs.
+
+The server's list carries each file's size and MD5, so deciding costs one LIST and no transfer (rsync's --checksum, with no extra round trips); local files are hashed, or their MD5 taken from the digest cache. A file whose MD5 the server has not computed yet (one copied into its storage by hand, say) cannot be compared, and is sent. Only the directory's own files count, not its subdirectories, and only those whose names the server could hold. The last line sums up what was done.";
 
 /// A line typed in the shell.
 #[derive(Debug, Parser)]
@@ -184,8 +239,78 @@ pub enum Command {
     help_template = "{subcommands}"
 )]
 pub struct ShellLine {
+    #[command(flatten)]
+    pub options: ShellOptions,
+
     #[command(subcommand)]
     pub command: ShellCommand,
+}
+
+/// The global options a shell line may give, for that command only. The connection's own
+/// (`--server`, `--token`, `--timeout`) and the digest cache's are set when ferry starts; they
+/// are accepted here only to say so.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Options of every command (for this command only)")]
+pub struct ShellOptions {
+    /// Retries for connecting and for transfers cut off.
+    #[arg(long, global = true, value_name = "N")]
+    pub retries: Option<u32>,
+
+    /// Limit each transfer to RATE bytes a second (10M, 500K, 1.5MiB).
+    #[arg(long, global = true, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<u64>,
+
+    /// No progress bars and no notes; errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Set when ferry starts.
+    #[arg(long, global = true, hide = true, value_name = "X", num_args = 0..=1)]
+    pub server: Option<Option<String>>,
+
+    /// Set when ferry starts.
+    #[arg(long, global = true, hide = true, value_name = "X", num_args = 0..=1)]
+    pub token: Option<Option<String>>,
+
+    /// Set when ferry starts.
+    #[arg(long, global = true, hide = true, value_name = "X", num_args = 0..=1)]
+    pub timeout: Option<Option<String>>,
+
+    /// Set when ferry starts.
+    #[arg(long, global = true, hide = true)]
+    pub no_digest_cache: bool,
+}
+
+impl ShellOptions {
+    /// The first option given that only `ferry`'s own command line can set.
+    pub fn fixed_at_start(&self) -> Option<&'static str> {
+        [
+            (self.server.is_some(), "--server"),
+            (self.token.is_some(), "--token"),
+            (self.timeout.is_some(), "--timeout"),
+            (self.no_digest_cache, "--no-digest-cache"),
+        ]
+        .into_iter()
+        .find_map(|(given, name)| given.then_some(name))
+    }
+}
+
+/// Checks `--server`: `HOST:PORT` with a port from 1 to 65535. A wrong address is a usage error
+/// (exit 2), found before anything is tried, not a network failure after the retries.
+pub fn parse_server(s: &str) -> Result<String, String> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s:?} is not HOST:PORT (try 127.0.0.1:9999, files.lan:9999 or [::1]:9999)"));
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(format!("{s:?} has no host before the port (try 127.0.0.1:{port})"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!("{s:?}: an IPv6 address goes in brackets, as in [::1]:9999"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(s.to_owned()),
+        _ => Err(format!("{port:?} is not a port: a port is a number from 1 to 65535")),
+    }
 }
 
 /// What a shell line may ask.
@@ -193,44 +318,48 @@ pub struct ShellLine {
 pub enum ShellCommand {
     #[command(flatten)]
     Command(Command),
+    /// Change the local directory (default: your home directory).
+    Lcd {
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Print the local directory.
+    Lpwd,
     /// Leave the shell.
     #[command(visible_alias = "quit")]
     Exit,
 }
 
-/// Parses `10`, `2.5`, `500ms`, `10s`, `2m`.
+/// Parses a duration: seconds (`10`, `2.5`), or with units as humantime reads them (`500ms`,
+/// `2m`, `1m 30s`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
+    let d = match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Duration::try_from_secs_f64(v).map_err(|e| e.to_string())?,
+        Ok(_) => return Err(format!("{s:?} is not a duration (try 10, 2.5, 500ms or 2m)")),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("{s:?} is not a duration ({e}; try 10, 2.5, 500ms or 2m)"))?,
     };
-    let v: f64 = number.trim().parse().map_err(|_| format!("{s:?} is not a duration (try 10, 2.5, 500ms or 2m)"))?;
-    if !v.is_finite() || v <= 0.0 {
+    if d.is_zero() {
         return Err("the timeout must be above 0".into());
     }
-    Duration::try_from_secs_f64(v * scale).map_err(|e| e.to_string())
+    Ok(d)
 }
 
-/// Parses `1048576`, `500K`, `10M`, `1.5G` (1024-based; a trailing `B` or `/s` is allowed).
+/// Parses a rate in bytes a second with the parse-size crate: `1048576`, `500K`, `10M`,
+/// `1.5GiB`, `10 MB` — K, M, G are 1024-based, as in curl's --limit-rate; a trailing `/s` is
+/// allowed.
 pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim().trim_end_matches("/s").trim_end_matches(['B', 'b']);
-    let (number, scale) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    let v: f64 = number.trim().parse().map_err(|_| format!("{s:?} is not a rate (try 500K, 10M or 1G)"))?;
-    if !v.is_finite() || v < 1.0 {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    let v = parse_size::Config::new()
+        .with_binary()
+        .parse_size(t)
+        .map_err(|e| format!("{s:?} is not a rate ({e}; try 500K, 10M or 1G)"))?;
+    if v < 1 {
         return Err("the rate must be at least 1 byte a second".into());
     }
-    Ok((v * scale as f64) as u64)
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -250,12 +379,15 @@ mod tests {
         assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("soon").is_err());
         assert_eq!(parse_rate("1000"), Ok(1000));
         assert_eq!(parse_rate("500K"), Ok(512_000));
         assert_eq!(parse_rate("10M/s"), Ok(10 << 20));
         assert_eq!(parse_rate("1.5GB"), Ok(3 << 29));
+        assert_eq!(parse_rate("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_rate("10 M"), Ok(10 << 20));
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("0").is_err());
     }
@@ -267,5 +399,20 @@ mod tests {
         assert!(matches!(parse(&["download", "a", "b"]), Ok(ShellCommand::Command(Command::Get { .. }))));
         assert!(matches!(parse(&["quit"]), Ok(ShellCommand::Exit)));
         assert!(parse(&["frobnicate"]).is_err());
+        let line = ShellLine::try_parse_from(["get", "a", "--limit-rate", "10M", "-q"]).unwrap();
+        assert_eq!(line.options.limit_rate, Some(10 << 20));
+        assert!(line.options.quiet && line.options.fixed_at_start().is_none());
+        let line = ShellLine::try_parse_from(["ls", "--server", "h:1"]).unwrap();
+        assert_eq!(line.options.fixed_at_start(), Some("--server"));
+    }
+
+    #[test]
+    fn server_addresses_are_checked_before_anything_is_tried() {
+        for ok in ["127.0.0.1:9999", "files.lan:1", "[::1]:65535", "localhost:9999"] {
+            assert_eq!(parse_server(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["nonsense", "127.0.0.1:99999", "127.0.0.1:0", ":9999", "::1:9999", "h:port", "h:"] {
+            assert!(parse_server(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -3,14 +3,18 @@
 //! - [`cli`]: the command line (clap), shared with the shell.
 //! - [`commands`]: each command against a [`ferry_client::Client`].
 //! - [`shell`]: the interactive prompt, or commands read from standard input.
-//! - [`table`], [`format`]: what is printed; [`progress`]: indicatif bars.
+//! - [`table`], [`format`](mod@format): what is printed; [`progress`]: indicatif bars.
+//! - [`interrupt`], [`terminal`]: Ctrl-C, and the terminal's echo while bars are drawn.
 
 pub mod cli;
 pub mod commands;
 pub mod format;
+pub mod interrupt;
 pub mod progress;
 pub mod shell;
+pub mod sync;
 pub mod table;
+pub mod terminal;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -55,7 +59,20 @@ pub fn main() -> ExitCode {
             &Bars::new(g.quiet),
             "no command given, and standard input is not a terminal for the shell — see ferry --help",
         ),
-        Some(command) => commands::run(command, &mut client, &mut Bars::new(g.quiet)),
+        Some(command) => {
+            // Transfers stop cleanly on Ctrl-C, to say what was kept and how to resume; other
+            // commands keep nothing, and end at once as any program does.
+            let transfers = matches!(command, Command::Get { .. } | Command::Put { .. } | Command::Sync { .. });
+            if transfers {
+                if let Err(e) = interrupt::catch(interrupt.clone(), true) {
+                    eprintln!("ferry: cannot catch Ctrl-C ({e}); it will end ferry at once");
+                }
+            }
+            let _no_echo = terminal::NoEcho::new();
+            let again: Vec<String> = std::env::args().map(|a| shell::shell_quote(&a)).collect();
+            let mut bars = Bars::new(g.quiet).with_cancel(interrupt.clone()).with_again(again.join(" "));
+            commands::run(command, &mut client, &mut bars)
+        }
     };
     client.close();
     ExitCode::from(code)

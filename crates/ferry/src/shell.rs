@@ -34,15 +34,18 @@ const PROMPT: &str = "ferry> ";
 pub const MENU: &str = "\
 Commands:
   list [--json]                          list the files on the server  (also: ls)
-  get NAME... [-o PATH|DIR] [--force]    download files                 (also: download)
-  put PATH... [--as NAME] [--overwrite]  upload files                   (also: upload)
+  get NAME|PATTERN... [-o PATH|DIR|-]    download files: get '*.log'    (also: download)
+  put PATH|PATTERN... [--as NAME]        upload files: put *.bin        (also: upload)
   rm NAME...                             delete files                   (also: delete)
   stat NAME                              one file's size, time and MD5
   status [--json]                        the server's recent connections
-  help                                   this menu, and the server's help
+  sync DIR [--from-server] [--delete]    mirror a directory, sending only what differs
+  lcd [DIR], lpwd                        change, print the local directory
+  help [COMMAND]                         this menu and the server's help, or a command's options
   shutdown                               stop the server (admin token)
   exit                                   leave the shell                (also: quit, Ctrl-D)
-Add --help to a command for its options. Quote names with spaces: get \"my file.txt\"
+Every command also takes --limit-rate RATE, --retries N and -q, for itself only.
+Quote names with spaces: get \"my file.txt\"
 Ctrl-C stops the command running (a download keeps its .part file; get resumes it).
 ";
 
@@ -75,7 +78,7 @@ fn scripted(client: &mut Client, quiet: bool, interrupt: &Arc<AtomicBool>) -> u8
 
 fn interactive(client: &mut Client, quiet: bool, interrupt: &Arc<AtomicBool>) -> u8 {
     // Ctrl-C while a command runs (rustyline reads the prompt in raw mode, where it is a key).
-    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupt.clone()) {
+    if let Err(e) = crate::interrupt::catch(interrupt.clone(), false) {
         eprintln!("ferry: cannot catch Ctrl-C ({e}); it will end the shell");
     }
     let mut bars = Bars::new(quiet);
@@ -111,7 +114,9 @@ fn interactive(client: &mut Client, quiet: bool, interrupt: &Arc<AtomicBool>) ->
                     let _ = editor.add_history_entry(line.as_str());
                 }
                 let mut names = editor.helper().map(|h| h.names.clone()).unwrap_or_default();
+                let no_echo = crate::terminal::NoEcho::new();
                 let outcome = execute(&line, client, quiet, interrupt, &mut names);
+                drop(no_echo);
                 if let Some(h) = editor.helper_mut() {
                     h.names = names;
                 }
@@ -157,47 +162,161 @@ fn execute(
         return Some(exit::OK);
     }
     interrupt.store(false, Ordering::SeqCst);
-    let mut bars = Bars::new(quiet).with_cancel(interrupt.clone());
+    let bars = Bars::new(quiet).with_cancel(interrupt.clone()).with_again(trimmed.to_owned());
     let words = match split_words(trimmed) {
         Ok(w) => w,
         Err(msg) => return Some(commands::usage(&bars, &msg)),
     };
-    let command = match ShellLine::try_parse_from(&words) {
-        Ok(l) => l.command,
-        Err(e) if e.kind() == clap::error::ErrorKind::InvalidSubcommand => {
-            let word = ferry_proto::name::escape_for_display(&words[0]);
-            return Some(commands::usage(&bars, &format!("unknown command '{word}' — type help for the commands")));
-        }
-        Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
-            let _ = e.print();
-            return Some(code);
-        }
+    let parsed = match ShellLine::try_parse_from(&words) {
+        Ok(l) => l,
+        Err(e) => return Some(parse_error(&bars, &words, &e)),
     };
+    if let Some(option) = parsed.options.fixed_at_start() {
+        return Some(commands::usage(
+            &bars,
+            &format!(
+                "{option} is set when ferry starts, for the whole shell (ferry {option} … shell); \
+                 a command here takes --limit-rate, --retries and -q"
+            ),
+        ));
+    }
+    // This command's own options, then the shell's again.
+    let mut bars = if parsed.options.quiet {
+        Bars::new(true).with_cancel(interrupt.clone()).with_again(trimmed.to_owned())
+    } else {
+        bars
+    };
+    let saved = client.config().clone();
+    if let Some(rate) = parsed.options.limit_rate {
+        client.config_mut().rate_limit = Some(rate);
+    }
+    if let Some(retries) = parsed.options.retries {
+        client.config_mut().retry.retries = retries;
+    }
+    let code = run_line(parsed.command, client, &mut bars, names);
+    let config = client.config_mut();
+    config.rate_limit = saved.rate_limit;
+    config.retry = saved.retry;
+    code
+}
+
+/// Runs a parsed line's command.
+fn run_line(command: ShellCommand, client: &mut Client, bars: &mut Bars, names: &mut Vec<String>) -> Option<u8> {
     Some(match command {
         ShellCommand::Exit => return None,
+        ShellCommand::Lcd { dir } => {
+            let dir = dir.or_else(|| std::env::var_os("HOME").map(PathBuf::from)).unwrap_or_else(|| ".".into());
+            match std::env::set_current_dir(&dir) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    bars.error(&format!("ferry: cannot change to {}: {e}", shown(&dir)));
+                    exit::REFUSED
+                }
+            }
+        }
+        ShellCommand::Lpwd => match std::env::current_dir() {
+            Ok(d) => {
+                commands::out(&format!("{}\n", shown(&d)));
+                exit::OK
+            }
+            Err(e) => {
+                bars.error(&format!("ferry: cannot tell the local directory: {e}"));
+                exit::REFUSED
+            }
+        },
         ShellCommand::Command(Command::Shell) => {
             bars.note("already in the shell");
             exit::OK
         }
-        ShellCommand::Command(Command::Help) => {
+        ShellCommand::Command(Command::Help { command: Some(c) }) => command_help(bars, &c),
+        ShellCommand::Command(Command::Help { command: None }) => {
             commands::out(MENU);
             commands::out("\nThe server says:\n");
-            commands::run(&Command::Help, client, &mut bars)
+            commands::run(&Command::Help { command: None }, client, bars)
         }
         ShellCommand::Command(Command::List { json }) => {
             // Keep the names for completion.
-            match client.list(&mut bars) {
+            match client.list(bars) {
                 Ok(entries) => {
                     *names = entries.iter().map(|e| e.name.as_str().to_owned()).collect();
                     commands::print_list(&entries, json);
                     exit::OK
                 }
-                Err(e) => commands::fail(&bars, &e),
+                Err(e) => commands::fail(bars, &e),
             }
         }
-        ShellCommand::Command(c) => commands::run(&c, client, &mut bars),
+        ShellCommand::Command(Command::Put { paths, as_name, overwrite, create_only }) => {
+            let paths = expand_local(&paths);
+            commands::run(&Command::Put { paths, as_name, overwrite, create_only }, client, bars)
+        }
+        ShellCommand::Command(c) => commands::run(&c, client, bars),
     })
+}
+
+fn shown(path: &std::path::Path) -> String {
+    ferry_proto::name::escape_for_display(&path.display().to_string())
+}
+
+/// Expands local patterns (`put *.bin`), as a POSIX shell would have before `ferry put`: a
+/// pattern that matches nothing stays as it is (and fails as a path).
+pub fn expand_local(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in paths {
+        let s = p.to_string_lossy();
+        let matched: Vec<PathBuf> = if commands::is_pattern(&s) {
+            glob::glob(&s).map(|m| m.filter_map(Result::ok).collect()).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if matched.is_empty() {
+            out.push(p.clone());
+        } else {
+            out.extend(matched);
+        }
+    }
+    out
+}
+
+/// `help COMMAND` in the shell: the command's options, as the shell takes them.
+fn command_help(bars: &Bars, command: &str) -> u8 {
+    match ShellLine::try_parse_from([command, "--help"]) {
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            commands::out(&e.render().to_string());
+            exit::OK
+        }
+        _ => {
+            let word = ferry_proto::name::escape_for_display(command);
+            commands::usage(bars, &format!("there is no command '{word}' — type help for the commands"))
+        }
+    }
+}
+
+/// Says what is wrong with a line, as the shell (not clap's command-line advice, such as its
+/// tip to write `-- --limit-rate`).
+fn parse_error(bars: &Bars, words: &[String], e: &clap::Error) -> u8 {
+    use clap::error::{ContextKind, ErrorKind};
+    let command = ferry_proto::name::escape_for_display(&words[0]);
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            commands::out(&e.render().to_string());
+            exit::OK
+        }
+        ErrorKind::InvalidSubcommand => {
+            commands::usage(bars, &format!("unknown command '{command}' — type help for the commands"))
+        }
+        ErrorKind::UnknownArgument => {
+            let arg = e.get(ContextKind::InvalidArg).map(ToString::to_string).unwrap_or_default();
+            let arg = ferry_proto::name::escape_for_display(&arg);
+            commands::usage(bars, &format!("{command} does not take {arg} — help {command} lists its options"))
+        }
+        _ => {
+            // clap's own message, less its tips and usage lines, which speak of `ferry`'s
+            // command line.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("").trim_start_matches("error: ").to_owned();
+            commands::usage(bars, &format!("{first} — help {command} lists its options"))
+        }
+    }
 }
 
 /// Splits a line into words: whitespace separates, `'…'` and `"…"` quote, `\` escapes the next
@@ -267,8 +386,8 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
 
 /// The commands and aliases the shell knows, for completion.
 const COMMANDS: &[&str] = &[
-    "list", "ls", "get", "download", "put", "upload", "rm", "delete", "stat", "status", "help", "shutdown", "exit",
-    "quit",
+    "list", "ls", "get", "download", "put", "upload", "rm", "delete", "stat", "status", "sync", "lcd", "lpwd", "help",
+    "shutdown", "exit", "quit",
 ];
 
 /// Completion: commands first; then remote names for `get`, `rm` and `stat` (from the last
@@ -279,8 +398,8 @@ struct ShellHelper {
     files: FilenameCompleter,
 }
 
-/// Quotes a completed word if it needs it.
-fn shell_quote(s: &str) -> String {
+/// Quotes a word for a POSIX shell (and for this one) if it needs it.
+pub fn shell_quote(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || "._-+@%:,=/".contains(c)) {
         s.to_owned()
     } else {
@@ -309,7 +428,7 @@ impl Completer for ShellHelper {
                 let n = self.names.iter().filter(|n| n.starts_with(bare)).cloned().collect();
                 Ok((start, pairs(n)))
             }
-            "put" | "upload" => {
+            "put" | "upload" | "sync" | "lcd" => {
                 let (s, c) = self.files.complete(line, pos, ctx)?;
                 Ok((
                     s,

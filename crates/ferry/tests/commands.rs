@@ -167,10 +167,17 @@ fn status_table_snapshot() {
 fn shutdown_needs_an_admin_token() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, "admin s3cret-admin\nread reader-token\n").unwrap();
+    std::fs::write(&tokens, "admin s3cret-admin\nread reader-token\nwrite writer-token\n").unwrap();
     let mut world = World::new(&["--tokens", tokens.to_str().unwrap(), "--anonymous", "read"]);
     let anon = world.run(&["shutdown"]).code(1);
-    assert!(anon.stderr.contains("does not allow you to shut down"), "{anon:?}");
+    assert!(anon.stderr.contains("does not allow you to shut it down"), "{anon:?}");
+    // A whole sentence, that says what it takes.
+    let writer = world.run(&["--token", "writer-token", "shutdown"]).code(1);
+    assert_eq!(
+        writer.stderr.trim(),
+        "ferry: the server does not allow you to shut it down (server: the write role may not SHUTDOWN) — that \
+         takes an admin token (--token)"
+    );
     let wrong = world.run(&["--token", "nope", "list"]).code(1);
     assert!(wrong.stderr.contains("--token"), "{wrong:?}");
     let bad = world.run(&["--token", "has space", "list"]).code(2);
@@ -199,16 +206,39 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn a_server_that_is_not_there_is_a_network_failure() {
+fn a_server_that_is_not_there_is_a_network_failure_said_at_once() {
+    // Nothing listens on this loopback port: the refusal is certain, so the default retries are
+    // not spent waiting for it (they would take about 31 s).
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let out = common::run(common::ferry_cmd(dir.path(), &format!("127.0.0.1:{port}"), dir.path()).args([
-        "--retries",
-        "0",
-        "list",
-    ]))
-    .code(3);
-    assert_eq!(out.stderr.trim(), format!("ferry: connection refused by 127.0.0.1:{port} — is ferryd running?"));
+    let started = std::time::Instant::now();
+    let out = common::run(common::ferry_cmd(dir.path(), &format!("127.0.0.1:{port}"), dir.path()).arg("list")).code(3);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(
+        out.stderr.trim(),
+        format!(
+            "ferry: connection refused by 127.0.0.1:{port}: nothing listens on that port of this machine — is ferryd \
+             running, and on that port? (not retried: a refusal from this machine is certain)"
+        )
+    );
+}
+
+#[test]
+fn a_server_address_that_cannot_be_one_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (addr, says) in [("nonsense", "is not HOST:PORT"), ("127.0.0.1:99999", "a port is a number from 1 to 65535")] {
+        let out = common::run(common::ferry_cmd(dir.path(), addr, dir.path()).arg("list")).code(2);
+        assert!(out.stderr.contains(says), "{addr}: {out:?}");
+        // FERRY_SERVER is checked the same way.
+        let env = common::run(
+            std::process::Command::new(common::ferry_bin())
+                .current_dir(dir.path())
+                .env("FERRY_SERVER", addr)
+                .arg("list"),
+        )
+        .code(2);
+        assert!(env.stderr.contains(says), "FERRY_SERVER={addr}: {env:?}");
+    }
 }
 
 #[test]
