@@ -4,9 +4,12 @@
 //!
 //! - Admission: a semaphore bounds the sockets held (taken before `accept`), a second one the
 //!   connections served; a client beyond the cap gets `BUSY` and a lingering close (`[CAP-1]`).
-//! - Disk work stays off the reactor: a session's input is processed on the blocking pool (it
-//!   may write upload data or list the directory), and a GET body is sent by a blocking-pool
-//!   task that owns the transfer ([`body`]).
+//! - Disk work stays off the reactor, and so does nothing else: input is fed to the session on
+//!   the reactor, which answers there what the kernel's and the store's caches hold (a GET or
+//!   STAT of a file whose digest is in memory, a LIST of an unchanged root, STATUS) and hands
+//!   back the rest ([`Session::defer_store_calls`]) for one trip to the blocking pool. A small
+//!   body the page cache holds leaves from the reactor with its head in one `writev`; a large
+//!   or uncached one is sent with sendfile from the pool ([`body`]).
 //! - No pool thread ever waits for a hash permit (`[SEC-3]`): a GET of a file not hashed yet
 //!   hands its session's hash job back to the reactor, which awaits a server-wide semaphore of
 //!   `max_concurrent_hashes` permits and only then runs the hash on the pool.
@@ -24,6 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_core::{Server, Settings};
+#[cfg(doc)]
+use ferry_core::Session;
 use ferry_proto::server::ServerConnection;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
