@@ -7,6 +7,7 @@
 //! - [`indexer`]: digests computed in the background, before anyone asks.
 //! - [`history`]: the connection history STATUS reports.
 //! - [`settings`]: every limit and switch, named and documented.
+//! - [`root`]: the root directory made ready at start-up: created with care, checked writable.
 //! - [`peer`]: which connections count as one client for the per-address cap.
 //! - [`session`]: one connection — ferry-proto's state machine driven against the store.
 //!
@@ -20,6 +21,7 @@ pub mod indexer;
 pub mod listing;
 pub mod peer;
 mod publish;
+pub mod root;
 pub mod session;
 pub mod settings;
 pub mod store;
