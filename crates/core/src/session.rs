@@ -260,9 +260,9 @@ impl Session {
                 if let Some(upload) = &mut self.upload {
                     if let Err(e) = upload.write(data) {
                         // Answered at once; the machine drops the rest of the data (`[PUT-5]`).
-                        warn!(error = %e, "upload write failed; discarding the rest");
+                        let name = upload.name().clone();
                         self.upload = None;
-                        self.conn.respond_error(e.code(), e.to_string(), now);
+                        self.fail(e, "writing upload data (the rest is discarded)", Some(&name), now);
                     }
                 }
             }
@@ -272,12 +272,13 @@ impl Session {
                 if !verified {
                     info!("PUT refused: CHECKSUM_MISMATCH; nothing stored");
                 } else if let Some(upload) = upload {
+                    let name = upload.name().clone();
                     match upload.commit() {
                         Ok(replaced) => {
                             info!(replaced, "PUT stored");
                             self.conn.respond_put(replaced, now);
                         }
-                        Err(e) => self.fail(e, now),
+                        Err(e) => self.fail(e, "publishing an upload", Some(&name), now),
                     }
                 }
             }
@@ -297,18 +298,18 @@ impl Session {
         match command {
             Command::List => match store.list() {
                 Ok(entries) => self.answer_list(entries, now),
-                Err(e) => self.fail(e.into(), now),
+                Err(e) => self.fail(e.into(), "listing the root", None, now),
             },
             Command::Stat(name) => match store.stat(&name) {
                 Ok(entry) => self.answer_stat(&entry, now),
-                Err(e) => self.fail(e, now),
+                Err(e) => self.fail(e, "reading a file's status for STAT", Some(&name), now),
             },
             Command::Delete(name) => match store.delete(&name) {
                 Ok(()) => {
                     info!(name = %name, "DELETE");
                     self.conn.respond_delete(now);
                 }
-                Err(e) => self.fail(e, now),
+                Err(e) => self.fail(e, "deleting a file", Some(&name), now),
             },
             Command::Status => {
                 info!("STATUS");
@@ -319,7 +320,7 @@ impl Session {
                     Some(md5) => self.answer_get(name, opened, md5, now),
                     None => self.wait_for_hash(name, opened, now),
                 },
-                Err(e) => self.fail(e, now),
+                Err(e) => self.fail(e, "opening a file for GET", Some(&name), now),
             },
             Command::Put(head) => match store.begin_upload(&head) {
                 Ok(upload) => {
@@ -328,7 +329,7 @@ impl Session {
                     self.upload = Some(upload);
                     self.conn.accept_put();
                 }
-                Err(e) => self.fail(e, now),
+                Err(e) => self.fail(e, "creating an upload's temporary file", Some(&head.frame.name), now),
             },
         }
     }
@@ -394,7 +395,7 @@ impl Session {
                 self.hash_job = Some(job);
                 self.hashing_for = Some((name, opened));
             }
-            Err(e) => self.fail(e.into(), now),
+            Err(e) => self.fail(e.into(), "starting to hash a file for GET", Some(&name), now),
         }
     }
 
@@ -413,17 +414,27 @@ impl Session {
         let _entered = span.enter();
         match digest {
             Ok(md5) => self.answer_get(name, opened, md5, now),
-            Err(e) => self.fail(e.into(), now),
+            Err(e) => self.fail(e.into(), "hashing a file for GET", Some(&name), now),
         }
         if self.conn.wants_input() && !self.inbuf.is_empty() {
             self.process_buffered(now);
         }
     }
 
-    /// Answers the current request with the store's error.
-    fn fail(&mut self, e: StoreError, now: Instant) {
+    /// Answers the current request with the store's error. A storage error or a full disk is the
+    /// operator's to fix, so its warning says what was being done (`operation`) to which file
+    /// (`path`: the root, joined with the file's name if there is one).
+    fn fail(&mut self, e: StoreError, operation: &str, name: Option<&Name>, now: Instant) {
         match &e {
-            StoreError::Io(io) => warn!(error = %io, "storage error"),
+            StoreError::Io(_) | StoreError::Full => {
+                let root = &self.server.settings.root;
+                let path = name.map_or_else(|| root.clone(), |n| root.join(n.as_str()));
+                let error = match &e {
+                    StoreError::Io(io) => io.to_string(),
+                    other => other.to_string(),
+                };
+                warn!(operation, path = %path.display(), %error, "storage error");
+            }
             other => info!(error = %other, "refused"),
         }
         self.conn.respond_error(e.code(), e.to_string(), now);

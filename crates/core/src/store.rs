@@ -556,6 +556,11 @@ pub struct Upload {
 }
 
 impl Upload {
+    /// The name the upload will be published under.
+    pub fn name(&self) -> &Name {
+        &self.head.frame.name
+    }
+
     /// Appends data.
     ///
     /// # Errors
@@ -614,7 +619,7 @@ impl Drop for Upload {
     fn drop(&mut self) {
         if let Some(tmp) = self.tmp_name.take() {
             if let Err(e) = self.store.root.remove_file(&tmp) {
-                tracing::warn!(error = %e, "could not remove a temporary upload file");
+                tracing::warn!(file = %tmp, error = %e, "could not remove a temporary upload file");
             }
         }
     }
