@@ -13,7 +13,7 @@
 //!
 //! It is heavy: an upload of 4 GiB costs the server a digest and a disk write of 4 GiB. By default
 //! the case measures a 32 MiB upload first and goes on only if the whole is estimated to fit
-//! [`BUDGET`]; `--case large` (the [`CATEGORY`]) runs it whatever it costs, within the case
+//! `BUDGET`; `--case large` (the [`CATEGORY`]) runs it whatever it costs, within the case
 //! timeout. Files above 4 GiB already on the server are checked too, cheaply (their sizes, and a
 //! GET near their end), whether or not the upload runs.
 

@@ -9,7 +9,7 @@
 //!   STAT of a file whose digest is in memory, a LIST of an unchanged root, STATUS) and hands
 //!   back the rest ([`Session::defer_store_calls`]) for one trip to the blocking pool. A small
 //!   body the page cache holds leaves from the reactor with its head in one `writev`; a large
-//!   or uncached one is sent with sendfile from the pool ([`body`]).
+//!   or uncached one is sent with sendfile from the pool (`body`).
 //! - No pool thread ever waits for a hash permit (`[SEC-3]`): a GET of a file not hashed yet
 //!   hands its session's hash job back to the reactor, which awaits a server-wide semaphore of
 //!   `max_concurrent_hashes` permits and only then runs the hash on the pool.

@@ -43,7 +43,7 @@ enum Ending {
 /// SO_SNDTIMEO applies to each call, and any partial progress restarts it: it only wakes the
 /// thread, while the session's send deadline decides when a slow reader is dropped
 /// (`[TIME-5]`). SO_RCVTIMEO wakes the threads waiting in accept every tick
-/// ([`crate::acceptors`]); connections set their own.
+/// (`crate::acceptors`); connections set their own.
 ///
 /// A connection the kernel queued before this call inherits nothing: call it before anyone can
 /// connect ([`crate::spawn`] does; `ferryd` does before it says where it listens).

@@ -2,9 +2,9 @@
 //!
 //! It owns sockets and threads and nothing else: every protocol and storage decision is made by
 //! the [`ferry_core::Session`] it drives. Read it as the plainest statement of what an engine
-//! must do: admit or refuse connections ([`admission`]), shuttle bytes with deadlines
-//! ([`connection`]) on threads that accept their own connections and are reused from one to the
-//! next ([`acceptors`]), send file bodies without copying them through user space ([`body`]),
+//! must do: admit or refuse connections (`admission`), shuttle bytes with deadlines
+//! (`connection`) on threads that accept their own connections and are reused from one to the
+//! next (`acceptors`), send file bodies without copying them through user space (`body`),
 //! and drain on shutdown ([`serve`]).
 
 mod acceptors;

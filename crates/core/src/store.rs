@@ -5,7 +5,7 @@
 //! it), names are single validated path components, and symbolic links are never followed
 //! (`[NAME-10]`). Uploads are written to temporary files under the reserved `.ferry` prefix that
 //! LIST never shows, fsynced, and published in one kernel step that also decides what the PUT
-//! reports ([`crate::publish`]): a rename that refuses to replace, else swaps with the file there,
+//! reports (`crate::publish`): a rename that refuses to replace, else swaps with the file there,
 //! for overwrite; a hard link, which the kernel refuses if the name exists, for create-only. So two
 //! racing uploads can neither both create nor both win (`[STORE-1]`, `[STORE-5]`, `[STORE-6]`).
 
@@ -572,7 +572,7 @@ impl Upload {
 
     /// Publishes the verified file under its name, durably (`[STORE-3]`): fsync the file, rename
     /// (or hard-link, for create-only) it into place in one kernel step that also decides the
-    /// outcome ([`publish`]), fsync the directory. Returns whether an earlier file was replaced
+    /// outcome (`publish`), fsync the directory. Returns whether an earlier file was replaced
     /// (`[PUT-2]`).
     ///
     /// # Errors

@@ -3,8 +3,8 @@
 //! The attribute holds the digest with the key of the version it describes. The catch: setting
 //! an attribute moves the file's status-change time (ctime), so the attribute cannot hold the
 //! exact ctime that its own write produces. It holds a narrow window instead: the realtime
-//! clock read just before the write, less [`COARSE_LAG`] (kernels that stamp with the coarse
-//! clock lag it by up to a tick), to that reading plus [`WRITE_SLACK`]. After the write the file
+//! clock read just before the write, less [`COARSE_LAG_NS`] (kernels that stamp with the coarse
+//! clock lag it by up to a tick), to that reading plus [`WRITE_SLACK_NS`]. After the write the file
 //! is stat'ed again; if its ctime fell outside the window (the thread was preempted, or someone
 //! changed the file meanwhile), the write is tried again, and finally undone.
 //!
@@ -39,7 +39,7 @@ const ATTEMPTS: usize = 3;
 /// The first word of the value, with its format's version.
 const MAGIC: &str = "ferry-md5/1";
 
-/// What [`write`] did.
+/// What [`write()`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
     /// The attribute now vouches for the file, whose key (with its new ctime) is this.
