@@ -174,4 +174,59 @@ mod tests {
         let n = Name::parse("a\u{202E}b").unwrap();
         assert_eq!(n.to_string(), "a\\u{202e}b");
     }
+
+    /// What `[NAME-12]` escapes, written out independently of [`escape_for_display`]: every
+    /// range, so that dropping (or narrowing) any one of them fails a test.
+    const INVISIBLE: &[(char, char, &str)] = &[
+        ('\u{0}', '\u{1F}', "C0 controls"),
+        ('\u{7F}', '\u{7F}', "DEL"),
+        ('\u{80}', '\u{9F}', "C1 controls"),
+        ('\u{200B}', '\u{200B}', "zero-width space"),
+        ('\u{200C}', '\u{200D}', "zero-width non-joiner and joiner"),
+        ('\u{200E}', '\u{200F}', "left-to-right and right-to-left marks"),
+        ('\u{202A}', '\u{202B}', "bidi embeddings (LRE, RLE)"),
+        ('\u{202C}', '\u{202C}', "pop directional formatting"),
+        ('\u{202D}', '\u{202E}', "bidi overrides (LRO, RLO)"),
+        ('\u{2066}', '\u{2068}', "bidi isolates (LRI, RLI, FSI)"),
+        ('\u{2069}', '\u{2069}', "pop directional isolate"),
+        ('\u{FEFF}', '\u{FEFF}', "byte order mark (zero-width no-break space)"),
+    ];
+
+    /// Each character of each range is escaped, as `\u{...}` in lower-case hex, between visible
+    /// neighbours that are left as they are; in a name, too.
+    #[test]
+    fn every_invisible_range_is_escaped() {
+        for &(first, last, what) in INVISIBLE {
+            for c in first..=last {
+                let shown = escape_for_display(&format!("a{c}b"));
+                assert_eq!(shown, format!("a\\u{{{:x}}}b", c as u32), "{what}: U+{:04X}", c as u32);
+                if let Ok(name) = Name::parse(&format!("a{c}b")) {
+                    assert_eq!(name.to_string(), shown, "{what}: U+{:04X} in a name", c as u32);
+                } else {
+                    assert!(c.is_control(), "{what}: U+{:04X} is a valid name character", c as u32);
+                }
+            }
+        }
+    }
+
+    /// The characters just outside each range are visible and shown as they are (a range that
+    /// grew would escape them), and so is everything else: every Unicode scalar value is
+    /// escaped exactly when the table says so.
+    #[test]
+    fn nothing_else_is_escaped() {
+        for c in [
+            '\u{20}', '~', '\u{A0}', '\u{200A}', '\u{2010}', '\u{2029}', '\u{202F}', '\u{2065}', '\u{206A}',
+            '\u{FEFE}', '\u{FF00}', '名',
+        ] {
+            assert!(!INVISIBLE.iter().any(|&(a, b, _)| (a..=b).contains(&c)));
+        }
+        let mut escaped = 0;
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            let expected = INVISIBLE.iter().any(|&(a, b, _)| (a..=b).contains(&c));
+            let s = c.to_string();
+            assert_eq!(escape_for_display(&s) != s, expected, "U+{:04X}", c as u32);
+            escaped += usize::from(expected);
+        }
+        assert_eq!(escaped, 32 + 1 + 32 + 5 + 5 + 4 + 1);
+    }
 }
