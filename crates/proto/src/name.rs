@@ -175,6 +175,16 @@ mod tests {
         assert_eq!(n.to_string(), "a\\u{202e}b");
     }
 
+    /// `{:?}` (what `tracing` fields with `?name` show) quotes the name and escapes what Rust's
+    /// `Debug` for strings escapes, invisible format characters included; `as_ref` is the name.
+    #[test]
+    fn debug_is_quoted_and_escaped_and_as_ref_is_the_name() {
+        let n = Name::parse("a\u{202E}b\u{200B}.txt").unwrap();
+        assert_eq!(format!("{n:?}"), "\"a\\u{202e}b\\u{200b}.txt\"");
+        let s: &str = n.as_ref();
+        assert_eq!(s, "a\u{202E}b\u{200B}.txt");
+    }
+
     /// What `[NAME-12]` escapes, written out independently of [`escape_for_display`]: every
     /// range, so that dropping (or narrowing) any one of them fails a test.
     const INVISIBLE: &[(char, char, &str)] = &[
