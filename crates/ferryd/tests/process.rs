@@ -153,3 +153,36 @@ fn refuses_configurations_that_cannot_work() {
     assert!(stderr.contains("line 1"), "{stderr}");
     assert!(!stderr.contains("hunter2-token"), "[SEC-1] {stderr}");
 }
+
+/// A storage error is logged with what was being done and to which file: here the root's file
+/// system turns read-only under a running server (as a failing disk's does), and an upload
+/// cannot create its temporary file. Needs root, to mount a tmpfs of its own; skips without.
+#[test]
+fn a_storage_error_names_the_operation_and_the_file() {
+    use rustix::mount::{mount, mount_remount, unmount, MountFlags, UnmountFlags};
+    let dir = ferry_testkit::server::new_dir();
+    let root = dir.path().join("root");
+    if let Err(e) = mount("tmpfs", &root, "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, c"size=1m") {
+        eprintln!("skipped: cannot mount a tmpfs (not root?): {e}");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = unmount(&self.0, UnmountFlags::DETACH);
+        }
+    }
+    let _unmount = Unmount(root.clone());
+    // Nothing held open for writing, so that the file system can be made read-only under it.
+    let server = TestServer::process_in(ferryd(), dir, &["--digests", "off", "--background-hashes", "0"]);
+    mount_remount(&root, MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV, c"")
+        .expect("remounting read-only");
+    let mut c = server.client();
+    c.put("notes.txt", b"hello", PutMode::Overwrite).assert_error(ErrorCode::INTERNAL);
+    assert!(wait_until(IO_TIMEOUT, || server.log().contains("storage error")), "log:\n{}", server.log());
+    let log = server.log();
+    let line = log.lines().find(|l| l.contains("storage error")).unwrap();
+    assert!(line.contains("operation=\"creating an upload's temporary file\""), "{line}");
+    assert!(line.contains(&format!("path={}", root.join("notes.txt").display())), "{line}");
+    assert!(line.contains("Read-only file system"), "{line}");
+}
