@@ -39,6 +39,17 @@ pub struct Target {
     /// Whether the heavy cases were asked for by name (`--case large`): they then run whatever
     /// they cost, within the case timeout; otherwise only where they fit a short budget.
     pub large: bool,
+    /// The server's TLS listener, for the `tls.*` cases (`--tls`); they are skipped without it.
+    pub tls: Option<TlsTarget>,
+}
+
+/// A TLS listener (PROTOCOL.md § 18) and how to check its certificate.
+#[derive(Debug, Clone)]
+pub struct TlsTarget {
+    pub addr: std::net::SocketAddr,
+    pub trust: ferry_tls::Trust,
+    /// The name its certificate is checked against, and sent as SNI.
+    pub sni: String,
 }
 
 /// How a connection ended, as a failure report tells it.

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the cases against a live server.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the cases and the requirements they check.
     List(SelectArgs),
     /// List every requirement of PROTOCOL.md with the cases that check it; fails if a server MUST
@@ -122,6 +122,17 @@ struct RunArgs {
     /// from it fail the run.
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// The server's TLS listener, HOST:PORT (PROTOCOL.md § 18): the `tls.*` cases check it (they
+    /// are skipped without it). Its certificate is checked against the Web PKI's roots, or --ca.
+    #[arg(long, value_name = "HOST:PORT")]
+    tls: Option<String>,
+    /// Trust only the CA certificates in this PEM file for --tls (a private CA, or `ferryd
+    /// gen-cert`'s ca.pem).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// The name the TLS certificate is checked against [default: the host part of --tls].
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    sni: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -231,7 +242,7 @@ fn real_main() -> Result<ExitCode, String> {
                 _ => ExitCode::from(2),
             })
         }
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
     }
 }
 
@@ -251,6 +262,7 @@ fn target(addr: SocketAddr, token: Option<String>, timeout: u64, profile: Profil
         destructive: false,
         root: None,
         large: false,
+        tls: None,
     }
 }
 
@@ -267,6 +279,14 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
             return Err(format!("--root {}: not a directory", root.display()));
         }
         target.root = Some(root.clone());
+    }
+    if let Some(tls) = &args.tls {
+        let host = tls.rsplit_once(':').map_or(tls.as_str(), |(h, _)| h);
+        target.tls = Some(ferry_conformance::case::TlsTarget {
+            addr: resolve(tls)?,
+            trust: args.ca.clone().map_or(ferry_tls::Trust::WebPki, ferry_tls::Trust::CaFile),
+            sni: args.sni.clone().unwrap_or_else(|| host.trim_start_matches('[').trim_end_matches(']').to_owned()),
+        });
     }
     // Heavy cases asked for by name run whatever they cost (`cases::large`).
     target.large = args.select.case_ids.iter().any(|c| c.starts_with(cases::large::CATEGORY));

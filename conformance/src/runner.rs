@@ -378,6 +378,7 @@ mod tests {
             destructive: false,
             root: None,
             large: false,
+            tls: None,
         }
     }
 

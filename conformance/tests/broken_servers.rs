@@ -39,6 +39,7 @@ fn target(server: &Server, prefix: &str) -> Target {
         destructive: false,
         root: server.root().map(Path::to_path_buf),
         large: false,
+        tls: None,
     }
 }
 
@@ -178,7 +179,7 @@ fn every_broken_server_is_caught() {
             std::fs::write(&path, &table).expect("writing BROKEN.md");
         } else {
             let current = std::fs::read_to_string(&path).unwrap_or_default();
-            if current != table {
+            if !same_table(&current, &table) {
                 problems.push(format!(
                     "{} is out of date: run `UPDATE_BROKEN_TABLE=1 cargo test -p ferry-conformance --test \
                      broken_servers` and commit it",
@@ -188,6 +189,29 @@ fn every_broken_server_is_caught() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Whether BROKEN.md (`written`) still describes this run's table (`now`): the same broken
+/// servers, requirements and descriptions, and each caught by at least one of the cases written
+/// down for it. A case that races a server's timing on a loaded machine (a pipelining case
+/// filling socket buffers, say) may catch a broken server on one run and not the next; the
+/// table is not out of date for that.
+fn same_table(written: &str, now: &str) -> bool {
+    fn rows(table: &str) -> Vec<(String, BTreeSet<String>)> {
+        table
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cols: Vec<&str> = l.split(" | ").collect();
+                let cases = cols.last().map_or("", |c| c.trim_end_matches(" |"));
+                let cases = cases.split(", ").map(|c| c.trim_matches('`').to_owned()).collect();
+                (cols[..cols.len().saturating_sub(1)].join(" | "), cases)
+            })
+            .collect()
+    }
+    let (written, now) = (rows(written), rows(now));
+    written.len() == now.len()
+        && written.iter().zip(&now).all(|((w, w_cases), (n, n_cases))| w == n && !w_cases.is_disjoint(n_cases))
 }
 
 /// Case ids, with a transcript's five deliveries written once as `transcript.NAME.*`.

@@ -49,6 +49,7 @@ fn run(settings: impl FnOnce(Settings) -> Settings, token: Option<&str>, jobs: u
         destructive: false,
         root: None,
         large: false,
+        tls: None,
     };
     let all: Vec<_> = cases::all()
         .into_iter()

@@ -12,6 +12,7 @@ pub mod robustness;
 pub mod semantics;
 pub mod shutdown;
 pub mod support;
+pub mod tls;
 pub mod transcripts;
 
 use crate::case::Case;
@@ -31,6 +32,7 @@ pub fn all() -> Vec<Case> {
     out.extend(precision::cases());
     out.extend(local::cases());
     out.extend(large::cases());
+    out.extend(tls::cases());
     out
 }
 
@@ -62,6 +64,7 @@ mod tests {
             destructive,
             root: None,
             large: false,
+            tls: None,
         }
     }
 

@@ -170,6 +170,11 @@ fn stage_and_write(
     Ok(if of_stage == stage.len() { Stage::Written } else { Stage::Left(stage[of_stage..].to_vec()) })
 }
 
+/// [`read_cached`], for the TLS path.
+pub(crate) fn read_cached_at(body: &Body, buf: &mut [u8]) -> Option<usize> {
+    read_cached(body, buf)
+}
+
 /// Reads the next part of `body` into `buf` if the page cache holds it (`RWF_NOWAIT`): how many
 /// bytes, or `None` if reading would wait for the disk, or failed (the pool's sendfile then
 /// meets the failure and reports it).

@@ -32,7 +32,7 @@ pub(crate) struct Conn {
     pub(crate) _permits: (OwnedSemaphorePermit, IpSlot, OwnedSemaphorePermit),
 }
 
-enum Ending {
+pub(crate) enum Ending {
     ServerClosed,
     PeerClosed,
 }
@@ -156,7 +156,7 @@ impl Conn {
     ///
     /// A hash of the same file already under way (another connection's, or the background
     /// indexer's) is awaited here too, instead of reading the file a second time.
-    async fn hash(&self, job: HashJob) -> io::Result<io::Result<Digest>> {
+    pub(crate) async fn hash(&self, job: HashJob) -> io::Result<io::Result<Digest>> {
         let mut job = job;
         let lead = loop {
             match job.begin() {
@@ -257,7 +257,7 @@ fn writable_now(stream: &TcpStream) -> bool {
 
 /// Shuts the sending side and drains input until the client closes or `linger` passes
 /// (`[ERR-9]`).
-async fn linger_close(mut stream: TcpStream, linger: Duration) {
+pub(crate) async fn linger_close(mut stream: TcpStream, linger: Duration) {
     let _ = stream.shutdown().await;
     let _ = tokio::time::timeout(linger, async {
         let mut buf = [0u8; 4096];

@@ -19,6 +19,7 @@
 
 mod body;
 mod connection;
+mod tls;
 
 use std::collections::HashMap;
 use std::io;
@@ -41,6 +42,8 @@ const REFUSING_MAX: usize = 1024;
 #[derive(Debug)]
 pub struct Running {
     pub addr: SocketAddr,
+    /// The TLS listener's address, if there is one ([`spawn_with`]).
+    pub tls_addr: Option<SocketAddr>,
     pub server: Arc<Server>,
     thread: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
@@ -100,18 +103,47 @@ pub fn spawn(settings: Settings, listen: SocketAddr) -> io::Result<Running> {
 /// # Errors
 /// The root cannot be opened or the address cannot be bound.
 pub fn spawn_on(rt: tokio::runtime::Runtime, settings: Settings, listen: SocketAddr) -> io::Result<Running> {
+    spawn_with(rt, settings, listen, None)
+}
+
+/// [`spawn_on`], with a TLS listener as well (PROTOCOL.md § 18): `tls` is its address and
+/// configuration; [`Running::tls_addr`] gives the port bound.
+///
+/// # Errors
+/// The root cannot be opened or an address cannot be bound.
+pub fn spawn_with(
+    rt: tokio::runtime::Runtime,
+    settings: Settings,
+    listen: SocketAddr,
+    tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+) -> io::Result<Running> {
     let server = Server::new(settings)?;
-    let std_listener = std::net::TcpListener::bind(listen)?;
-    prepare_listener(&std_listener)?;
-    let addr = std_listener.local_addr()?;
+    let bind = |at: SocketAddr| -> io::Result<std::net::TcpListener> {
+        let l = std::net::TcpListener::bind(at)?;
+        prepare_listener(&l)?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    };
+    let plain = bind(listen)?;
+    let addr = plain.local_addr()?;
+    let mut std_listeners = vec![(plain, None)];
+    let mut tls_addr = None;
+    if let Some((at, config)) = tls {
+        let l = bind(at)?;
+        tls_addr = Some(l.local_addr()?);
+        std_listeners.push((l, Some(config)));
+    }
     let s = server.clone();
     let thread = std::thread::Builder::new().name("ferry-async-main".into()).spawn(move || {
         rt.block_on(async move {
-            std_listener.set_nonblocking(true)?;
-            serve(s, TcpListener::from_std(std_listener)?).await
+            let mut listeners = Vec::new();
+            for (l, tls) in std_listeners {
+                listeners.push(Listener { socket: TcpListener::from_std(l)?, tls });
+            }
+            serve_all(s, listeners).await
         })
     })?;
-    Ok(Running { addr, server, thread: Some(thread) })
+    Ok(Running { addr, tls_addr, server, thread: Some(thread) })
 }
 
 /// Per-address counts of connections served (`[CAP-1]`).
@@ -167,9 +199,39 @@ pub fn prepare_listener(listener: &impl std::os::fd::AsFd) -> io::Result<()> {
 /// Serves connections until a shutdown is requested, then drains (§ 13).
 ///
 /// # Errors
-/// Only if the listener's address cannot be read; accept errors are retried.
+/// Only if the listener's options cannot be set; accept errors are retried.
 pub async fn serve(server: Arc<Server>, listener: TcpListener) -> io::Result<()> {
-    prepare_listener(&listener)?;
+    serve_all(server, vec![Listener { socket: listener, tls: None }]).await
+}
+
+/// A listening socket and, for a TLS listener (PROTOCOL.md § 18), its configuration.
+pub struct Listener {
+    pub socket: TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// What every accept loop shares: the caps count connections on all listeners together.
+struct Shared {
+    server: Arc<Server>,
+    served: Arc<Semaphore>,
+    /// Sockets held at once: the served ones plus those being refused.
+    sockets: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+    hashes: Arc<Semaphore>,
+    busy: Arc<[u8]>,
+    stop: watch::Receiver<bool>,
+    force: watch::Receiver<bool>,
+    drain: mpsc::Sender<()>,
+}
+
+/// [`serve`] on several listeners at once, plain and TLS.
+///
+/// # Errors
+/// Only if a listener's options cannot be set; accept errors are retried.
+pub async fn serve_all(server: Arc<Server>, listeners: Vec<Listener>) -> io::Result<()> {
+    for l in &listeners {
+        prepare_listener(&l.socket)?;
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let (force_tx, force_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
@@ -178,74 +240,26 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener) -> io::Result<()>
         let _ = hook_tx.send(true);
     });
     let settings = &server.settings;
-    let served = Arc::new(Semaphore::new(settings.max_clients.max(1) as usize));
-    // Sockets held at once: the served ones plus those being refused.
-    let sockets = Arc::new(Semaphore::new(settings.max_clients.max(1) as usize + REFUSING_MAX));
-    let per_ip = Arc::new(PerIp::default());
-    let hashes = Arc::new(Semaphore::new(settings.max_concurrent_hashes.max(1)));
     let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
-    let busy: Arc<[u8]> = ServerConnection::busy_reply().into();
-    let mut stop = stop_rx.clone();
-    let mut backoff = Duration::from_millis(5);
-
-    loop {
-        // The socket permit is taken before accept: a flood cannot make us hold unbounded sockets.
-        let socket_permit = tokio::select! {
-            p = sockets.clone().acquire_owned() => p.map_err(io::Error::other)?,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(pair) => {
-                    backoff = Duration::from_millis(5);
-                    pair
-                }
-                Err(e) => {
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let admitted = served
-            .clone()
-            .try_acquire_owned()
-            .ok()
-            .and_then(|p| per_ip.take(peer.ip(), settings.max_per_ip.max(1)).map(|slot| (p, slot)));
-        match admitted {
-            Some((permit, slot)) => {
-                let conn = connection::Conn {
-                    server: server.clone(),
-                    stop: stop_rx.clone(),
-                    force: force_rx.clone(),
-                    hashes: hashes.clone(),
-                    _drain: drain_tx.clone(),
-                    _permits: (permit, slot, socket_permit),
-                };
-                tokio::spawn(conn.serve(stream, peer));
-            }
-            None => {
-                info!(%peer, "at capacity: BUSY");
-                let linger = settings.linger;
-                let busy = busy.clone();
-                tokio::spawn(async move {
-                    connection::refuse(stream, &busy, linger).await;
-                    drop(socket_permit);
-                });
-            }
-        }
+    let shared = Arc::new(Shared {
+        served: Arc::new(Semaphore::new(settings.max_clients.max(1) as usize)),
+        sockets: Arc::new(Semaphore::new(settings.max_clients.max(1) as usize + REFUSING_MAX)),
+        per_ip: Arc::new(PerIp::default()),
+        hashes: Arc::new(Semaphore::new(settings.max_concurrent_hashes.max(1))),
+        busy: ServerConnection::busy_reply().into(),
+        stop: stop_rx,
+        force: force_rx,
+        drain: drain_tx,
+        server: server.clone(),
+    });
+    let loops: Vec<_> = listeners.into_iter().map(|l| tokio::spawn(accept_loop(shared.clone(), l))).collect();
+    for l in loops {
+        let _ = l.await;
     }
-
-    drop(listener);
-    drop(drain_tx);
+    let open = settings.max_clients as usize - shared.served.available_permits();
+    drop(shared);
     let grace = server.settings.grace;
-    info!(
-        open = settings.max_clients as usize - served.available_permits(),
-        grace_ms = grace.as_millis() as u64,
-        "draining"
-    );
+    info!(open, grace_ms = grace.as_millis() as u64, "draining");
     if tokio::time::timeout(grace, drain_rx.recv()).await.is_err() {
         warn!("grace period over: closing the remaining connections");
         let _ = force_tx.send(true);
@@ -257,6 +271,76 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener) -> io::Result<()>
     Ok(())
 }
 
+/// Accepts on one listener until the shutdown: admits or refuses each connection.
+async fn accept_loop(shared: Arc<Shared>, listener: Listener) {
+    let Listener { socket: listener, tls } = listener;
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    let settings = &shared.server.settings;
+    let mut stop = shared.stop.clone();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        // The socket permit is taken before accept: a flood cannot make us hold unbounded sockets.
+        let socket_permit = tokio::select! {
+            p = shared.sockets.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::from_millis(5);
+                pair
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let admitted = shared
+            .served
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .and_then(|p| shared.per_ip.take(peer.ip(), settings.max_per_ip.max(1)).map(|slot| (p, slot)));
+        match admitted {
+            Some((permit, slot)) => {
+                let conn = connection::Conn {
+                    server: shared.server.clone(),
+                    stop: shared.stop.clone(),
+                    force: shared.force.clone(),
+                    hashes: shared.hashes.clone(),
+                    _drain: shared.drain.clone(),
+                    _permits: (permit, slot, socket_permit),
+                };
+                match &tls {
+                    None => tokio::spawn(conn.serve(stream, peer)),
+                    Some(acceptor) => tokio::spawn(conn.serve_tls(stream, peer, acceptor.clone())),
+                };
+            }
+            None => {
+                info!(%peer, "at capacity: BUSY");
+                let linger = settings.linger;
+                let busy = shared.busy.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    match tls {
+                        None => connection::refuse(stream, &busy, linger).await,
+                        Some(acceptor) => tls::refuse(stream, acceptor, &busy, linger).await,
+                    }
+                    drop(socket_permit);
+                });
+            }
+        }
+    }
+}
+
 /// Serves a bound std listener on a new runtime with `workers` reactor threads (0: one per
 /// core), blocking until the drain is done: the entry point for binaries that do not use tokio
 /// themselves.
@@ -264,9 +348,25 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener) -> io::Result<()>
 /// # Errors
 /// The runtime cannot be built or the listener cannot be registered.
 pub fn serve_blocking(server: Arc<Server>, listener: std::net::TcpListener, workers: usize) -> io::Result<()> {
+    serve_all_blocking(server, vec![(listener, None)], workers)
+}
+
+/// [`serve_blocking`] on several listeners, plain and TLS.
+///
+/// # Errors
+/// The runtime cannot be built or a listener cannot be registered.
+pub fn serve_all_blocking(
+    server: Arc<Server>,
+    listeners: Vec<(std::net::TcpListener, Option<Arc<rustls::ServerConfig>>)>,
+    workers: usize,
+) -> io::Result<()> {
     let rt = runtime(workers)?;
     rt.block_on(async move {
-        listener.set_nonblocking(true)?;
-        serve(server, TcpListener::from_std(listener)?).await
+        let mut all = Vec::new();
+        for (l, tls) in listeners {
+            l.set_nonblocking(true)?;
+            all.push(Listener { socket: TcpListener::from_std(l)?, tls });
+        }
+        serve_all(server, all).await
     })
 }

@@ -37,6 +37,8 @@ pub(crate) struct Acceptors {
     pub(crate) closer: Closer,
     /// The `BUSY` reply for clients over a cap (`[CAP-1]`).
     pub(crate) busy: Vec<u8>,
+    /// This listener's TLS configuration, if it is a TLS listener (PROTOCOL.md § 18).
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// Threads waiting in `accept` now, or about to.
     accepting: AtomicUsize,
     /// [`IDLE_KEEP`], shorter in tests.
@@ -44,9 +46,15 @@ pub(crate) struct Acceptors {
 }
 
 impl Acceptors {
-    pub(crate) fn new(server: Arc<Server>, listener: TcpListener, admission: Arc<Admission>, closer: Closer) -> Self {
+    pub(crate) fn new(
+        server: Arc<Server>,
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        admission: Arc<Admission>,
+        closer: Closer,
+    ) -> Self {
         let busy = ferry_proto::server::ServerConnection::busy_reply();
-        Self { server, listener, admission, closer, busy, accepting: AtomicUsize::new(0), idle_keep: IDLE_KEEP }
+        Self { server, listener, admission, closer, busy, tls, accepting: AtomicUsize::new(0), idle_keep: IDLE_KEEP }
     }
 
     /// Starts one more accepting thread.
@@ -107,12 +115,12 @@ impl Acceptors {
             }
             let stream = Arc::new(stream);
             match self.admission.admit(peer.ip(), &stream) {
-                Admitted::Yes(ticket) => connection::serve(&self.server, stream, peer, ticket),
+                Admitted::Yes(ticket) => connection::serve(&self.server, stream, peer, self.tls.as_ref(), ticket),
                 Admitted::Busy => {
                     // `[CAP-1]`, `[CAP-2]`: BUSY without reading, and no thread for this client.
                     info!(%peer, "at capacity: BUSY");
                     if let Ok(stream) = Arc::try_unwrap(stream) {
-                        self.closer.refuse(stream, &self.busy);
+                        self.closer.refuse(stream, &self.busy, self.tls.as_ref());
                     }
                 }
                 // The drain has begun: the connection is closed unanswered, as before a listener
@@ -149,7 +157,7 @@ mod tests {
         connection::prepare_listener(&listener).unwrap();
         let admission = Arc::new(Admission::new(&server.settings));
         let closer = Closer::start(server.settings.linger);
-        let mut acceptors = Acceptors::new(server.clone(), listener, admission, closer);
+        let mut acceptors = Acceptors::new(server.clone(), listener, None, admission, closer);
         acceptors.idle_keep = idle_keep;
         let acceptors = Arc::new(acceptors);
         acceptors.start_thread().unwrap();

@@ -10,54 +10,90 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::ServerConfig;
+
+use crate::tls::{Refusal, Step};
 
 /// Refused connections kept lingering at once; beyond this they are closed at once.
 const MAX_LINGERING: usize = 1024;
 /// How often lingering sockets are polled.
 const POLL: Duration = Duration::from_millis(20);
 
+#[derive(Clone)]
 pub(crate) struct Closer {
-    tx: SyncSender<TcpStream>,
+    tx: SyncSender<Lingering>,
+    linger: Duration,
+}
+
+/// A refused connection on its way out.
+struct Lingering {
+    sock: TcpStream,
+    /// On a TLS listener: the handshake that must come before `BUSY`.
+    tls: Option<Refusal>,
+    until: Instant,
 }
 
 impl Closer {
     pub(crate) fn start(linger: Duration) -> Self {
         let (tx, rx) = sync_channel(MAX_LINGERING);
-        let _ = std::thread::Builder::new().name("ferry-closer".into()).spawn(move || run(&rx, linger));
-        Self { tx }
+        let _ = std::thread::Builder::new().name("ferry-closer".into()).spawn(move || run(&rx));
+        Self { tx, linger }
     }
 
-    /// Writes `reply` without blocking, then closes the connection lingeringly.
-    pub(crate) fn refuse(&self, mut stream: TcpStream, reply: &[u8]) {
+    /// Writes `reply` without blocking, then closes the connection lingeringly. On a TLS
+    /// listener (`tls`), the reply is sent inside TLS once the handshake is done, and the
+    /// handshake is bounded by the same linger time.
+    pub(crate) fn refuse(&self, mut stream: TcpStream, reply: &[u8], tls: Option<&Arc<ServerConfig>>) {
         if stream.set_nonblocking(true).is_err() {
             return;
         }
-        let _ = stream.write(reply);
-        let _ = stream.shutdown(Shutdown::Write);
-        if let Err(TrySendError::Full(s)) = self.tx.try_send(stream) {
+        let tls = match tls {
+            Some(config) => match Refusal::new(config.clone(), reply) {
+                Ok(refusal) => Some(refusal),
+                Err(_) => return,
+            },
+            None => {
+                let _ = stream.write(reply);
+                let _ = stream.shutdown(Shutdown::Write);
+                None
+            }
+        };
+        let entry = Lingering { sock: stream, tls, until: Instant::now() + self.linger };
+        if let Err(TrySendError::Full(s)) = self.tx.try_send(entry) {
             drop(s);
         }
     }
 }
 
-fn run(rx: &Receiver<TcpStream>, linger: Duration) {
-    let mut lingering: Vec<(TcpStream, Instant)> = Vec::new();
+fn run(rx: &Receiver<Lingering>) {
+    let mut lingering: Vec<Lingering> = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         let incoming = if lingering.is_empty() { rx.recv().ok() } else { rx.recv_timeout(POLL).ok() };
         if let Some(s) = incoming {
-            lingering.push((s, Instant::now() + linger));
+            lingering.push(s);
         } else if lingering.is_empty() {
             return; // The sender is gone: the server stopped.
         }
         let now = Instant::now();
-        lingering.retain_mut(|(s, until)| {
-            if now >= *until {
+        lingering.retain_mut(|l| {
+            if now >= l.until {
                 return false;
             }
+            if let Some(refusal) = &mut l.tls {
+                match refusal.step(&l.sock) {
+                    Step::Pending => return true,
+                    Step::Done => {
+                        l.tls = None;
+                        let _ = l.sock.shutdown(Shutdown::Write);
+                    }
+                }
+            }
             loop {
-                match s.read(&mut buf) {
+                match l.sock.read(&mut buf) {
                     Ok(0) => return false,
                     Ok(_) => continue,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => return true,

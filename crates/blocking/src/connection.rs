@@ -11,6 +11,7 @@ use tracing::{debug, info};
 
 use crate::admission::Ticket;
 use crate::body;
+use crate::tls::Tls;
 
 /// Reads wake at least this often, so a connection notices a shutdown while it waits; so do
 /// writes, so that the send deadline is checked (`[TIME-5]`).
@@ -18,15 +19,73 @@ pub(crate) const TICK: Duration = Duration::from_millis(250);
 /// Socket reads go into a buffer of this size (a connection's main memory cost).
 const READ_BUF: usize = 64 * 1024;
 
-/// Serves one connection until it closes. The ticket's drop frees its place.
-pub(crate) fn serve(server: &Arc<Server>, stream: Arc<TcpStream>, peer: SocketAddr, _ticket: Ticket) {
+/// Serves one connection until it closes; over TLS if `tls` is given (PROTOCOL.md § 18). The
+/// ticket's drop frees its place.
+pub(crate) fn serve(
+    server: &Arc<Server>,
+    stream: Arc<TcpStream>,
+    peer: SocketAddr,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    _ticket: Ticket,
+) {
     let mut session = Session::new(server.clone(), peer, Instant::now());
     let span = session.span().clone();
     let _entered = span.enter();
-    match run(server, &stream, &mut session) {
-        Ok(Ending::ServerClosed) => linger_close(&stream, server.settings.linger),
+    let tls = match tls.map(|config| Tls::new(config.clone())).transpose() {
+        Ok(tls) => tls,
+        Err(e) => return debug!(error = %e, "TLS connection could not be set up"),
+    };
+    let mut link = Link { sock: &stream, tls };
+    match run(server, &mut link, &mut session) {
+        Ok(Ending::ServerClosed) => {
+            if let Some(tls) = &mut link.tls {
+                tls.close(&stream);
+            }
+            linger_close(&stream, server.settings.linger);
+        }
         Ok(Ending::PeerClosed) => {}
+        Err(e) if e.kind() == ErrorKind::InvalidData && link.tls.as_ref().is_some_and(Tls::is_handshaking) => {
+            info!(error = %e, "TLS handshake failed");
+        }
         Err(e) => debug!(error = %e, "connection dropped"),
+    }
+}
+
+/// The connection's byte stream: the socket itself, or TLS over it.
+struct Link<'a> {
+    sock: &'a TcpStream,
+    tls: Option<Tls>,
+}
+
+impl Link<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(tls) => tls.read(self.sock, buf),
+            None => (&*self.sock).read(buf),
+        }
+    }
+
+    /// One write; `more`: a body follows (see [`send`]).
+    fn send(&mut self, bytes: &[u8], more: bool) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(tls) => tls.write(self.sock, bytes),
+            None => send(self.sock, bytes, more),
+        }
+    }
+
+    fn send_body(&mut self, body: &mut ferry_core::Body) -> io::Result<u64> {
+        match &mut self.tls {
+            Some(tls) => tls.send_body(self.sock, body),
+            None => body::send_some(self.sock, body),
+        }
+    }
+
+    /// Sends what TLS holds back, before the connection waits for input.
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.tls {
+            Some(tls) => tls.flush(self.sock),
+            None => Ok(()),
+        }
     }
 }
 
@@ -64,11 +123,11 @@ thread_local! {
     static READ: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0u8; READ_BUF].into_boxed_slice());
 }
 
-fn run(server: &Server, stream: &TcpStream, session: &mut Session) -> io::Result<Ending> {
-    READ.with(|buf| run_with(server, stream, session, &mut buf.borrow_mut()))
+fn run(server: &Server, link: &mut Link<'_>, session: &mut Session) -> io::Result<Ending> {
+    READ.with(|buf| run_with(server, link, session, &mut buf.borrow_mut()))
 }
 
-fn run_with(server: &Server, stream: &TcpStream, session: &mut Session, buf: &mut [u8]) -> io::Result<Ending> {
+fn run_with(server: &Server, link: &mut Link<'_>, session: &mut Session, buf: &mut [u8]) -> io::Result<Ending> {
     let mut told_shutdown = false;
     // Set by the first read, though the listener's is likely inherited: a connection that was
     // queued before the listener was prepared has none, and its reads would never time out.
@@ -77,10 +136,10 @@ fn run_with(server: &Server, stream: &TcpStream, session: &mut Session, buf: &mu
         // A GET's head and its body leave together: the head is written with MSG_MORE, so that
         // the kernel holds it until the body's first bytes join it (one segment for a small file).
         let body = session.take_body();
-        write_pending(stream, session, body.is_some())?;
+        write_pending(link, session, body.is_some())?;
         if let Some(mut body) = body {
             while body.len > 0 {
-                match body::send_some(stream, &mut body) {
+                match link.send_body(&mut body) {
                     Ok(n) => session.body_sent(n, Instant::now()),
                     Err(e) if blocked(&e) => check_send_deadline(session)?,
                     Err(e) => return Err(e),
@@ -96,6 +155,8 @@ fn run_with(server: &Server, stream: &TcpStream, session: &mut Session, buf: &mu
             session.hash_done(digest, Instant::now());
             continue;
         }
+        // Over TLS, replies may still wait in its buffer: they go before anything else waits.
+        flush(link, session, server.settings.progress_timeout)?;
         if session.is_closed() {
             return Ok(Ending::ServerClosed);
         }
@@ -115,10 +176,10 @@ fn run_with(server: &Server, stream: &TcpStream, session: &mut Session, buf: &mu
         // Most waits are a whole tick: the socket option is set only when the wait changes.
         let wait = Some(wait.max(Duration::from_millis(1)));
         if read_timeout != wait {
-            stream.set_read_timeout(wait)?;
+            link.sock.set_read_timeout(wait)?;
             read_timeout = wait;
         }
-        match (&*stream).read(buf) {
+        match link.read(buf) {
             Ok(0) => {
                 session.handle_eof();
                 return Ok(Ending::PeerClosed);
@@ -149,9 +210,9 @@ fn run_with(server: &Server, stream: &TcpStream, session: &mut Session, buf: &mu
 /// too little of it is dropped at the session's send deadline (`[TIME-5]`).
 ///
 /// `more`: a body follows, so the last of it is sent with MSG_MORE (see [`send`]).
-fn write_pending(stream: &TcpStream, session: &mut Session, more: bool) -> io::Result<()> {
+fn write_pending(link: &mut Link<'_>, session: &mut Session, more: bool) -> io::Result<()> {
     while !session.pending_output().is_empty() {
-        match send(stream, session.pending_output(), more) {
+        match link.send(session.pending_output(), more) {
             Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "socket closed")),
             Ok(n) => session.consume_output(n, Instant::now()),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -174,8 +235,28 @@ fn send(stream: &TcpStream, bytes: &[u8], more: bool) -> io::Result<usize> {
     (&*stream).write(bytes)
 }
 
+/// Sends what the link holds back. A client that takes none of it is dropped at the session's
+/// send deadline, or `progress_timeout` after this began if the session has handed everything
+/// over (`[TIME-5]`).
+fn flush(link: &mut Link<'_>, session: &Session, progress_timeout: Duration) -> io::Result<()> {
+    let since = Instant::now();
+    loop {
+        match link.flush() {
+            Ok(()) => return Ok(()),
+            Err(e) if blocked(&e) => {
+                if Instant::now() >= session.send_deadline().unwrap_or(since + progress_timeout) {
+                    info!("client stopped reading: dropped");
+                    return Err(io::Error::new(ErrorKind::TimedOut, "client stopped reading"));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A write that timed out after [`TICK`] without any progress.
-fn blocked(e: &io::Error) -> bool {
+pub(crate) fn blocked(e: &io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 

@@ -12,6 +12,7 @@ mod admission;
 mod body;
 mod closer;
 mod connection;
+mod tls;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -32,6 +33,8 @@ pub use crate::connection::prepare_listener;
 pub struct Running {
     /// The address actually bound (port 0 resolved).
     pub addr: SocketAddr,
+    /// The TLS listener's address, if there is one ([`spawn_with`]).
+    pub tls_addr: Option<SocketAddr>,
     pub server: Arc<Server>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -70,13 +73,51 @@ impl Drop for Running {
 /// # Errors
 /// The root cannot be opened or the address cannot be bound.
 pub fn spawn(settings: Settings, listen: SocketAddr) -> io::Result<Running> {
+    spawn_with(settings, listen, None)
+}
+
+/// [`spawn`], with a TLS listener as well (PROTOCOL.md § 18): `tls` is its address and
+/// configuration; [`Running::tls_addr`] gives the port bound.
+///
+/// # Errors
+/// The root cannot be opened or an address cannot be bound.
+pub fn spawn_with(
+    settings: Settings,
+    listen: SocketAddr,
+    tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+) -> io::Result<Running> {
     let server = Server::new(settings)?;
-    let listener = TcpListener::bind(listen)?;
-    prepare_listener(&listener)?;
-    let addr = listener.local_addr()?;
+    let plain = Listener::bind(listen, None)?;
+    let addr = plain.socket.local_addr()?;
+    let mut listeners = vec![plain];
+    let mut tls_addr = None;
+    if let Some((at, config)) = tls {
+        let l = Listener::bind(at, Some(config))?;
+        tls_addr = Some(l.socket.local_addr()?);
+        listeners.push(l);
+    }
     let s = server.clone();
-    let thread = std::thread::Builder::new().name("ferry-accept".into()).spawn(move || serve(s, listener))?;
-    Ok(Running { addr, server, thread: Some(thread) })
+    let thread = std::thread::Builder::new().name("ferry-accept".into()).spawn(move || serve_all(s, listeners))?;
+    Ok(Running { addr, tls_addr, server, thread: Some(thread) })
+}
+
+/// A listening socket and, for a TLS listener, its configuration.
+#[derive(Debug)]
+pub struct Listener {
+    pub socket: TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Listener {
+    /// Binds `addr` and sets the options accepted sockets inherit ([`prepare_listener`]).
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub fn bind(addr: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<Self> {
+        let socket = TcpListener::bind(addr)?;
+        prepare_listener(&socket)?;
+        Ok(Self { socket, tls })
+    }
 }
 
 /// Serves connections from `listener` until a shutdown is requested, then drains: connections
@@ -86,22 +127,37 @@ pub fn spawn(settings: Settings, listen: SocketAddr) -> io::Result<Running> {
 /// # Errors
 /// The listener's options cannot be set, or no connection thread can be started.
 pub fn serve(server: Arc<Server>, listener: TcpListener) -> io::Result<()> {
-    connection::prepare_listener(&listener)?;
+    serve_all(server, vec![Listener { socket: listener, tls: None }])
+}
+
+/// [`serve`] on several listeners at once, plain and TLS, sharing the caps (`max_clients` counts
+/// connections on all of them).
+///
+/// # Errors
+/// A listener's options cannot be set, or no connection thread can be started.
+pub fn serve_all(server: Arc<Server>, listeners: Vec<Listener>) -> io::Result<()> {
     let admission = Arc::new(Admission::new(&server.settings));
     let closer = Closer::start(server.settings.linger);
-    let acceptors = Arc::new(Acceptors::new(server.clone(), listener, admission.clone(), closer));
+    let mut all = Vec::new();
+    for Listener { socket, tls } in listeners {
+        connection::prepare_listener(&socket)?;
+        all.push(Arc::new(Acceptors::new(server.clone(), socket, tls, admission.clone(), closer.clone())));
+    }
     let (stop_tx, stop_rx) = std::sync::mpsc::sync_channel::<()>(1);
-    // Weak: the server keeps its hooks, and must not keep the listener open through them.
-    let shut = Arc::downgrade(&acceptors);
+    // Weak: the server keeps its hooks, and must not keep the listeners open through them.
+    let shut: Vec<_> = all.iter().map(Arc::downgrade).collect();
     server.on_shutdown(move || {
-        if let Some(acceptors) = shut.upgrade() {
+        for acceptors in shut.iter().filter_map(std::sync::Weak::upgrade) {
             // Stops listening and wakes every thread waiting in accept at once (Linux fails
             // them); they would also notice within a tick.
             let _ = rustix::net::shutdown(&acceptors.listener, rustix::net::Shutdown::Read);
         }
         let _ = stop_tx.try_send(());
     });
-    acceptors.start_thread()?;
+    for acceptors in &all {
+        acceptors.start_thread()?;
+    }
+    drop(all);
     let _ = stop_rx.recv();
     admission.close();
 

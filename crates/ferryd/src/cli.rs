@@ -39,6 +39,17 @@ pub struct Cli {
     /// Address to listen on; port 0 picks a free port (the real one is printed).
     #[arg(long, default_value = "127.0.0.1:9999", value_hint = ValueHint::Other)]
     pub listen: SocketAddr,
+    /// Also serve Ferry over TLS on this address (PROTOCOL.md § 18: TLS 1.3, ALPN ferry/1), for
+    /// example 0.0.0.0:9443; needs --tls-cert and --tls-key. Printed as `tls listening on ADDR`.
+    #[arg(long, value_name = "ADDR", requires_all = ["tls_cert", "tls_key"], value_hint = ValueHint::Other)]
+    pub tls_listen: Option<SocketAddr>,
+    /// The TLS certificate chain, PEM, the server's own certificate first. Read again on SIGHUP
+    /// (connections already open keep the old one); `ferryd gen-cert` makes one.
+    #[arg(long, value_name = "FILE", requires = "tls_listen", value_hint = ValueHint::FilePath)]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key, PEM (PKCS#8, PKCS#1 or SEC1). Read again on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_listen", value_hint = ValueHint::FilePath)]
+    pub tls_key: Option<PathBuf>,
     /// Directory to serve; it must be writable unless --read-only. If missing, it is created
     /// only when its parent exists (the default is created with its parents), and ferryd says so.
     #[arg(long, default_value = "./server_files", value_hint = ValueHint::DirPath)]
@@ -156,6 +167,22 @@ pub enum Command {
     },
     /// Print ferryd's manual page (roff) to stdout: `ferryd man > ferryd.1; man ./ferryd.1`.
     Man,
+    /// Make a private CA and a server certificate it signs, for serving over TLS between your own
+    /// machines: writes ca.pem (give it to clients: `ferry --ca ca.pem`), cert.pem and key.pem
+    /// (for --tls-cert and --tls-key) into DIR. The CA's key is never written: to issue another
+    /// certificate, run this again and hand out the new ca.pem.
+    GenCert {
+        /// A name clients will use for this server: a DNS name or an IP address (repeat for
+        /// several).
+        #[arg(long = "host", value_name = "NAME", required = true)]
+        hosts: Vec<String>,
+        /// The directory to write into (created if missing; existing files are not replaced).
+        #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+        out: PathBuf,
+        /// How long the server certificate is valid.
+        #[arg(long, value_name = "DAYS", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+    },
 }
 
 #[cfg(not(any(feature = "blocking", feature = "async")))]

@@ -5,6 +5,7 @@
 mod cli;
 mod config;
 mod logging;
+mod tls;
 mod units;
 
 use std::io::Write;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some(Command::Man) => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).map_err(Into::into),
+        Some(Command::GenCert { hosts, out, days }) => tls::gen_cert(hosts, out, *days),
         None => serve(&parsed.cli, parsed.default_root),
     };
     match outcome {
@@ -84,13 +86,14 @@ fn prepare_root(cli: &Cli, default_root: bool) -> Result<()> {
     Ok(())
 }
 
-/// Binds the listening socket; a failure says what to try instead.
-fn bind(addr: SocketAddr) -> Result<TcpListener> {
+/// Binds a listening socket (`flag` names where its address came from); a failure says what to
+/// try instead.
+fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener> {
     TcpListener::bind(addr).map_err(|e| {
         let remedy = match e.kind() {
             std::io::ErrorKind::AddrInUse => format!(
-                "another program (perhaps another ferryd) has that port: choose another with --listen {}:PORT, \
-                 or --listen {}:0 for any free port (the one chosen is printed)",
+                "another program (perhaps another ferryd) has that port: choose another with {flag} {}:PORT, \
+                 or {flag} {}:0 for any free port (the one chosen is printed)",
                 addr.ip(),
                 addr.ip()
             ),
@@ -101,7 +104,7 @@ fn bind(addr: SocketAddr) -> Result<TcpListener> {
                 "{} is not an address of this machine: use one of its addresses, 127.0.0.1 or 0.0.0.0",
                 addr.ip()
             ),
-            _ => "check --listen".to_owned(),
+            _ => format!("check {flag}"),
         };
         anyhow!("cannot listen on {addr}: {e}; {remedy}")
     })
@@ -115,20 +118,37 @@ fn serve(cli: &Cli, default_root: bool) -> Result<()> {
     if settings.anonymous.is_none() && settings.tokens.is_empty() {
         bail!("--anonymous none without --tokens would refuse every client");
     }
-    // Bound first: a start-up that fails on a port in use creates no directory.
-    let listener = bind(cli.listen)?;
+    // The certificate first: a start-up that fails on it binds nothing and creates nothing.
+    let tls = tls::load(cli)?;
+    // Bound next: a start-up that fails on a port in use creates no directory.
+    let listener = bind(cli.listen, "--listen")?;
+    let tls_listener = match (&tls, cli.tls_listen) {
+        (Some((_, config)), Some(at)) => Some((bind(at, "--tls-listen")?, config.clone())),
+        _ => None,
+    };
+    tls::warn_cleartext_tokens(cli.listen, !settings.tokens.is_empty());
     prepare_root(cli, default_root)?;
     let root = settings.root.clone();
     let server = Server::new(settings).with_context(|| format!("opening the root {}", root.display()))?;
     let addr = listener.local_addr()?;
 
     let s = server.clone();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .context("installing signal handlers")?;
+    let cert = tls.map(|(cert, _)| cert);
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])
+    .context("installing signal handlers")?;
     std::thread::Builder::new().name("ferry-signals".into()).spawn(move || {
-        if let Some(sig) = signals.forever().next() {
+        for sig in signals.forever() {
+            if sig == signal_hook::consts::SIGHUP {
+                tls::reload(cert.as_deref());
+                continue;
+            }
             tracing::info!(signal = sig, "signal received");
             s.request_shutdown();
+            break;
         }
     })?;
 
@@ -145,20 +165,33 @@ fn serve(cli: &Cli, default_root: bool) -> Result<()> {
         }
     };
     // Before anyone can know where to connect: accepted sockets inherit the listener's options.
-    match cli.engine {
-        #[cfg(feature = "blocking")]
-        Engine::Blocking => ferry_blocking::prepare_listener(&listener)?,
-        #[cfg(feature = "async")]
-        Engine::Async => ferry_async::prepare_listener(&listener)?,
+    let sockets = std::iter::once(&listener).chain(tls_listener.as_ref().map(|(l, _)| l));
+    for socket in sockets {
+        match cli.engine {
+            #[cfg(feature = "blocking")]
+            Engine::Blocking => ferry_blocking::prepare_listener(socket)?,
+            #[cfg(feature = "async")]
+            Engine::Async => ferry_async::prepare_listener(socket)?,
+        }
     }
-    // The one line on stdout: scripts and tests read the real address from it.
+    // The lines on stdout: scripts and tests read the real addresses from them.
     println!("listening on {addr}");
+    if let Some((l, _)) = &tls_listener {
+        let tls_addr = l.local_addr()?;
+        tracing::info!(%tls_addr, "serving over TLS too");
+        println!("tls listening on {tls_addr}");
+    }
     std::io::stdout().flush()?;
+    let listeners: Vec<(TcpListener, Option<_>)> =
+        std::iter::once((listener, None)).chain(tls_listener.map(|(l, c)| (l, Some(c)))).collect();
     match cli.engine {
         #[cfg(feature = "blocking")]
-        Engine::Blocking => ferry_blocking::serve(server.clone(), listener)?,
+        Engine::Blocking => ferry_blocking::serve_all(
+            server.clone(),
+            listeners.into_iter().map(|(socket, tls)| ferry_blocking::Listener { socket, tls }).collect(),
+        )?,
         #[cfg(feature = "async")]
-        Engine::Async => ferry_async::serve_blocking(server.clone(), listener, cli.workers)?,
+        Engine::Async => ferry_async::serve_all_blocking(server.clone(), listeners, cli.workers)?,
     }
     // Stopped (the engine has drained): a hash in progress is abandoned, the index flushed.
     if let Some(indexer) = indexer {

@@ -10,7 +10,7 @@
 //! tests that must act in the middle of a download.
 
 use std::fmt;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -280,7 +280,16 @@ pub struct ConnectOptions {
     pub recv_buffer: Option<usize>,
 }
 
-fn tcp_connect(addr: SocketAddr, options: ConnectOptions) -> io::Result<TcpStream> {
+/// Connects, sets the kit's timeouts, and over TLS ([`crate::tls::use_tls`]) runs the handshake.
+fn tcp_connect(addr: SocketAddr, options: ConnectOptions) -> io::Result<crate::tls::Stream> {
+    let sock = tcp_socket(addr, options)?;
+    sock.set_nodelay(true)?;
+    sock.set_read_timeout(Some(IO_TIMEOUT))?;
+    sock.set_write_timeout(Some(IO_TIMEOUT))?;
+    crate::tls::Stream::new(sock)
+}
+
+fn tcp_socket(addr: SocketAddr, options: ConnectOptions) -> io::Result<TcpStream> {
     if options.local_ip.is_none() && options.recv_buffer.is_none() {
         return TcpStream::connect_timeout(&addr, IO_TIMEOUT);
     }
@@ -314,7 +323,7 @@ enum Follows {
 
 /// A test client. See the module docs.
 pub struct Client {
-    stream: TcpStream,
+    stream: crate::tls::Stream,
     decoder: Decoder,
     inbuf: Vec<u8>,
     /// Raw-mode requests queued by [`Client::queue`].
@@ -331,15 +340,12 @@ pub struct Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").field("local", &self.stream.local_addr().ok()).finish_non_exhaustive()
+        f.debug_struct("Client").field("local", &self.stream.sock().local_addr().ok()).finish_non_exhaustive()
     }
 }
 
 impl Client {
-    fn with_stream(stream: TcpStream, decoder: Decoder) -> Self {
-        stream.set_nodelay(true).expect("TCP_NODELAY");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
-        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
+    fn with_stream(stream: crate::tls::Stream, decoder: Decoder) -> Self {
         Self {
             stream,
             decoder,
@@ -435,7 +441,7 @@ impl Client {
 
     /// The client's own address (what the server's STATUS calls `peer`).
     pub fn local_addr(&self) -> SocketAddr {
-        self.stream.local_addr().expect("local address")
+        self.stream.sock().local_addr().expect("local address")
     }
 
     /// Bytes written so far.
@@ -450,7 +456,7 @@ impl Client {
 
     /// The socket, for tests that need it (shutting down one side, say).
     pub fn stream(&self) -> &TcpStream {
-        &self.stream
+        self.stream.sock()
     }
 
     #[track_caller]
@@ -461,7 +467,7 @@ impl Client {
     }
 
     fn try_write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        (&self.stream).write_all(bytes)?;
+        self.stream.write_all(bytes)?;
         self.sent += bytes.len() as u64;
         Ok(())
     }
@@ -568,13 +574,13 @@ impl Client {
     pub fn send_until_blocked(&mut self, pattern: &[u8], max: usize, stall: Duration) -> usize {
         self.go_raw();
         let chunk: Vec<u8> = pattern.iter().copied().cycle().take(64 * 1024 / pattern.len() * pattern.len()).collect();
-        self.stream.set_write_timeout(Some(Duration::from_millis(50))).unwrap();
+        self.stream.sock().set_write_timeout(Some(Duration::from_millis(50))).unwrap();
         let mut sent = 0;
         let mut last_progress = Instant::now();
         while sent < max && last_progress.elapsed() < stall {
             let at = sent % chunk.len();
             let want = (chunk.len() - at).min(max - sent);
-            match (&self.stream).write(&chunk[at..at + want]) {
+            match self.stream.write(&chunk[at..at + want]) {
                 Ok(n) if n > 0 => {
                     sent += n;
                     self.sent += n as u64;
@@ -585,13 +591,13 @@ impl Client {
                 other => panic!("sending pipelined requests: {other:?}"),
             }
         }
-        self.stream.set_write_timeout(Some(self.io_timeout)).unwrap();
+        self.stream.sock().set_write_timeout(Some(self.io_timeout)).unwrap();
         sent
     }
 
     /// Shuts down the sending side: the server reads EOF.
     pub fn shutdown_write(&self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
+        let _ = self.stream.sock().shutdown(Shutdown::Write);
     }
 
     /// Sends a request and reads its whole reply.
@@ -811,10 +817,10 @@ impl Client {
             }
             None => self.io_timeout,
         };
-        self.stream.set_read_timeout(Some(timeout)).map_err(ReadError::Io)?;
+        self.stream.sock().set_read_timeout(Some(timeout)).map_err(ReadError::Io)?;
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
-            return match (&self.stream).read(&mut chunk) {
+            return match self.stream.read(&mut chunk) {
                 Ok(n) => {
                     self.inbuf.extend_from_slice(&chunk[..n]);
                     self.received += n as u64;

@@ -23,6 +23,7 @@
 pub mod client;
 pub mod server;
 pub mod suite;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -43,8 +44,12 @@ pub type StartFn = fn(Settings) -> io::Result<Handle>;
 /// A server an engine is running in this process. Dropping it shuts the server down and waits for
 /// it: no server outlives its test.
 pub struct Handle {
-    /// The address actually bound.
+    /// The address actually bound: the one the suite's clients use.
     pub addr: SocketAddr,
+    /// The plain listener and the TLS listener (PROTOCOL.md § 18), where the engine opened them
+    /// ([`Handle::listeners`]); `addr` is one of them.
+    pub plain_addr: Option<SocketAddr>,
+    pub tls_addr: Option<SocketAddr>,
     server: Arc<Server>,
     wait: Option<Box<dyn FnOnce() -> io::Result<()> + Send>>,
 }
@@ -59,7 +64,15 @@ impl Handle {
     /// A running server: its address, its shared state (through which a shutdown is requested, as
     /// a signal would), and how to wait until it has drained and stopped.
     pub fn new(addr: SocketAddr, server: Arc<Server>, wait: impl FnOnce() -> io::Result<()> + Send + 'static) -> Self {
-        Self { addr, server, wait: Some(Box::new(wait)) }
+        Self { addr, plain_addr: None, tls_addr: None, server, wait: Some(Box::new(wait)) }
+    }
+
+    /// Says which listeners the engine opened: the suite's TLS cases use them.
+    #[must_use]
+    pub fn listeners(mut self, plain: SocketAddr, tls: Option<SocketAddr>) -> Self {
+        self.plain_addr = Some(plain);
+        self.tls_addr = tls;
+        self
     }
 
     /// The server's shared state.

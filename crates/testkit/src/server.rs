@@ -31,6 +31,9 @@ enum Kind {
 /// a test (a tokens file, say) can live in `dir`.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The engine's plain and TLS listeners, where it says ([`crate::Handle::listeners`]).
+    pub plain_addr: Option<SocketAddr>,
+    pub tls_addr: Option<SocketAddr>,
     kind: Kind,
     root: PathBuf,
     dir: TempDir,
@@ -72,7 +75,8 @@ impl TestServer {
         let mut settings = Settings { root: root.clone(), ..Settings::default() };
         configure(&mut settings);
         let handle = engine(settings).unwrap_or_else(|e| panic!("starting the server: {e}"));
-        Self { addr: handle.addr, kind: Kind::InProcess(handle), root, dir }
+        let (plain_addr, tls_addr) = (handle.plain_addr, handle.tls_addr);
+        Self { addr: handle.addr, plain_addr, tls_addr, kind: Kind::InProcess(handle), root, dir }
     }
 
     /// Stops this in-process server, as a signal would, and starts a new one with `engine` on the
@@ -105,6 +109,7 @@ impl TestServer {
         configure(&mut settings);
         let handle = engine(settings).unwrap_or_else(|e| panic!("restarting the server: {e}"));
         self.addr = handle.addr;
+        (self.plain_addr, self.tls_addr) = (handle.plain_addr, handle.tls_addr);
         self.kind = Kind::InProcess(handle);
     }
 
@@ -120,8 +125,8 @@ impl TestServer {
     pub fn process_in(ferryd: &Path, dir: TempDir, args: &[&str]) -> Self {
         let root = dir.path().join("root");
         let log = dir.path().join("ferryd.log");
-        let (child, addr) = spawn_ferryd(ferryd, &root, &log, args);
-        Self { addr, kind: Kind::Process { child, log }, root, dir }
+        let (child, addr, tls_addr) = spawn_ferryd(ferryd, &root, &log, args);
+        Self { addr, plain_addr: Some(addr), tls_addr, kind: Kind::Process { child, log }, root, dir }
     }
 
     /// Runs `ferryd` again on the same root, once this process server has stopped (see
@@ -141,8 +146,8 @@ impl TestServer {
             Kind::Stopped => self.dir.path().join("ferryd.log"),
             Kind::InProcess(_) => panic!("respawn is for process servers; see restart"),
         };
-        let (child, addr) = spawn_ferryd(ferryd, &self.root, &log, args);
-        self.addr = addr;
+        let (child, addr, tls_addr) = spawn_ferryd(ferryd, &self.root, &log, args);
+        (self.addr, self.plain_addr, self.tls_addr) = (addr, Some(addr), tls_addr);
         self.kind = Kind::Process { child, log };
     }
 
@@ -266,6 +271,14 @@ impl TestServer {
         }
     }
 
+    /// A process server's process id, to signal it.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.kind {
+            Kind::Process { child, .. } => Some(child.id()),
+            _ => None,
+        }
+    }
+
     /// A process server's log (stderr) so far; empty for an in-process server.
     pub fn log(&self) -> String {
         match &self.kind {
@@ -300,7 +313,7 @@ impl Drop for TestServer {
 /// Runs the `ferryd` binary on `root` with `--listen 127.0.0.1:0`, its log to `log`, and reads the
 /// address from its `listening on ADDR` line.
 #[track_caller]
-fn spawn_ferryd(ferryd: &Path, root: &Path, log: &Path, args: &[&str]) -> (Child, SocketAddr) {
+fn spawn_ferryd(ferryd: &Path, root: &Path, log: &Path, args: &[&str]) -> (Child, SocketAddr, Option<SocketAddr>) {
     let mut child = Command::new(ferryd)
         .arg("--listen")
         .arg("127.0.0.1:0")
@@ -316,21 +329,30 @@ fn spawn_ferryd(ferryd: &Path, root: &Path, log: &Path, args: &[&str]) -> (Child
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let _ = tx.send(lines.next());
-        // Keep draining, so the child never blocks on a full pipe.
-        for _ in lines {}
+        // Every line is sent, so the child never blocks on a full pipe.
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
     });
-    let line = rx.recv_timeout(STARTUP_TIMEOUT);
-    let addr = match line {
-        Ok(Some(Ok(ref line))) => line.as_str().strip_prefix("listening on ").and_then(|a| a.parse().ok()),
-        _ => None,
+    let next = |prefix: &str| match rx.recv_timeout(STARTUP_TIMEOUT) {
+        Ok(Ok(line)) => line.strip_prefix(prefix).and_then(|a| a.parse::<SocketAddr>().ok()).ok_or(line),
+        other => Err(format!("{other:?}")),
     };
-    let Some(addr) = addr else {
-        let _ = child.kill();
-        let _ = child.wait();
-        let log = std::fs::read_to_string(log).unwrap_or_default();
-        panic!("ferryd did not print `listening on ADDR` (got {line:?}); its log:\n{log}");
+    let addrs = next("listening on ").and_then(|plain| {
+        // With --tls-listen, the TLS listener's address follows on a line of its own.
+        let tls = if args.contains(&"--tls-listen") { Some(next("tls listening on ")?) } else { None };
+        Ok((plain, tls))
+    });
+    let (addr, tls_addr) = match addrs {
+        Ok(pair) => pair,
+        Err(got) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("ferryd did not print `listening on ADDR` (got {got}); its log:\n{log}");
+        }
     };
-    (child, addr)
+    (child, addr, tls_addr)
 }

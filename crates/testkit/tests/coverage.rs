@@ -22,6 +22,10 @@ const CLIENT_SIDE: &[(&str, &str)] = &[
     ("PUT-6", "the client sends the whole frame"),
     ("NAME-11", "the client checks names from the server"),
     ("NAME-12", "the client escapes names before printing them"),
+    ("TLS-2", "the client offers ALPN ferry/1"),
+    ("TLS-3", "the client checks the ALPN the server chose"),
+    ("TLS-5", "the client verifies the server's certificate"),
+    ("TLS-6", "the client keeps tokens off plain connections to other hosts"),
 ];
 
 /// Server requirements this suite does not check, and why.

@@ -29,7 +29,21 @@ pub enum Trust {
 /// # Errors
 /// The CA file cannot be read or holds no usable certificate.
 pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS)?;
+    client_config_for(trust, VERSIONS, &[ALPN])
+}
+
+/// A client configuration with other TLS versions and ALPN ids than Ferry's: for checkers that
+/// try what a server must refuse (`[TLS-1]`, `[TLS-4]`). The versions must be compiled into
+/// rustls (its `tls12` feature for TLS 1.2).
+///
+/// # Errors
+/// As [`client_config`]; or a version is not available.
+pub fn client_config_for(
+    trust: &Trust,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider()).with_protocol_versions(versions)?;
     let mut config = match trust {
         Trust::WebPki => {
             let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
@@ -48,7 +62,7 @@ pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, TlsError> {
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
             .with_no_client_auth(),
     };
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     Ok(Arc::new(config))
 }
 

@@ -16,7 +16,7 @@ pub mod generate;
 mod pem;
 mod server;
 
-pub use client::{check_alpn, client_config, server_name, Trust};
+pub use client::{check_alpn, client_config, client_config_for, server_name, Trust};
 pub use rustls;
 pub use server::{server_config, ServerCert};
 

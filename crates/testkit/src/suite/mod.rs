@@ -17,6 +17,7 @@ mod legacy;
 mod names;
 mod shutdown;
 mod storage;
+mod tls;
 
 pub use auth::*;
 pub use capacity::*;
@@ -27,6 +28,7 @@ pub use legacy::*;
 pub use names::*;
 pub use shutdown::*;
 pub use storage::*;
+pub use tls::*;
 
 /// Expands to one `#[test]` per case of the suite, run against `$engine` (a
 /// [`StartFn`](crate::StartFn)). Every case of [`crate::suite`] must be listed here (this crate's
@@ -126,6 +128,11 @@ macro_rules! server_suite {
             legacy_name_longer_than_max_name_len_is_refused_unread,
             legacy_disabled_is_refused,
             legacy_without_anonymous_access_is_refused,
+            // TLS (§ 18)
+            tls_listener_serves_ferry_1_over_tls_1_3,
+            tls_listener_refuses_other_protocols_and_old_versions,
+            tls_listener_answers_a_plain_hello_with_at_most_an_alert,
+            plain_listener_answers_a_tls_hello_with_malformed,
         );
     };
     (@cases $engine:expr; $($(#[$attr:meta])* $case:ident),* $(,)?) => {
