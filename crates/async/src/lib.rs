@@ -26,9 +26,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_core::{Server, Settings};
 #[cfg(doc)]
 use ferry_core::Session;
+use ferry_core::{Server, Settings};
 use ferry_proto::server::ServerConnection;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
