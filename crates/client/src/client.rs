@@ -79,7 +79,7 @@ impl TlsConfig {
     pub fn setup(&self, server: &str) -> Result<TlsSetup, Error> {
         let host = server.rsplit_once(':').map_or(server, |(host, _port)| host);
         let name = self.server_name.as_deref().unwrap_or(host);
-        TlsSetup::new(&self.trust, name).map_err(Error::TlsSetup)
+        TlsSetup::new(&self.trust, name).map_err(|source| Error::TlsSetup { source })
     }
 }
 

@@ -37,6 +37,9 @@ pub fn digest_allowance(size: u64) -> Duration {
     Duration::from_secs(size.div_ceil(DIGEST_ALLOWANCE_BYTES))
 }
 
+/// The first byte of a TLS alert record (content type 21).
+const TLS_ALERT_RECORD: u8 = 0x15;
+
 /// How long a wait longer than the read deadline goes on before the caller hears of it: a server
 /// that hashes a small file answers before a notice would be worth showing.
 const WAIT_NOTICE_AFTER: Duration = Duration::from_millis(500);
@@ -212,7 +215,15 @@ impl Connection {
             requests: 0,
         };
         conn.flush("greeting")?;
-        match conn.next("greeting")? {
+        let greeting = match conn.next("greeting") {
+            // A TLS listener answers a plain hello with at most an alert (`[TLS-8]`): a record
+            // of type 21, which no Ferry reply starts with.
+            Err(Error::Protocol { .. }) if !conn.is_tls() && conn.end > 0 && conn.buf[0] == TLS_ALERT_RECORD => {
+                return Err(Error::TlsPort { addr: addr.to_owned() });
+            }
+            other => other?,
+        };
+        match greeting {
             Item::Hello(h) => conn.hello = h,
             Item::Error(e) => return Err(Error::from_reply(addr, RequestKind::Bye, None, e)),
             other => return Err(conn.unexpected("greeting", &other)),

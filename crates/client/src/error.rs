@@ -73,9 +73,18 @@ pub enum Error {
     #[error("no TLS session with {addr}: {detail}")]
     Tls { addr: String, detail: String },
 
+    /// A plain hello was answered with a TLS alert: the port is a TLS listener's.
+    #[error(
+        "{addr} is a TLS port: it answered the hello with a TLS alert — add --tls (and --ca FILE for a private CA)"
+    )]
+    TlsPort { addr: String },
+
     /// TLS could not be set up on this side: the CA file, or the name to check.
-    #[error("cannot set up TLS: {0}")]
-    TlsSetup(#[source] ferry_tls::TlsError),
+    #[error("cannot set up TLS: {source} — {}", tls_setup_hint(.source))]
+    TlsSetup {
+        #[source]
+        source: ferry_tls::TlsError,
+    },
 
     /// A loopback address refused the first connection of a client: nothing listens on that
     /// port of this machine. Unlike a refusal from afar, this one is immediate and certain — no
@@ -207,11 +216,12 @@ impl Error {
             | Self::UnknownFatal { .. }
             | Self::Certificate { .. }
             | Self::Tls { .. }
+            | Self::TlsPort { .. }
             | Self::Protocol { .. } => exit::NETWORK,
             Self::ChecksumMismatch { .. } => exit::CHECKSUM,
             Self::Refused { reply, .. } if reply.code == ErrorCode::CHECKSUM_MISMATCH => exit::CHECKSUM,
             Self::LocalChanged { .. } => exit::CHECKSUM,
-            Self::Usage(_) | Self::CleartextToken { .. } | Self::TlsSetup(_) => exit::USAGE,
+            Self::Usage(_) | Self::CleartextToken { .. } | Self::TlsSetup { .. } => exit::USAGE,
             Self::Cancelled => exit::INTERRUPTED,
             Self::Refused { .. }
             | Self::LocalExists { .. }
@@ -273,7 +283,9 @@ impl Error {
                 C::Expired | C::ExpiredContext { .. } => CertProblem::Expired,
                 C::NotValidYet | C::NotValidYetContext { .. } => CertProblem::NotYetValid,
                 C::NotValidForName => CertProblem::NameMismatch { presented: Vec::new() },
-                C::NotValidForNameContext { presented, .. } => CertProblem::NameMismatch { presented },
+                C::NotValidForNameContext { presented, .. } => {
+                    CertProblem::NameMismatch { presented: presented.iter().map(|n| presented_name(n)).collect() }
+                }
                 C::BadSignature => CertProblem::BadSignature,
                 other => CertProblem::Other(format!("{other:?}")),
             },
@@ -336,6 +348,13 @@ impl Error {
     }
 }
 
+fn tls_setup_hint(e: &ferry_tls::TlsError) -> &'static str {
+    match e {
+        ferry_tls::TlsError::ServerName(_) => "check --sni, or the host of --server",
+        _ => "check --ca or FERRY_CA: a PEM file of CA certificates",
+    }
+}
+
 /// What was wrong with a server's certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertProblem {
@@ -351,6 +370,16 @@ pub enum CertProblem {
     BadSignature,
     /// Anything else rustls refused, as it said it.
     Other(String),
+}
+
+/// A name from a certificate as rustls reports it (`DnsName("files.lan")`, `IpAddress(10.0.0.1)`),
+/// as a person writes it, escaped: the certificate came from the server.
+fn presented_name(debug: &str) -> String {
+    let inner = debug
+        .split_once('(')
+        .and_then(|(kind, rest)| rest.strip_suffix(')').filter(|_| kind.chars().all(|c| c.is_ascii_alphabetic())))
+        .map_or(debug, |inner| inner.strip_prefix('"').and_then(|i| i.strip_suffix('"')).unwrap_or(inner));
+    escape_for_display(inner)
 }
 
 fn certificate_message(name: &str, problem: &CertProblem) -> String {
@@ -603,6 +632,14 @@ mod tests {
         let clear = Error::CleartextToken { addr: "192.0.2.1:9".into() };
         assert_eq!(clear.exit_code(), exit::USAGE);
         assert!(!clear.is_transient());
+    }
+
+    #[test]
+    fn names_from_a_certificate_are_written_plainly() {
+        assert_eq!(presented_name("DnsName(\"files.lan\")"), "files.lan");
+        assert_eq!(presented_name("IpAddress(10.0.0.1)"), "10.0.0.1");
+        assert_eq!(presented_name("DirectoryName"), "DirectoryName");
+        assert!(!presented_name("DnsName(\"a\x1b[31m\")").contains('\x1b'));
     }
 
     #[test]

@@ -188,7 +188,7 @@ fn certificate_problems_are_named_and_not_retried() {
         (
             "name mismatch",
             w.pki.issue("elsewhere", &["files.example"], Validity::Days(30)),
-            CertProblem::NameMismatch { presented: vec!["DnsName(\"files.example\")".into()] },
+            CertProblem::NameMismatch { presented: vec!["files.example".into()] },
             "--sni NAME",
         ),
     ];
@@ -197,9 +197,6 @@ fn certificate_problems_are_named_and_not_retried() {
         let mut c = client(t.addr, Some(w.tls()), None);
         let e = c.list(&mut NoProgress).unwrap_err();
         match &e {
-            Error::Certificate { problem: p, .. } if matches!(problem, CertProblem::NameMismatch { .. }) => {
-                assert!(matches!(p, CertProblem::NameMismatch { .. }), "{what}: {e:?}");
-            }
             Error::Certificate { problem: p, .. } => assert_eq!(p, &problem, "{what}: {e:?}"),
             other => panic!("{what}: {other:?}"),
         }
