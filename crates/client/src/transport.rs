@@ -133,11 +133,7 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Self::Plain(s) => s.read(buf),
-            Self::Tls(s) => match s.read(buf) {
-                // See `plaintext`: an end without `close_notify` is an end.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-                other => other,
-            },
+            Self::Tls(s) => read_within_deadline(s, buf),
         }
     }
 }
@@ -158,6 +154,56 @@ impl Write for Stream {
             Self::Tls(s) => s.flush(),
         }
     }
+}
+
+/// Reads decrypted bytes, waiting at most the socket's read deadline in all, as a plain read
+/// does. (rustls's own `Stream::read` reads the socket until a whole record is in, each read
+/// with the full deadline: a server trickling a record byte by byte could stretch one read far
+/// past it, and the `[GET-9]` wait, which sets the deadline to the time left, with it.)
+fn read_within_deadline(s: &mut StreamOwned<ClientConnection, TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
+    // Records still to write first (a key update, say), as rustls's own read does.
+    while s.conn.wants_write() {
+        s.conn.write_tls(&mut s.sock)?;
+    }
+    let start = Instant::now();
+    // Socket reads so far, and the deadline as set, read once a second socket read shows that
+    // it must be shared out.
+    let mut reads = 0u32;
+    let mut full = None;
+    let mut eof = false;
+    let result = loop {
+        match plaintext(&mut s.conn, buf) {
+            Ok(Some(n)) => break Ok(n),
+            Ok(None) if eof => break Ok(0),
+            Ok(None) => {}
+            Err(e) => break Err(e),
+        }
+        if reads == 1 {
+            full = s.sock.read_timeout()?;
+        }
+        if let (1.., Some(full)) = (reads, full) {
+            let left = full.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break Err(io::ErrorKind::TimedOut.into());
+            }
+            s.sock.set_read_timeout(Some(left))?;
+        }
+        reads += 1;
+        match s.conn.read_tls(&mut s.sock) {
+            Ok(0) => eof = true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+        if let Err(e) = s.conn.process_new_packets() {
+            let _ = s.conn.write_tls(&mut s.sock);
+            break Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+    };
+    if let (2.., Some(full)) = (reads, full) {
+        s.sock.set_read_timeout(Some(full))?;
+    }
+    result
 }
 
 /// The TLS handshake on `sock`, all of it within `timeout` (each read is given what is left),

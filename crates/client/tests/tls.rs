@@ -315,3 +315,52 @@ fn a_token_is_not_sent_in_clear_text_to_another_machine() {
     c.connect(&mut NoProgress).unwrap();
     assert_eq!(c.server_hello().unwrap().role, Role::Admin);
 }
+
+/// `[TIME-6]` over TLS: a server that sends its hello's record a byte at a time, each byte
+/// within the deadline, still gets no more than the deadline for the whole read — as on a plain
+/// connection, where the bytes would be handed over as they came.
+#[test]
+fn a_record_trickled_byte_by_byte_does_not_stretch_the_deadline() {
+    use std::io::Write;
+    let w = World::new();
+    let config = ferry_client::testing::tls::config(&w.cert(Validity::Days(30)));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut tls = rustls::ServerConnection::new(config).unwrap();
+        while tls.is_handshaking() {
+            if tls.complete_io(&mut sock).is_err() {
+                return;
+            }
+        }
+        let mut hello = Vec::new();
+        ferry_client::testing::hello(Role::Read).encode(&mut hello);
+        tls.writer().write_all(&hello).unwrap();
+        let mut wire = Vec::new();
+        while tls.wants_write() {
+            tls.write_tls(&mut wire).unwrap();
+        }
+        for byte in wire {
+            if sock.write_all(&[byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let mut c = Client::new(Config {
+        server: addr.to_string(),
+        timeout: Duration::from_secs(1),
+        retry: RetryPolicy::none(),
+        tls: Some(w.tls()),
+        ..Config::default()
+    });
+    let start = std::time::Instant::now();
+    let e = c.connect(&mut NoProgress).unwrap_err();
+    let took = start.elapsed();
+    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+    // The record is dozens of bytes: trickled whole, it would take seconds more.
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    drop(c);
+    server.join().unwrap();
+}
