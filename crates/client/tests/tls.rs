@@ -120,11 +120,51 @@ fn put_list_get_stat_delete_over_tls() {
     assert!(c.list(&mut NoProgress).unwrap().is_empty());
     c.close();
 
-    // One connection carried it all, and everything the client sent went through TLS.
+    // One connection carried it all, everything the client sent went through TLS, and the
+    // client ended it with close_notify (`[TLS-9]`).
     assert!(t.wait_finished(1, SETTLE));
     assert_eq!(t.stats.accepted.load(Ordering::SeqCst), 1);
     assert_eq!(t.stats.handshakes.load(Ordering::SeqCst), 1);
+    assert_eq!(t.stats.close_notifies.load(Ordering::SeqCst), 1);
     assert!(t.stats.app_bytes.load(Ordering::SeqCst) > 2 * content.len() as u64);
+}
+
+#[test]
+fn an_early_exists_over_tls_stops_the_upload() {
+    let w = World::new();
+    let size = 32 << 20;
+    std::fs::write(w.path("big"), vec![7u8; size]).unwrap();
+    std::fs::write(w.root().join("big"), b"already here").unwrap();
+    let t = w.terminator();
+    let mut c = client(t.addr, Some(w.tls()), None);
+    let mut sent = StopAfter { after: u64::MAX, seen: 0, from: None };
+    let e = c.upload(&w.path("big"), &name("big"), PutMode::CreateOnly, &mut sent).unwrap_err();
+    assert_eq!(e.code(), Some(ferry_proto::ErrorCode::EXISTS), "{e}");
+    assert!(sent.seen < size as u64 / 2, "stopped after {} of {size} bytes", sent.seen);
+    assert_eq!(c.list(&mut NoProgress).unwrap().len(), 1, "a new connection");
+}
+
+/// The server ends an idle session (a `TIMEOUT` reply, then close): the client notices before
+/// its next command, on the TLS connection as on a plain one, and connects again.
+#[test]
+fn a_session_the_server_ended_while_idle_is_opened_again() {
+    let w = World::with(|s| s.idle_timeout = Some(Duration::from_millis(200)));
+    let t = w.terminator();
+    let mut c = client(t.addr, Some(w.tls()), None);
+    c.list(&mut NoProgress).unwrap();
+    assert!(t.wait_finished(1, SETTLE), "the server closed the idle session");
+    let mut retries = Retries(0);
+    c.list(&mut retries).unwrap();
+    assert_eq!(retries.0, 0, "the closed session was noticed before LIST was sent on it");
+    assert_eq!(t.stats.accepted.load(Ordering::SeqCst), 2);
+}
+
+struct Retries(u32);
+
+impl ferry_client::Progress for Retries {
+    fn retrying(&mut self, _: &Error, _: Duration, _: u32, _: u32) {
+        self.0 += 1;
+    }
 }
 
 /// Stops a download once `after` bytes have arrived, as Ctrl-C would.

@@ -75,6 +75,8 @@ pub struct Stats {
     pub handshakes: AtomicU64,
     /// Decrypted bytes received from clients: Ferry bytes, hellos included.
     pub app_bytes: AtomicU64,
+    /// TLS `close_notify` alerts received from clients: sessions they ended cleanly.
+    pub close_notifies: AtomicU64,
     /// Connections over (closed by either side, or failed).
     pub finished: AtomicU64,
 }
@@ -265,6 +267,7 @@ fn relay(
                 }
             }
             if closed {
+                stats.close_notifies.fetch_add(1, Ordering::SeqCst);
                 if let Some(b) = &backend {
                     let _ = b.shutdown(Shutdown::Write);
                 }
