@@ -20,6 +20,7 @@ use crate::local::Part;
 use crate::progress::Progress;
 use crate::ratelimit::RateLimit;
 use crate::retry::{Budget, RetryPolicy};
+use crate::transport::TlsSetup;
 
 /// The port-less default of `--server`.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:9999";
@@ -52,6 +53,34 @@ pub struct Config {
     /// it on. Once the client has been connected, a refusal (a server restarting) is retried
     /// whatever this says.
     pub wait_for_server: bool,
+    /// Speak TLS to the server (PROTOCOL.md § 18): `server` is then its TLS port. `None`: plain
+    /// TCP.
+    pub tls: Option<TlsConfig>,
+    /// Send `token` over a plain connection to an address that is not loopback (`[TLS-6]`).
+    /// Off by default: such a client refuses to connect at all ([`Error::CleartextToken`]).
+    pub allow_cleartext_token: bool,
+}
+
+/// How to speak TLS to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Whom to trust to vouch for the server's certificate (`[TLS-5]`).
+    pub trust: ferry_tls::Trust,
+    /// The name to check the certificate against, and to send as SNI; `None`: the host part of
+    /// [`Config::server`].
+    pub server_name: Option<String>,
+}
+
+impl TlsConfig {
+    /// The setup for a connection to `server` (`HOST:PORT`).
+    ///
+    /// # Errors
+    /// The CA file cannot be used, or the name is neither a DNS name nor an IP address.
+    pub fn setup(&self, server: &str) -> Result<TlsSetup, Error> {
+        let host = server.rsplit_once(':').map_or(server, |(host, _port)| host);
+        let name = self.server_name.as_deref().unwrap_or(host);
+        TlsSetup::new(&self.trust, name).map_err(|source| Error::TlsSetup { source })
+    }
 }
 
 impl Default for Config {
@@ -65,6 +94,8 @@ impl Default for Config {
             rate_limit: None,
             digest_cache: None,
             wait_for_server: false,
+            tls: None,
+            allow_cleartext_token: false,
         }
     }
 }
@@ -131,6 +162,10 @@ pub struct Client {
     /// A connection was made once: a refusal now is a server going away or restarting, and
     /// worth retrying even on loopback.
     connected_before: bool,
+    /// The TLS setup made for the configuration's `tls` and `server`, kept so that every
+    /// connection shares one rustls configuration (and its session cache: a reconnection
+    /// resumes the TLS session).
+    tls: Option<(TlsConfig, String, TlsSetup)>,
 }
 
 impl std::fmt::Debug for Client {
@@ -143,7 +178,7 @@ impl Client {
     /// A client for `config`; nothing is connected yet.
     pub fn new(config: Config) -> Self {
         let cache = DigestCache::new(config.digest_cache.clone());
-        Self { config, conn: None, sleep: Arc::new(std::thread::sleep), cache, connected_before: false }
+        Self { config, conn: None, sleep: Arc::new(std::thread::sleep), cache, connected_before: false, tls: None }
     }
 
     /// Replaces how the client waits between attempts (tests record the delays instead).
@@ -159,8 +194,8 @@ impl Client {
     }
 
     /// The configuration, to change between operations (the shell's per-command options):
-    /// `rate_limit` and `retry` apply from the next operation on; `server`, `token` and
-    /// `timeout` from the next connection.
+    /// `rate_limit` and `retry` apply from the next operation on; `server`, `token`,
+    /// `timeout`, `tls` and `allow_cleartext_token` from the next connection.
     pub fn config_mut(&mut self) -> &mut Config {
         &mut self.config
     }
@@ -168,6 +203,11 @@ impl Client {
     /// The server's hello, once connected.
     pub fn server_hello(&self) -> Option<&ServerHello> {
         self.conn.as_ref().map(Connection::hello)
+    }
+
+    /// Whether the open connection is encrypted; `None` if none is open.
+    pub fn is_tls(&self) -> Option<bool> {
+        self.conn.as_ref().map(Connection::is_tls)
     }
 
     /// Our address as the server sees it, once connected.
@@ -661,7 +701,15 @@ impl Client {
     fn connection(&mut self) -> Result<&mut Connection, Error> {
         self.drop_if_unusable();
         if self.conn.is_none() {
-            let c = match Connection::open(&self.config.server, self.config.token.as_deref(), self.config.timeout) {
+            let tls = self.tls_setup()?;
+            let config = &self.config;
+            let c = match Connection::open(
+                &config.server,
+                config.token.as_deref(),
+                config.timeout,
+                tls.as_ref(),
+                config.allow_cleartext_token,
+            ) {
                 Ok(c) => c,
                 Err(Error::Connect { addr, source, loopback: true })
                     if source.kind() == io::ErrorKind::ConnectionRefused
@@ -676,6 +724,22 @@ impl Client {
             self.conn = Some(c);
         }
         Ok(self.conn.as_mut().expect("just connected"))
+    }
+
+    /// The TLS setup for the configuration as it is now, made again only if it changed.
+    fn tls_setup(&mut self) -> Result<Option<TlsSetup>, Error> {
+        let Some(wanted) = &self.config.tls else { return Ok(None) };
+        let server = &self.config.server;
+        match &self.tls {
+            Some((made_for, made_server, setup)) if made_for == wanted && made_server == server => {
+                Ok(Some(setup.clone()))
+            }
+            _ => {
+                let setup = wanted.setup(server)?;
+                self.tls = Some((wanted.clone(), server.clone(), setup.clone()));
+                Ok(Some(setup))
+            }
+        }
     }
 
     /// Forgets a connection that broke, was left in the middle of a reply, or was closed by the

@@ -1,5 +1,6 @@
-//! One connection to a server: a `TcpStream` driven by ferry-proto's sans-IO
-//! [`ClientConnection`], with a deadline on every socket operation (`[TIME-6]`).
+//! One connection to a server: a `TcpStream`, or TLS over one ([`crate::transport`]), driven by
+//! ferry-proto's sans-IO [`ClientConnection`], with a deadline on every socket operation
+//! (`[TIME-6]`).
 //!
 //! The protocol's rules — which reply answers which request (`[REQ-7]`), what a valid name is
 //! (`[NAME-11]`), every length's ceiling — are the machine's; this type moves bytes and turns
@@ -7,7 +8,7 @@
 //! caller's business ([`crate::Client`]).
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use ferry_proto::{ConnRecord, Entry, ErrorReply, FrameHead, Name, PutHead, Reque
 
 use crate::error::Error;
 use crate::progress::Progress;
+use crate::transport::{handshake, HandshakeError, Stream, TlsSetup};
 
 /// Bytes read from the socket at once, and the most a reply head may take (the largest, a HELP
 /// text, is 64 KiB).
@@ -34,6 +36,9 @@ pub const DIGEST_ALLOWANCE_BYTES: u64 = 16 * 1024 * 1024;
 pub fn digest_allowance(size: u64) -> Duration {
     Duration::from_secs(size.div_ceil(DIGEST_ALLOWANCE_BYTES))
 }
+
+/// The first byte of a TLS alert record (content type 21).
+const TLS_ALERT_RECORD: u8 = 0x15;
 
 /// How long a wait longer than the read deadline goes on before the caller hears of it: a server
 /// that hashes a small file answers before a notice would be worth showing.
@@ -107,7 +112,7 @@ pub struct GetReply {
 /// An open, greeted connection.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     proto: ClientConnection,
     /// Received bytes; `buf[start..end]` are not yet used by the machine.
     buf: Vec<u8>,
@@ -123,17 +128,33 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `addr` (`HOST:PORT`), each of its addresses in turn, and completes the
-    /// handshake. Every connect, read and write gives up after `timeout`.
+    /// Connects to `addr` (`HOST:PORT`), each of its addresses in turn, completes the TLS
+    /// handshake if `tls` asks for TLS, and then Ferry's. Every connect, read and write gives up
+    /// after `timeout`, and so does the TLS handshake as a whole.
+    ///
+    /// Without TLS, a token is sent only to a loopback address, unless `allow_cleartext_token`
+    /// (`[TLS-6]`): otherwise nothing is connected at all.
     ///
     /// # Errors
-    /// The address does not resolve, no connection could be made, the server refused the hello
-    /// (`UNAUTHORIZED`, `BUSY`…), or it broke the protocol.
-    pub fn open(addr: &str, token: Option<&str>, timeout: Duration) -> Result<Self, Error> {
+    /// The address does not resolve; a token would go in clear text to another machine; no
+    /// connection could be made; the server's certificate was refused, or the TLS handshake
+    /// failed; the server refused the hello (`UNAUTHORIZED`, `BUSY`…), or it broke the protocol.
+    pub fn open(
+        addr: &str,
+        token: Option<&str>,
+        timeout: Duration,
+        tls: Option<&TlsSetup>,
+        allow_cleartext_token: bool,
+    ) -> Result<Self, Error> {
         let config = ClientConfig { token: token.map(str::to_owned), ..ClientConfig::default() };
         let proto = ClientConnection::new(config).map_err(|e| Error::protocol(addr, "greeting", e))?;
         let resolved: Vec<SocketAddr> =
             addr.to_socket_addrs().map_err(|source| Error::Resolve { addr: addr.to_owned(), source })?.collect();
+        // `[TLS-6]`: decided before any connection is attempted, so nothing at all reaches a
+        // server that would get the token in clear text.
+        if tls.is_none() && token.is_some() && !allow_cleartext_token && !resolved.iter().all(|a| is_loopback(a.ip())) {
+            return Err(Error::CleartextToken { addr: addr.to_owned() });
+        }
         let mut last = None;
         let mut stream = None;
         for a in &resolved {
@@ -156,6 +177,20 @@ impl Connection {
         // Requests are small and written whole; do not hold them back.
         stream.set_nodelay(true).map_err(io_err)?;
         let peer = stream.peer_addr().map_err(io_err)?;
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some(setup) => match handshake(stream, setup, timeout) {
+                Ok(s) => Stream::Tls(Box::new(s)),
+                Err(HandshakeError::Io(e)) => return Err(Error::io(addr, "negotiating TLS", timeout, e)),
+                Err(HandshakeError::Tls(e)) => return Err(Error::tls(addr, &setup.name(), e)),
+                Err(HandshakeError::Alpn(e)) => {
+                    return Err(Error::Tls {
+                        addr: addr.to_owned(),
+                        detail: format!("{e} — is this a Ferry TLS port?"),
+                    })
+                }
+            },
+        };
         let placeholder = ServerHello {
             version: 0,
             role: ferry_proto::Role::Read,
@@ -180,7 +215,15 @@ impl Connection {
             requests: 0,
         };
         conn.flush("greeting")?;
-        match conn.next("greeting")? {
+        let greeting = match conn.next("greeting") {
+            // A TLS listener answers a plain hello with at most an alert (`[TLS-8]`): a record
+            // of type 21, which no Ferry reply starts with.
+            Err(Error::Protocol { .. }) if !conn.is_tls() && conn.end > 0 && conn.buf[0] == TLS_ALERT_RECORD => {
+                return Err(Error::TlsPort { addr: addr.to_owned() });
+            }
+            other => other?,
+        };
+        match greeting {
             Item::Hello(h) => conn.hello = h,
             Item::Error(e) => return Err(Error::from_reply(addr, RequestKind::Bye, None, e)),
             other => return Err(conn.unexpected("greeting", &other)),
@@ -201,6 +244,11 @@ impl Connection {
     /// The server's socket address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Whether the connection is encrypted (TLS).
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
     }
 
     /// Our side's socket address, as the server sees it in STATUS (on loopback, at least).
@@ -324,6 +372,7 @@ impl Connection {
         if self.request(&Request::Bye, "saying goodbye").is_ok() {
             let _ = self.next("saying goodbye");
         }
+        self.stream.close_notify();
     }
 
     /// Sends a GET and reads the head of its reply; the data follows through
@@ -456,7 +505,8 @@ impl Connection {
                 Err(e) => return Err(Error::io(&self.addr, during, self.timeout, e)),
             }
         }
-        Ok(())
+        // TLS: out of rustls's buffers, onto the wire.
+        self.stream.flush().map_err(|e| Error::io(&self.addr, during, self.timeout, e))
     }
 
     /// The next reply item, reading as needed; each read waits at most the read deadline.
@@ -578,7 +628,7 @@ impl Connection {
     fn peek_nonblocking(&mut self) -> Result<Option<Item>, Error> {
         const DURING: &str = "checking the connection";
         self.make_room();
-        match read_nonblocking(&mut self.stream, &mut self.buf[self.end..]) {
+        match self.stream.read_nonblocking(&mut self.buf[self.end..]) {
             Ok(Some(0)) => return Err(self.eof(DURING)),
             Ok(Some(n)) => self.end += n,
             Ok(None) => {}
@@ -589,7 +639,7 @@ impl Connection {
 
     /// Gives up on the connection: nothing more is sent.
     fn proto_close(&mut self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        self.stream.abort();
     }
 
     /// The error for a reply that is not the one expected: the server's refusal, or a broken
@@ -599,7 +649,7 @@ impl Connection {
         match item {
             Item::Error(reply) => {
                 if reply.code.is_fatal() {
-                    let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                    self.stream.abort();
                 }
                 Error::from_reply(&self.addr, op, name.map(Name::escaped), reply)
             }
@@ -636,29 +686,8 @@ fn item_name(item: &Item) -> &'static str {
     }
 }
 
-/// Reads what is there without blocking: `Ok(None)` if nothing is.
-#[cfg(unix)]
-fn read_nonblocking(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    use rustix::net::RecvFlags;
-    loop {
-        match rustix::net::recv(&*stream, &mut *buf, RecvFlags::DONTWAIT) {
-            Ok((n, _)) => return Ok(Some(n)),
-            Err(rustix::io::Errno::AGAIN) => return Ok(None),
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Reads what is there without blocking: `Ok(None)` if nothing is.
-#[cfg(not(unix))]
-fn read_nonblocking(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    stream.set_nonblocking(true)?;
-    let r = stream.read(buf);
-    stream.set_nonblocking(false)?;
-    match r {
-        Ok(n) => Ok(Some(n)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(e),
-    }
+/// Whether `ip` is this machine's: 127.0.0.0/8, `::1`, or an IPv4 loopback address written as
+/// IPv6 (`::ffff:127.0.0.1`).
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
 }

@@ -21,7 +21,8 @@ pub mod exit {
     pub const REFUSED: u8 = 1;
     /// The command line was wrong.
     pub const USAGE: u8 = 2;
-    /// The server could not be reached or the connection failed, after the retries; or the
+    /// The server could not be reached or the connection failed, after the retries; the
+    /// server's TLS certificate was refused or the TLS handshake failed (not retried); or the
     /// server broke the protocol.
     pub const NETWORK: u8 = 3;
     /// A file's data did not match its MD5; nothing was kept.
@@ -49,6 +50,40 @@ pub enum Error {
         source: io::Error,
         /// Every address tried is a loopback address: the server would be on this machine.
         loopback: bool,
+    },
+
+    /// `[TLS-6]`: a token would have gone in clear text to another machine. Nothing was
+    /// connected.
+    #[error("refusing to send the token in clear text to {addr}, which is not this machine: anyone on the network path could read it — use the server's TLS port with --tls (--ca FILE for a private CA), or, on a network you trust, allow it with --allow-cleartext-token")]
+    CleartextToken { addr: String },
+
+    /// The server's TLS certificate was not accepted (`[TLS-5]`): nothing was sent. Not retried:
+    /// the next attempt would get the same certificate.
+    #[error("{addr}: {}", certificate_message(.name, .problem))]
+    Certificate {
+        addr: String,
+        /// The name the certificate was checked against (the host of the address, or the SNI
+        /// name given).
+        name: String,
+        problem: CertProblem,
+    },
+
+    /// The TLS handshake failed for another reason than the certificate, or the server did not
+    /// choose Ferry's ALPN protocol (`[TLS-3]`): nothing was sent. Not retried.
+    #[error("no TLS session with {addr}: {detail}")]
+    Tls { addr: String, detail: String },
+
+    /// A plain hello was answered with a TLS alert: the port is a TLS listener's.
+    #[error(
+        "{addr} is a TLS port: it answered the hello with a TLS alert — add --tls (and --ca FILE for a private CA)"
+    )]
+    TlsPort { addr: String },
+
+    /// TLS could not be set up on this side: the CA file, or the name to check.
+    #[error("cannot set up TLS: {source} — {}", tls_setup_hint(.source))]
+    TlsSetup {
+        #[source]
+        source: ferry_tls::TlsError,
     },
 
     /// A loopback address refused the first connection of a client: nothing listens on that
@@ -179,11 +214,14 @@ impl Error {
             | Self::ConnectionLost { .. }
             | Self::Unavailable { .. }
             | Self::UnknownFatal { .. }
+            | Self::Certificate { .. }
+            | Self::Tls { .. }
+            | Self::TlsPort { .. }
             | Self::Protocol { .. } => exit::NETWORK,
             Self::ChecksumMismatch { .. } => exit::CHECKSUM,
             Self::Refused { reply, .. } if reply.code == ErrorCode::CHECKSUM_MISMATCH => exit::CHECKSUM,
             Self::LocalChanged { .. } => exit::CHECKSUM,
-            Self::Usage(_) => exit::USAGE,
+            Self::Usage(_) | Self::CleartextToken { .. } | Self::TlsSetup { .. } => exit::USAGE,
             Self::Cancelled => exit::INTERRUPTED,
             Self::Refused { .. }
             | Self::LocalExists { .. }
@@ -236,6 +274,46 @@ impl Error {
         }
     }
 
+    /// Maps a failed TLS handshake with `addr`, whose certificate was checked against `name`.
+    pub(crate) fn tls(addr: &str, name: &str, e: rustls::Error) -> Self {
+        use rustls::{AlertDescription, CertificateError as C};
+        let problem = match e {
+            rustls::Error::InvalidCertificate(c) => match c {
+                C::UnknownIssuer => CertProblem::UnknownIssuer,
+                C::Expired | C::ExpiredContext { .. } => CertProblem::Expired,
+                C::NotValidYet | C::NotValidYetContext { .. } => CertProblem::NotYetValid,
+                C::NotValidForName => CertProblem::NameMismatch { presented: Vec::new() },
+                C::NotValidForNameContext { presented, .. } => {
+                    CertProblem::NameMismatch { presented: presented.iter().map(|n| presented_name(n)).collect() }
+                }
+                C::BadSignature => CertProblem::BadSignature,
+                other => CertProblem::Other(format!("{other:?}")),
+            },
+            rustls::Error::InvalidMessage(m) => {
+                return Self::Tls {
+                    addr: addr.to_owned(),
+                    detail: format!(
+                        "the server did not answer in TLS ({m:?}) — is this its plain port? Use its TLS port (ferryd --tls-listen), or leave out --tls"
+                    ),
+                };
+            }
+            rustls::Error::AlertReceived(AlertDescription::NoApplicationProtocol) => {
+                return Self::Tls {
+                    addr: addr.to_owned(),
+                    detail: "the server does not offer Ferry (ALPN ferry/1) on this port".into(),
+                };
+            }
+            rustls::Error::AlertReceived(AlertDescription::ProtocolVersion) | rustls::Error::PeerIncompatible(_) => {
+                return Self::Tls {
+                    addr: addr.to_owned(),
+                    detail: format!("{e} — Ferry needs TLS 1.3 (PROTOCOL.md § 18.2)"),
+                };
+            }
+            other => return Self::Tls { addr: addr.to_owned(), detail: other.to_string() },
+        };
+        Self::Certificate { addr: addr.to_owned(), name: name.to_owned(), problem }
+    }
+
     /// Maps a failure of the protocol machine on the connection to `addr`.
     pub(crate) fn protocol(addr: &str, during: &'static str, e: ClientError) -> Self {
         match e {
@@ -266,6 +344,70 @@ impl Error {
             // 0x0100–0x02FF. (An unknown 0x02xx code is a refusal like the others.)
             code if code.name().is_none() && code.is_fatal() => Self::UnknownFatal { addr: addr.to_owned(), reply },
             _ => Self::Refused { op, subject, reply },
+        }
+    }
+}
+
+fn tls_setup_hint(e: &ferry_tls::TlsError) -> &'static str {
+    match e {
+        ferry_tls::TlsError::ServerName(_) => "check --sni, or the host of --server",
+        _ => "check --ca or FERRY_CA: a PEM file of CA certificates",
+    }
+}
+
+/// What was wrong with a server's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertProblem {
+    /// Not signed by a CA this client trusts (a private CA, a self-signed certificate).
+    UnknownIssuer,
+    Expired,
+    NotYetValid,
+    /// Not valid for the name checked; `presented` are the names it is valid for, if known.
+    NameMismatch {
+        presented: Vec<String>,
+    },
+    /// A signature in the chain does not verify.
+    BadSignature,
+    /// Anything else rustls refused, as it said it.
+    Other(String),
+}
+
+/// A name from a certificate as rustls reports it (`DnsName("files.lan")`, `IpAddress(10.0.0.1)`),
+/// as a person writes it, escaped: the certificate came from the server.
+fn presented_name(debug: &str) -> String {
+    let inner = debug
+        .split_once('(')
+        .and_then(|(kind, rest)| rest.strip_suffix(')').filter(|_| kind.chars().all(|c| c.is_ascii_alphabetic())))
+        .map_or(debug, |inner| inner.strip_prefix('"').and_then(|i| i.strip_suffix('"')).unwrap_or(inner));
+    escape_for_display(inner)
+}
+
+fn certificate_message(name: &str, problem: &CertProblem) -> String {
+    match problem {
+        CertProblem::UnknownIssuer => format!(
+            "the server's certificate for {name} is not signed by a CA this client trusts — if the server uses a private CA or a self-signed certificate, name it with --ca FILE"
+        ),
+        CertProblem::Expired => format!(
+            "the server's certificate for {name} has expired — its operator must renew it (ferryd reloads it on SIGHUP)"
+        ),
+        CertProblem::NotYetValid => format!(
+            "the server's certificate for {name} is not valid yet — check this machine's clock, or the certificate's dates"
+        ),
+        CertProblem::NameMismatch { presented } => {
+            let names = if presented.is_empty() {
+                String::new()
+            } else {
+                format!(" (it is for {})", presented.join(", "))
+            };
+            format!(
+                "the server's certificate is not valid for the name {name}{names} — use a name it is valid for in --server HOST:PORT, or check it against that name with --sni NAME"
+            )
+        }
+        CertProblem::BadSignature => format!(
+            "the server's certificate for {name} has a signature that does not verify — it was not issued by the CA in --ca, or someone is intercepting the connection"
+        ),
+        CertProblem::Other(what) => {
+            format!("the server's certificate for {name} was refused ({what}) — check it, or the CA given with --ca")
         }
     }
 }
@@ -468,6 +610,36 @@ mod tests {
         let missing =
             Error::from_reply("h:1", RequestKind::Get, Some("x".into()), ErrorReply::new(ErrorCode::NOT_FOUND, ""));
         assert_eq!(missing.to_string(), "x: no such file on the server — the list command shows what there is");
+    }
+
+    #[test]
+    fn tls_failures_exit_3_and_are_not_retried_and_a_cleartext_token_is_a_usage_error() {
+        use rustls::{AlertDescription, CertificateError};
+        let cert = |c| Error::tls("h:1", "h", rustls::Error::InvalidCertificate(c));
+        let unknown = cert(CertificateError::UnknownIssuer);
+        assert!(matches!(unknown, Error::Certificate { problem: CertProblem::UnknownIssuer, .. }), "{unknown:?}");
+        assert!(matches!(cert(CertificateError::Expired), Error::Certificate { problem: CertProblem::Expired, .. }));
+        assert!(matches!(
+            cert(CertificateError::NotValidForName),
+            Error::Certificate { problem: CertProblem::NameMismatch { .. }, .. }
+        ));
+        let alpn = Error::tls("h:1", "h", rustls::Error::AlertReceived(AlertDescription::NoApplicationProtocol));
+        assert!(alpn.to_string().contains("ALPN ferry/1"), "{alpn}");
+        for e in [unknown, alpn] {
+            assert_eq!(e.exit_code(), exit::NETWORK, "{e}");
+            assert!(!e.is_transient(), "{e}");
+        }
+        let clear = Error::CleartextToken { addr: "192.0.2.1:9".into() };
+        assert_eq!(clear.exit_code(), exit::USAGE);
+        assert!(!clear.is_transient());
+    }
+
+    #[test]
+    fn names_from_a_certificate_are_written_plainly() {
+        assert_eq!(presented_name("DnsName(\"files.lan\")"), "files.lan");
+        assert_eq!(presented_name("IpAddress(10.0.0.1)"), "10.0.0.1");
+        assert_eq!(presented_name("DirectoryName"), "DirectoryName");
+        assert!(!presented_name("DnsName(\"a\x1b[31m\")").contains('\x1b'));
     }
 
     #[test]

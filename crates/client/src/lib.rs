@@ -1,7 +1,8 @@
 //! `ferry-client`: a blocking Ferry client library, the engine of the `ferry` command.
 //!
 //! It drives ferry-proto's sans-IO [`ClientConnection`](ferry_proto::client::ClientConnection)
-//! over a `TcpStream`, and adds what a tool people rely on needs:
+//! over a `TcpStream`, or TLS over one ([`transport`], PROTOCOL.md § 18), and adds what a tool
+//! people rely on needs:
 //!
 //! - a deadline on every connect, read and write ([`conn`], `[TIME-6]`), lengthened for the head
 //!   of a GET reply while the server computes a digest it lacks (`[GET-9]`);
@@ -12,6 +13,8 @@
 //!   only if the server still has the same file (`[GET-7]`);
 //! - uploads that hash the file first (the frame carries the digest before the data), unless
 //!   the [`digest_cache`] knows this version of the file, and stop at an early refusal;
+//! - TLS whose certificate and ALPN are checked before the hello (`[TLS-3]`, `[TLS-5]`), and no
+//!   token sent in clear text to another machine unless the user allows it (`[TLS-6]`);
 //! - typed errors ([`Error`]) that say what failed and what to do, each with an exit code.
 //!
 //! It draws nothing: long operations report to a [`Progress`].
@@ -42,9 +45,12 @@ pub mod retry;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
+pub mod transport;
 
-pub use client::{Client, Config, Downloaded, Sleep, Uploaded, DEFAULT_SERVER};
-pub use error::{exit, Error};
+pub use client::{Client, Config, Downloaded, Sleep, TlsConfig, Uploaded, DEFAULT_SERVER};
+pub use error::{exit, CertProblem, Error};
+pub use ferry_tls::Trust;
 pub use hashing::HashMode;
 pub use progress::{NoProgress, Progress};
 pub use retry::{Jitter, RetryPolicy};
+pub use transport::TlsSetup;

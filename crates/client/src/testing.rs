@@ -3,6 +3,9 @@
 //! wrong digests, hostile names, replies cut short. Not part of the library's API (feature
 //! `testing`).
 
+#[cfg(unix)]
+pub mod tls;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -22,10 +22,13 @@ Exit status:
     0  success
     1  refused, by the server (no such file, exists, forbidden, no room...) or locally (a file
        is in the way and --force was not given, a local file cannot be read or written)
-    2  usage error
+    2  usage error; also a token that would go in clear text to another machine (use --tls, or
+       --allow-cleartext-token), and a --ca file that holds no usable certificate
     3  network failure after the retries (refused, timed out, cut off, server busy), or a
        server that broke the protocol; a first connection refused by this machine is not
-       retried (nothing listens on that port: start ferryd, and wait for its 'listening on')
+       retried (nothing listens on that port: start ferryd, and wait for its 'listening on');
+       a TLS certificate refused (unknown CA: --ca FILE; expired; not for that name: --sni) or
+       a TLS handshake that failed, not retried
     4  checksum mismatch: the data did not match its MD5, and nothing was kept
   130  interrupted (Ctrl-C; twice to stop at once); a download's .part file is kept, and ferry
        prints the command that resumes it
@@ -47,6 +50,8 @@ Examples:
   ferry sync photos/ --delete          the server gets what differs; loses what photos/ lacks
   ferry sync --from-server mirror/     the other way
   ferry --server files.lan:9999 shell
+  ferry --server files.lan:9443 --ca ca.pem list
+                                       over TLS, trusting the CA in ca.pem
   ferry completions bash > ~/.local/share/bash-completion/completions/ferry";
 
 /// `ferry`'s command line.
@@ -104,7 +109,56 @@ pub struct Global {
     /// No progress bars and no notes; errors only.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// Connect over TLS, to the server's TLS port (ferryd --tls-listen). Its certificate is
+    /// checked against the Web PKI's roots (or --ca's), for the host of --server (or --sni's name).
+    #[arg(long, global = true, env = "FERRY_TLS", hide_env_values = true, value_parser = clap::builder::FalseyValueParser::new(), help_heading = "TLS options")]
+    pub tls: bool,
+
+    /// Trust only the CA certificates in FILE (PEM): a private CA, or a self-signed server
+    /// certificate. Implies --tls.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_CA",
+        hide_env_values = true,
+        value_name = "FILE",
+        help_heading = "TLS options"
+    )]
+    pub ca: Option<PathBuf>,
+
+    /// Check the server's certificate against NAME, and send NAME as SNI, instead of the host of
+    /// --server. Implies --tls.
+    #[arg(long, global = true, value_name = "NAME", help_heading = "TLS options")]
+    pub sni: Option<String>,
+
+    /// Do not check the server's certificate at all: encrypted, but anyone on the network path can
+    /// pose as the server and read the token and the files. Implies --tls, and overrides --ca (and
+    /// FERRY_CA); warns every time.
+    #[arg(long, global = true, help_heading = "TLS options")]
+    pub insecure: bool,
+
+    /// Send --token without TLS to a server that is not on this machine (refused otherwise: anyone
+    /// on the network path could read it).
+    #[arg(long, global = true, help_heading = "TLS options")]
+    pub allow_cleartext_token: bool,
 }
+
+impl Global {
+    /// The TLS the options ask for: `--tls`, or any option that implies it.
+    pub fn tls_config(&self) -> Option<ferry_client::TlsConfig> {
+        let trust = match (&self.ca, self.insecure) {
+            (_, true) => ferry_client::Trust::InsecureSkipVerify,
+            (Some(ca), false) => ferry_client::Trust::CaFile(ca.clone()),
+            (None, false) if self.tls || self.sni.is_some() => ferry_client::Trust::WebPki,
+            (None, false) => return None,
+        };
+        Some(ferry_client::TlsConfig { trust, server_name: self.sni.clone() })
+    }
+}
+
+/// What `--insecure` prints every time it is given.
+pub const INSECURE_WARNING: &str = "ferry: warning: --insecure: the server's certificate is not checked; anyone on the network path can pose as the server and read the token and the files";
 
 /// One command, on the command line or a shell line.
 #[derive(Debug, Clone, Subcommand)]
@@ -247,8 +301,8 @@ pub struct ShellLine {
 }
 
 /// The global options a shell line may give, for that command only. The connection's own
-/// (`--server`, `--token`, `--timeout`) and the digest cache's are set when ferry starts; they
-/// are accepted here only to say so.
+/// (`--server`, `--token`, `--timeout`, TLS's) and the digest cache's are set when ferry starts;
+/// they are accepted here only to say so.
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(next_help_heading = "Options of every command (for this command only)")]
 pub struct ShellOptions {
@@ -279,6 +333,26 @@ pub struct ShellOptions {
     /// Set when ferry starts.
     #[arg(long, global = true, hide = true)]
     pub no_digest_cache: bool,
+
+    /// Set when ferry starts.
+    #[arg(long, global = true, hide = true)]
+    pub tls: bool,
+
+    /// Set when ferry starts.
+    #[arg(long, global = true, hide = true, value_name = "X", num_args = 0..=1)]
+    pub ca: Option<Option<String>>,
+
+    /// Set when ferry starts.
+    #[arg(long, global = true, hide = true, value_name = "X", num_args = 0..=1)]
+    pub sni: Option<Option<String>>,
+
+    /// Set when ferry starts.
+    #[arg(long, global = true, hide = true)]
+    pub insecure: bool,
+
+    /// Set when ferry starts.
+    #[arg(long, global = true, hide = true)]
+    pub allow_cleartext_token: bool,
 }
 
 impl ShellOptions {
@@ -289,6 +363,11 @@ impl ShellOptions {
             (self.token.is_some(), "--token"),
             (self.timeout.is_some(), "--timeout"),
             (self.no_digest_cache, "--no-digest-cache"),
+            (self.tls, "--tls"),
+            (self.ca.is_some(), "--ca"),
+            (self.sni.is_some(), "--sni"),
+            (self.insecure, "--insecure"),
+            (self.allow_cleartext_token, "--allow-cleartext-token"),
         ]
         .into_iter()
         .find_map(|(given, name)| given.then_some(name))

@@ -47,8 +47,14 @@ pub fn main() -> ExitCode {
         retry: RetryPolicy { retries: g.retries, ..RetryPolicy::default() },
         rate_limit: g.limit_rate,
         digest_cache: if g.no_digest_cache { None } else { ferry_client::digest_cache::default_path() },
+        tls: g.tls_config(),
+        allow_cleartext_token: g.allow_cleartext_token,
         ..Config::default()
     };
+    // `[TLS-5]`: skipping the check is reported each time, -q or not.
+    if g.insecure {
+        eprintln!("{}", cli::INSECURE_WARNING);
+    }
     // Set by Ctrl-C while the shell runs a command; a retry's wait ends early when it is.
     let interrupt = Arc::new(AtomicBool::new(false));
     let mut client = Client::new(config).with_sleep(interruptible_sleep(interrupt.clone()));

@@ -84,8 +84,9 @@ fn interactive(client: &mut Client, quiet: bool, interrupt: &Arc<AtomicBool>) ->
     let mut bars = Bars::new(quiet);
     match client.connect(&mut bars) {
         Ok(hello) => eprintln!(
-            "Connected to {} ({} access). Type help for the commands, exit to leave.",
+            "Connected to {}{} ({} access). Type help for the commands, exit to leave.",
             client.config().server,
+            if client.is_tls() == Some(true) { " over TLS" } else { "" },
             hello.role
         ),
         Err(e) => {
