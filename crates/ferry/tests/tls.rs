@@ -246,3 +246,49 @@ fn the_shell_speaks_tls_and_keeps_its_tls_options_for_the_whole_session() {
     assert!(t.terminator.wait_finished(1, SETTLE));
     assert_eq!(t.accepted(), 1, "one connection for the whole script");
 }
+
+/// `ferry` against ferryd's own TLS listener (`--tls-listen`), on each engine, with the
+/// certificates `ferryd gen-cert` makes: a 3 MiB upload stored whole, its download verified, and
+/// a plain `ferry` (no `--ca`, no `--tls`) refused at the TLS port.
+#[test]
+fn ferry_over_ferryd_s_own_tls_on_both_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let made = std::process::Command::new(common::ferryd_bin())
+        .args(["gen-cert", "--host", "localhost", "--host", "127.0.0.1", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let (cert, key, ca) = (certs.join("cert.pem"), certs.join("key.pem"), certs.join("ca.pem"));
+    for engine in ["blocking", "async"] {
+        let work = dir.path().join(format!("work-{engine}"));
+        std::fs::create_dir_all(&work).unwrap();
+        let flags = [
+            "--engine",
+            engine,
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ];
+        let server =
+            ferry_testkit::TestServer::process_in(common::ferryd_bin(), ferry_testkit::server::new_dir(), &flags);
+        let tls_addr = server.tls_addr.expect("a TLS listener").to_string();
+        let home = dir.path().join("home");
+        let ferry =
+            |args: &[&str]| run(ferry_cmd(&work, &tls_addr, &home).args(["--ca", ca.to_str().unwrap()]).args(args));
+        let data = pattern(3 << 20, 7);
+        std::fs::write(work.join("big.bin"), &data).unwrap();
+        ferry(&["put", "big.bin"]).ok();
+        assert_eq!(server.read_file("big.bin").unwrap(), data, "{engine}: stored whole");
+        std::fs::remove_file(work.join("big.bin")).unwrap();
+        let get = ferry(&["get", "big.bin"]).ok();
+        assert!(get.stderr.contains("MD5 verified"), "{engine}: {get:?}");
+        assert_eq!(std::fs::read(work.join("big.bin")).unwrap(), data, "{engine}: whole");
+        let plain = run(ferry_cmd(&work, &tls_addr, &home).args(["list"]));
+        assert_ne!(plain.code, 0, "{engine}: a plain hello at the TLS port: {plain:?}");
+    }
+}
