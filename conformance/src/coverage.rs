@@ -11,7 +11,7 @@ use crate::case::Case;
 /// ferry-proto's client machine and the `ferry` client's tests check them.
 pub const CLIENT_SIDE: &[&str] = &[
     "ENC-3", "ENC-7", "HELLO-7", "HELLO-8", "REQ-7", "GET-7", "PUT-6", "BYE-2", "BYE-3", "ERR-2", "ERR-3", "ERR-5",
-    "NAME-11", "NAME-12", "TIME-6", "LEG-6", "GET-9",
+    "NAME-11", "NAME-12", "TIME-6", "TIME-11", "LEG-6", "GET-9",
 ];
 
 /// Server requirements no client can observe over the wire, and why. Some of them are checked all

@@ -22,6 +22,7 @@ const CLIENT_SIDE: &[(&str, &str)] = &[
     ("PUT-6", "the client sends the whole frame"),
     ("NAME-11", "the client checks names from the server"),
     ("NAME-12", "the client escapes names before printing them"),
+    ("TIME-11", "the client gives up a server that stalls"),
 ];
 
 /// Server requirements this suite does not check, and why.
