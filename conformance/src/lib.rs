@@ -7,6 +7,7 @@
 
 pub mod case;
 pub mod cases;
+pub mod client;
 pub mod context;
 pub mod coverage;
 pub mod record;
