@@ -77,3 +77,44 @@ pub fn run(argv: &[String], cwd: &Path, env: &[(&str, String)], limit: Duration)
     let stderr = err.join().unwrap_or_default();
     Ok(Finished { code: if killed { None } else { status.code() }, killed, elapsed, stdout, stderr })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Vec<String> {
+        ["sh", "-c", script].into_iter().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_client_that_hangs_is_killed_with_everything_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        // The shell starts a grandchild that would hold the output pipe for a minute.
+        let f = run(&sh("sleep 60 & echo $!; wait"), dir.path(), &[], Duration::from_millis(300)).unwrap();
+        assert!(f.killed && f.code.is_none(), "{f:?}");
+        assert!(f.elapsed < Duration::from_secs(10), "{f:?}");
+        let pid: i32 = String::from_utf8_lossy(&f.stdout).trim().parse().expect("the grandchild's pid");
+        // Gone, or a zombie waiting for its reaper: either way no longer running (a SIGKILL takes
+        // effect a moment after it is sent).
+        let state = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()).unwrap_or("gone").to_owned()
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        while !matches!(state().as_str(), "gone" | "Z" | "X") && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(matches!(state().as_str(), "gone" | "Z" | "X"), "the grandchild {pid} is still {}", state());
+    }
+
+    #[test]
+    fn the_exit_status_and_output_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = [("GREETING", "hi".to_owned())];
+        let f = run(&sh("echo $GREETING; pwd >&2; exit 3"), dir.path(), &env, Duration::from_secs(10)).unwrap();
+        assert_eq!((f.code, f.killed), (Some(3), false));
+        assert_eq!(f.stdout, b"hi\n");
+        let cwd = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(String::from_utf8_lossy(&f.stderr).trim(), cwd.to_string_lossy());
+    }
+}

@@ -227,9 +227,19 @@ impl Conn<'_> {
         match self.state {
             State::Stalled => true,
             State::Silent(requirement) => {
+                // A refusal sent as soon as the connection was accepted (BUSY) may cross the
+                // client's hello, which it sent before it could read the refusal.
+                // Requests the client sent right behind it, before it could read the refusal,
+                // are not held against it either.
+                if self.awaiting_hello() {
+                    self.pending.extend_from_slice(bytes);
+                    self.absorb_hello();
+                    return true;
+                }
+                let n = bytes.len();
                 self.violation(
                     requirement,
-                    format!("the client sent {} more bytes on a connection it had to give up", bytes.len()),
+                    format!("the client sent {n} more bytes on a connection it had to give up"),
                 );
                 false
             }
@@ -348,7 +358,9 @@ impl Conn<'_> {
                 // Bytes already on their way (a client may send requests right behind its hello)
                 // were sent before this reply arrived: they are not held against it.
                 self.drain_ready();
-                self.pending.clear();
+                if !(self.awaiting_hello() && self.absorb_hello()) {
+                    self.pending.clear();
+                }
                 self.state = State::Silent(requirement);
                 self.send(&b);
                 true
@@ -361,14 +373,35 @@ impl Conn<'_> {
         }
     }
 
-    /// Reads what has already arrived, for a short while, into the log.
+    /// Whether the client's first message has yet to arrive.
+    fn awaiting_hello(&self) -> bool {
+        self.log.hello.is_none() && !self.log.legacy
+    }
+
+    /// Takes the client's hello (or legacy request) from the pending bytes, and drops whatever
+    /// follows it; true while the hello is still incomplete.
+    fn absorb_hello(&mut self) -> bool {
+        match self.decoder.decode(&self.pending) {
+            Ok(Decoded::NeedMore) => return true,
+            Ok(Decoded::Item { item: ClientItem::Hello(h), .. }) => self.log.hello = Some(h),
+            Ok(Decoded::Item { item: ClientItem::LegacyGet(_), .. }) => self.log.legacy = true,
+            _ => {}
+        }
+        self.pending.clear();
+        false
+    }
+
+    /// Reads what has already arrived, for a short while, into the log and the pending bytes.
     fn drain_ready(&mut self) {
         let until = Instant::now() + Duration::from_millis(30);
         let mut buf = [0u8; 4096];
         let _ = self.stream.set_read_timeout(Some(Duration::from_millis(10)));
         while Instant::now() < until {
             match self.stream.read(&mut buf) {
-                Ok(n) if n > 0 => self.log.received.extend_from_slice(&buf[..n]),
+                Ok(n) if n > 0 => {
+                    self.log.received.extend_from_slice(&buf[..n]);
+                    self.pending.extend_from_slice(&buf[..n]);
+                }
                 _ => break,
             }
         }
