@@ -88,14 +88,22 @@ fn no_escape(obs: &Observation) -> Judged {
 }
 
 /// Names a server must never send, each with the mark (the absolute one inside the sandbox).
-fn hostile_names(root: &Path) -> Vec<(&'static str, Vec<u8>)> {
+fn hostile_names(root: &Path) -> Vec<(&'static str, &'static str, Vec<u8>)> {
     vec![
-        ("dotdot", format!("../{MARK}").into_bytes()),
-        ("absolute", root.join(format!("{MARK}-absolute")).to_string_lossy().into_owned().into_bytes()),
-        ("backslash", format!("..\\{MARK}-backslash").into_bytes()),
-        ("control", format!("{MARK}\u{1b}]0;owned\u{7}\u{1b}[2J").into_bytes()),
-        ("c1-control", format!("{MARK}\u{9b}31m").into_bytes()),
-        ("reserved", format!(".ferry-{MARK}").into_bytes()),
+        ("dotdot", "a name that starts with ../", format!("../{MARK}").into_bytes()),
+        (
+            "absolute",
+            "an absolute path",
+            root.join(format!("{MARK}-absolute")).to_string_lossy().into_owned().into_bytes(),
+        ),
+        ("backslash", "a name that starts with ..\\", format!("..\\{MARK}-backslash").into_bytes()),
+        (
+            "control",
+            "a name with terminal escape sequences",
+            format!("{MARK}\u{1b}]0;owned\u{7}\u{1b}[2J").into_bytes(),
+        ),
+        ("c1-control", "a name with a C1 control character", format!("{MARK}\u{9b}31m").into_bytes()),
+        ("reserved", "a name that starts with .ferry", format!(".ferry-{MARK}").into_bytes()),
     ]
 }
 
@@ -345,15 +353,19 @@ pub fn all() -> Vec<ClientCase> {
             },
         ));
     }
-    for (label, reply) in [
-        ("stat", replies::stat(NAME.as_bytes(), 1, Some(Digest::of(b"x")))),
-        ("put", vec![ferry_proto::tag::PUT, 0]),
-        ("hello", replies::hello(1, CAPS)),
-        ("reserved", vec![0x8a, 0, 0, 0, 0]),
+    // The reserved tag is followed by a GET reply's body: a client that does not look at the tag
+    // would take it for the file.
+    let mut reserved = replies::get_honest(NAME, b"some bytes", 0);
+    reserved[0] = 0x8a;
+    for (label, what, reply) in [
+        ("stat", "a STAT reply", replies::stat(NAME.as_bytes(), 1, Some(Digest::of(b"x")))),
+        ("put", "a PUT reply", vec![ferry_proto::tag::PUT, 0]),
+        ("hello", "a server hello", replies::hello(1, CAPS)),
+        ("reserved", "the reserved tag 0x8A and a GET reply's body", reserved),
     ] {
         out.push(case(
             &format!("get.tag-mismatch.{label}"),
-            &format!("A GET answered with a {label} reply's tag: the connection is broken, nothing is kept"),
+            &format!("A GET answered with {what}: the connection is broken, nothing is kept"),
             &["REQ-7"],
             move |ctx| {
                 let store = Store::with(&[(NAME, b"some bytes")]);
@@ -411,10 +423,10 @@ pub fn all() -> Vec<ClientCase> {
             },
         ));
     }
-    for (label, _) in hostile_names(Path::new("/")) {
+    for (label, what, _) in hostile_names(Path::new("/")) {
         out.push(case(
             &format!("get.name-escape.{label}"),
-            &format!("A GET reply's frame names a {label} name: refused, nothing written anywhere"),
+            &format!("A GET reply's frame carries {what}: refused, nothing written anywhere"),
             &["NAME-11", "NAME-12"],
             move |ctx| {
                 let c = content(2000, 13);
@@ -439,7 +451,7 @@ pub fn all() -> Vec<ClientCase> {
         ));
         out.push(case(
             &format!("list.name-escape.{label}"),
-            &format!("A LIST entry with a {label} name: refused, printed only escaped"),
+            &format!("A LIST entry carries {what}: refused, printed only escaped"),
             &["NAME-11", "NAME-12"],
             move |ctx| {
                 let s = ctx.session_at(|root| {
@@ -577,7 +589,7 @@ pub fn all() -> Vec<ClientCase> {
 
 /// A hostile name for the sandbox at `root` (the absolute one points into it).
 fn hostile(label: &str, root: &Path) -> Vec<u8> {
-    hostile_names(root).into_iter().find(|(l, _)| *l == label).map(|(_, n)| n).unwrap_or_default()
+    hostile_names(root).into_iter().find(|(l, _, _)| *l == label).map(|(_, _, n)| n).unwrap_or_default()
 }
 
 /// The request was sent once, on one connection: not retried after `what`.
@@ -695,4 +707,31 @@ fn resume_changed(ctx: &Ctx<'_>) -> Judged {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn ids_are_unique_and_cite_requirements_protocol_md_defines() {
+        let known: BTreeSet<String> = crate::spec::requirements().into_iter().map(|r| r.id).collect();
+        let mut ids = BTreeSet::new();
+        for c in super::all() {
+            assert!(ids.insert(c.id.clone()), "{} twice", c.id);
+            assert!(!c.requirements.is_empty(), "{} cites nothing", c.id);
+            for r in &c.requirements {
+                assert!(known.contains(r), "{} cites {r}, which PROTOCOL.md does not define", c.id);
+            }
+        }
+    }
+
+    #[test]
+    fn the_case_list() {
+        let list: String = super::all()
+            .iter()
+            .map(|c| format!("{:<50} [{}]  {}\n", c.id, c.requirements.join(" "), c.title))
+            .collect();
+        insta::assert_snapshot!(list);
+    }
 }
