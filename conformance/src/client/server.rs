@@ -228,9 +228,8 @@ impl Conn<'_> {
             State::Stalled => true,
             State::Silent(requirement) => {
                 // A refusal sent as soon as the connection was accepted (BUSY) may cross the
-                // client's hello, which it sent before it could read the refusal.
-                // Requests the client sent right behind it, before it could read the refusal,
-                // are not held against it either.
+                // client's hello, and requests sent right behind it, all sent before the client
+                // could read the refusal: they are not held against it.
                 if self.awaiting_hello() {
                     self.pending.extend_from_slice(bytes);
                     self.absorb_hello();
