@@ -1,12 +1,15 @@
-//! `ferry-conformance`: checks any Ferry server against PROTOCOL.md.
+//! `ferry-conformance`: checks any Ferry server, and any Ferry client, against PROTOCOL.md.
 //!
 //! Written from the specification, not from this repository's servers: it is the judge of every
-//! implementation, ours included. Cases replay the spec's transcripts under several deliveries
-//! (`cases::transcripts`), and more; the runner gives each case a deadline so that one hung case
-//! never costs the run, and reports verdicts by requirement id.
+//! implementation, ours included. Server cases replay the spec's transcripts under several
+//! deliveries (`cases::transcripts`), and more; the runner gives each case a deadline so that one
+//! hung case never costs the run, and reports verdicts by requirement id. Client cases
+//! ([`client`]) run a client under test against a server of the suite's own that misbehaves on
+//! purpose.
 
 pub mod case;
 pub mod cases;
+pub mod client;
 pub mod context;
 pub mod coverage;
 pub mod record;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use ferry_conformance::case::{Outcome, Profile, Target, Verdict};
 use ferry_conformance::runner::{self, Selection};
-use ferry_conformance::{cases, coverage, record, report, spec};
+use ferry_conformance::{cases, client, coverage, record, report, spec};
 
 /// Checks a Ferry server against PROTOCOL.md and reports by requirement id.
 ///
@@ -27,6 +27,11 @@ struct Cli {
 enum Command {
     /// Run the cases against a live server.
     Run(Box<RunArgs>),
+    /// Judge a client: run it, through a command template, against servers that misbehave on
+    /// purpose (conformance/README.md, "The client contract").
+    ///
+    /// Example: conformance client -- ./ferry-shim.sh {addr} {op} {name} {dir} {path} {timeout}
+    Client(ClientArgs),
     /// List the cases and the requirements they check.
     List(SelectArgs),
     /// List every requirement of PROTOCOL.md with the cases that check it; fails if a server MUST
@@ -135,6 +140,48 @@ struct RunArgs {
     sni: Option<String>,
 }
 
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// Run only cases whose id starts with this (repeatable).
+    #[arg(long = "case")]
+    case_ids: Vec<String>,
+    /// Run only cases checking a requirement id starting with this (repeatable).
+    #[arg(long = "requirement")]
+    requirements: Vec<String>,
+    /// Skip cases whose id starts with this (repeatable).
+    #[arg(long)]
+    skip: Vec<String>,
+    /// Seconds one run of the client may take; then it is killed, with every process it started.
+    #[arg(long, default_value_t = 15)]
+    limit: u64,
+    /// `{timeout}` for the cases that do not choose their own: the client's deadline for each
+    /// connect, read and write, in seconds.
+    #[arg(long, default_value_t = 5)]
+    timeout: u64,
+    /// Cases run in parallel (each has its own server and sandbox).
+    #[arg(short = 'j', long, default_value_t = 4)]
+    jobs: usize,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Write the report here instead of stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Count warnings (SHOULDs not met) as failures.
+    #[arg(long)]
+    strict: bool,
+    /// Show why cases were unsupported.
+    #[arg(short, long)]
+    verbose: bool,
+    /// List the cases instead of running them.
+    #[arg(long)]
+    list: bool,
+    /// The client's command: a program and its arguments, with placeholders {addr} {op} {name}
+    /// {dir} {path} {timeout} {profile}.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ProfileArg {
     V1,
@@ -194,7 +241,8 @@ fn real_main() -> Result<ExitCode, String> {
         Command::Coverage => {
             let spec = spec::requirements();
             let all = cases::all();
-            let (text, ok) = coverage::report(&coverage::table(&spec, &all));
+            let clients = client::cases::all();
+            let (text, ok) = coverage::report(&coverage::table(&spec, &all, &clients));
             print!("{text}");
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
@@ -243,7 +291,50 @@ fn real_main() -> Result<ExitCode, String> {
             })
         }
         Command::Run(args) => run(*args),
+        Command::Client(args) => run_client(args),
     }
+}
+
+fn run_client(args: ClientArgs) -> Result<ExitCode, String> {
+    let selection = Selection { cases: args.case_ids, requirements: args.requirements, skip: args.skip };
+    let cases = client::selected(&selection);
+    if args.list {
+        for c in &cases {
+            println!("{:<50} [{}]  {}", c.id, c.requirements.join(" "), c.title);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut template = client::template::Template::parse(&args.command)?;
+    let cwd = std::env::current_dir().map_err(|e| format!("the current directory: {e}"))?;
+    template.absolutize(&cwd);
+    if cases.is_empty() {
+        return Err("no case selected".into());
+    }
+    let settings = client::Settings { template, limit: Duration::from_secs(args.limit.max(1)), timeout: args.timeout };
+    eprintln!("running {} client cases with {}", cases.len(), args.command.join(" "));
+    let results = client::run(cases, &settings, args.jobs, args.strict);
+    let spec = spec::requirements();
+    let text = match args.format {
+        Format::Text => report::text(&results, &spec, args.verbose),
+        Format::Json => report::json(&results, 0),
+        Format::Junit => report::junit(&results, &spec),
+    };
+    match &args.output {
+        Some(p) => std::fs::write(p, &text).map_err(|e| format!("writing {}: {e}", p.display()))?,
+        None => print!("{text}"),
+    }
+    if args.output.is_some() || !matches!(args.format, Format::Text) {
+        eprintln!("{}", report::summary_line(&results));
+    }
+    let failed = results.iter().any(|r| matches!(r.verdict, Verdict::Fail | Verdict::Timeout));
+    let harness = results.iter().any(|r| r.verdict == Verdict::HarnessError);
+    Ok(if failed {
+        ExitCode::from(1)
+    } else if harness {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn target(addr: SocketAddr, token: Option<String>, timeout: u64, profile: Profile, seed: u64, cases: u32) -> Target {

@@ -94,7 +94,20 @@ pub fn text(results: &[CaseResult], spec: &[Requirement], verbose: bool) -> Stri
     }
     let c = counts(results);
     let parts: Vec<String> = c.iter().map(|(v, n)| format!("{n} {}", v.as_str())).collect();
-    let _ = writeln!(out, "\nverdicts: {}", parts.join(", "));
+    let reqs = by_requirement(results);
+    let not_met: Vec<String> = reqs
+        .iter()
+        .filter(|(_, v)| matches!(v, Verdict::Fail | Verdict::Warn | Verdict::HarnessError))
+        .map(|(id, v)| format!("{id} {}", v.as_str()))
+        .collect();
+    let met = reqs.values().filter(|v| **v == Verdict::Pass).count();
+    let _ = writeln!(
+        out,
+        "\nrequirements: {met} met, {} not met{}",
+        not_met.len(),
+        if not_met.is_empty() { String::new() } else { format!(" ({})", not_met.join(", ")) }
+    );
+    let _ = writeln!(out, "verdicts: {}", parts.join(", "));
     let _ = writeln!(out, "{}", summary_line(results));
     out
 }
@@ -113,6 +126,30 @@ fn detail(o: &Outcome) -> serde_json::Value {
     }
 }
 
+/// Each requirement's verdict: the worst of the cases that check it (a failure or timeout, then
+/// a harness error, a warning, a pass; unsupported or skipped only when no case ran).
+pub fn by_requirement(results: &[CaseResult]) -> BTreeMap<&str, Verdict> {
+    let rank = |v: Verdict| match v {
+        Verdict::Fail | Verdict::Timeout => 6,
+        Verdict::HarnessError => 5,
+        Verdict::Warn => 4,
+        Verdict::Pass => 3,
+        Verdict::Unsupported => 2,
+        Verdict::Skipped => 1,
+    };
+    let mut m: BTreeMap<&str, Verdict> = BTreeMap::new();
+    for r in results {
+        for id in &r.requirements {
+            let v = if r.verdict == Verdict::Timeout { Verdict::Fail } else { r.verdict };
+            let e = m.entry(id.as_str()).or_insert(v);
+            if rank(v) > rank(*e) {
+                *e = v;
+            }
+        }
+    }
+    m
+}
+
 /// The JSON report.
 pub fn json(results: &[CaseResult], seed: u64) -> String {
     let cases: Vec<_> = results
@@ -126,9 +163,11 @@ pub fn json(results: &[CaseResult], seed: u64) -> String {
         })
         .collect();
     let c: BTreeMap<&str, usize> = counts(results).into_iter().map(|(v, n)| (v.as_str(), n)).collect();
-    serde_json::to_string_pretty(
-        &json!({ "seed": seed, "counts": c, "summary": summary_line(results), "cases": cases }),
-    )
+    let requirements: BTreeMap<&str, &str> =
+        by_requirement(results).into_iter().map(|(id, v)| (id, v.as_str())).collect();
+    serde_json::to_string_pretty(&json!({
+        "seed": seed, "counts": c, "summary": summary_line(results), "requirements": requirements, "cases": cases,
+    }))
     .unwrap_or_default()
 }
 

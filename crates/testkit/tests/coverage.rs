@@ -26,6 +26,7 @@ const CLIENT_SIDE: &[(&str, &str)] = &[
     ("TLS-3", "the client checks the ALPN the server chose"),
     ("TLS-5", "the client verifies the server's certificate"),
     ("TLS-6", "the client keeps tokens off plain connections to other hosts"),
+    ("TIME-11", "the client gives up a server that stalls"),
 ];
 
 /// Server requirements this suite does not check, and why.
