@@ -84,7 +84,9 @@ fn run(settings: impl FnOnce(Settings) -> Settings, token: Option<&str>, jobs: u
             .filter(|n| n != ".ferry-digests")
             .collect()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // A case that gave up on a slow 4 GiB upload leaves a DELETE behind it, which the server
+    // carries out once it has stored the file: on a loaded machine, that may take a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !left().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
