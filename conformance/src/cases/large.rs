@@ -304,7 +304,7 @@ fn upload(ctx: &Ctx, plan: &Plan, resume: bool) -> Verdict {
                 "the upload of 4 GiB took longer than estimated ({:.0?}) and than the case may: run with --case \
                  {CATEGORY} and a longer --timeout",
                 plan.put
-            )))
+            )));
         }
         Err(f) if matches!(&f.ending, Some(crate::case::Ending::ErrorReply { code, .. }) if *code == ErrorCode::STORAGE_FULL.0) =>
         {

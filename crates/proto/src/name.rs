@@ -93,12 +93,24 @@ impl Name {
 }
 
 /// Escapes anything that is not a visible character or a plain space, so untrusted text cannot
-/// move the cursor, recolour the terminal or reorder what is shown.
+/// move the cursor, recolour the terminal, break a line, hide itself or reorder what is shown:
+/// controls, the soft hyphen, the Arabic letter mark, zero-width characters and bidi marks, the
+/// line and paragraph separators, bidi embeddings, overrides and isolates, the word joiner and
+/// invisible operators, and the byte order mark.
 pub fn escape_for_display(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         let invisible = c.is_control()
-            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}');
+            || matches!(
+                c,
+                '\u{AD}'
+                    | '\u{61C}'
+                    | '\u{200B}'..='\u{200F}'
+                    | '\u{2028}'..='\u{202E}'
+                    | '\u{2060}'..='\u{2064}'
+                    | '\u{2066}'..='\u{2069}'
+                    | '\u{FEFF}'
+            );
         if invisible {
             out.extend(c.escape_unicode());
         } else {
@@ -191,12 +203,17 @@ mod tests {
         ('\u{0}', '\u{1F}', "C0 controls"),
         ('\u{7F}', '\u{7F}', "DEL"),
         ('\u{80}', '\u{9F}', "C1 controls"),
+        ('\u{AD}', '\u{AD}', "soft hyphen"),
+        ('\u{61C}', '\u{61C}', "Arabic letter mark"),
         ('\u{200B}', '\u{200B}', "zero-width space"),
         ('\u{200C}', '\u{200D}', "zero-width non-joiner and joiner"),
         ('\u{200E}', '\u{200F}', "left-to-right and right-to-left marks"),
+        ('\u{2028}', '\u{2029}', "line and paragraph separators"),
         ('\u{202A}', '\u{202B}', "bidi embeddings (LRE, RLE)"),
         ('\u{202C}', '\u{202C}', "pop directional formatting"),
         ('\u{202D}', '\u{202E}', "bidi overrides (LRO, RLO)"),
+        ('\u{2060}', '\u{2060}', "word joiner"),
+        ('\u{2061}', '\u{2064}', "invisible operators"),
         ('\u{2066}', '\u{2068}', "bidi isolates (LRI, RLI, FSI)"),
         ('\u{2069}', '\u{2069}', "pop directional isolate"),
         ('\u{FEFF}', '\u{FEFF}', "byte order mark (zero-width no-break space)"),
@@ -225,8 +242,8 @@ mod tests {
     #[test]
     fn nothing_else_is_escaped() {
         for c in [
-            '\u{20}', '~', '\u{A0}', '\u{200A}', '\u{2010}', '\u{2029}', '\u{202F}', '\u{2065}', '\u{206A}',
-            '\u{FEFE}', '\u{FF00}', '名',
+            '\u{20}', '~', '\u{A0}', '\u{AC}', '\u{AE}', '\u{61B}', '\u{61D}', '\u{200A}', '\u{2010}', '\u{2027}',
+            '\u{202F}', '\u{205F}', '\u{2065}', '\u{206A}', '\u{FEFE}', '\u{FF00}', '名',
         ] {
             assert!(!INVISIBLE.iter().any(|&(a, b, _)| (a..=b).contains(&c)));
         }
@@ -237,6 +254,6 @@ mod tests {
             assert_eq!(escape_for_display(&s) != s, expected, "U+{:04X}", c as u32);
             escaped += usize::from(expected);
         }
-        assert_eq!(escaped, 32 + 1 + 32 + 5 + 5 + 4 + 1);
+        assert_eq!(escaped, 32 + 1 + 32 + 1 + 1 + 5 + 2 + 5 + 5 + 4 + 1);
     }
 }
