@@ -15,6 +15,9 @@ use rustls::{ServerConfig, ServerConnection};
 
 use crate::connection::blocked;
 
+/// Socket reads one [`Tls::read`] makes, at most, before it reports no plaintext yet.
+const MAX_RECORD_READS: usize = 64;
+
 /// One connection's TLS state.
 pub(crate) struct Tls {
     conn: ServerConnection,
@@ -31,7 +34,10 @@ impl Tls {
     /// `[TLS-8]`). The socket's read timeout surfaces as `WouldBlock` or `TimedOut`, as on a plain
     /// connection.
     pub(crate) fn read(&mut self, sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
+        // Records that carry no plaintext (handshake messages, empty records, key updates) are
+        // read a bounded number at a time: a peer that streams them without end gets a tick
+        // back, as if it were silent, so the session's deadlines still apply.
+        for _ in 0..MAX_RECORD_READS {
             match self.conn.reader().read(buf) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -49,6 +55,7 @@ impl Tls {
                 return Err(io::Error::new(ErrorKind::InvalidData, e));
             }
         }
+        Err(ErrorKind::WouldBlock.into())
     }
 
     /// Takes up to `bytes.len()` plaintext bytes for sending and pushes out what the socket will
