@@ -4,7 +4,7 @@
 //!
 //! TLS here is rustls's blocking [`StreamOwned`] over the same `TcpStream`, so the socket's
 //! read and write deadlines keep bounding every wait. Two things are done by hand rather than by
-//! `StreamOwned`: the handshake ([`handshake`]), so that it gets one deadline for the whole
+//! `StreamOwned`: the handshake (`handshake`), so that it gets one deadline for the whole
 //! exchange and its failures — a certificate refused (`[TLS-5]`), a server that chose another
 //! ALPN protocol or none (`[TLS-3]`) — are known before a single Ferry byte is written; and
 //! reads, so that one read waits at most the read deadline however the server splits its
