@@ -32,6 +32,23 @@ pub(crate) struct Conn {
     pub(crate) _permits: (OwnedSemaphorePermit, IpSlot, OwnedSemaphorePermit),
 }
 
+/// What [`Conn::between_replies`] leaves to the loop.
+pub(crate) enum Next {
+    /// Something was done: look at the session again.
+    Again,
+    End(Ending),
+    /// Wait for input, or the session's deadline.
+    Read,
+}
+
+/// Sleeps until `deadline`, or forever without one.
+pub(crate) async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 pub(crate) enum Ending {
     ServerClosed,
     PeerClosed,
@@ -91,29 +108,12 @@ impl Conn {
                 blocked = self.hop(stream, &mut state, |s| s.run_deferred(Instant::now())).await?;
                 continue;
             }
-            if let Some(job) = s.take_hash_job() {
-                let digest = self.hash(job).await?;
-                s.hash_done(digest, Instant::now());
-                continue;
+            match self.between_replies(s, &mut told_shutdown).await? {
+                Next::Again => continue,
+                Next::End(ending) => return Ok(ending),
+                Next::Read => {}
             }
-            if s.is_closed() {
-                return Ok(Ending::ServerClosed);
-            }
-            if *self.stop.borrow() && !told_shutdown {
-                told_shutdown = true;
-                s.begin_shutdown(Instant::now());
-                continue;
-            }
-            if !s.wants_input() {
-                return Err(io::Error::other("session neither reads nor writes"));
-            }
-            let deadline = s.poll_timeout();
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = until(s.poll_timeout());
             tokio::select! {
                 // Input first: bytes that arrived before a deadline must not lose to the timer
                 // just because this task was polled late on a busy server.
@@ -148,6 +148,28 @@ impl Conn {
         }
     }
 
+    /// What a connection does once everything is sent, plain or TLS: runs a GET's hash, ends a
+    /// closed session, passes a shutdown on, or goes on to read.
+    pub(crate) async fn between_replies(&self, s: &mut Session, told_shutdown: &mut bool) -> io::Result<Next> {
+        if let Some(job) = s.take_hash_job() {
+            let digest = self.hash(job).await?;
+            s.hash_done(digest, Instant::now());
+            return Ok(Next::Again);
+        }
+        if s.is_closed() {
+            return Ok(Next::End(Ending::ServerClosed));
+        }
+        if *self.stop.borrow() && !*told_shutdown {
+            *told_shutdown = true;
+            s.begin_shutdown(Instant::now());
+            return Ok(Next::Again);
+        }
+        if !s.wants_input() {
+            return Err(io::Error::other("session neither reads nor writes"));
+        }
+        Ok(Next::Read)
+    }
+
     /// Runs a GET's hash (`[SEC-3]`): waits for a hash permit here, on the reactor, where a
     /// thousand waiting GETs cost a thousand small futures and no thread; then hashes on the
     /// blocking pool. The permit moves into the pool task, so it is held exactly as long as the
@@ -156,7 +178,7 @@ impl Conn {
     ///
     /// A hash of the same file already under way (another connection's, or the background
     /// indexer's) is awaited here too, instead of reading the file a second time.
-    pub(crate) async fn hash(&self, job: HashJob) -> io::Result<io::Result<Digest>> {
+    async fn hash(&self, job: HashJob) -> io::Result<io::Result<Digest>> {
         let mut job = job;
         let lead = loop {
             match job.begin() {

@@ -18,7 +18,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, Instrument};
 
-use crate::connection::{linger_close, Conn, Ending};
+use crate::connection::{linger_close, until, Conn, Ending, Next};
 
 /// Decrypted input is read into a buffer of this size, one per connection (a TLS record's
 /// plaintext is at most 16 KiB).
@@ -94,29 +94,12 @@ impl Conn {
                 state = Some(back);
                 continue;
             }
-            if let Some(job) = s.take_hash_job() {
-                let digest = self.hash(job).await?;
-                s.hash_done(digest, Instant::now());
-                continue;
+            match self.between_replies(s, &mut told_shutdown).await? {
+                Next::Again => continue,
+                Next::End(ending) => return Ok(ending),
+                Next::Read => {}
             }
-            if s.is_closed() {
-                return Ok(Ending::ServerClosed);
-            }
-            if *self.stop.borrow() && !told_shutdown {
-                told_shutdown = true;
-                s.begin_shutdown(Instant::now());
-                continue;
-            }
-            if !s.wants_input() {
-                return Err(io::Error::other("session neither reads nor writes"));
-            }
-            let wake = s.poll_timeout();
-            let sleep = async {
-                match wake {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = until(s.poll_timeout());
             tokio::select! {
                 biased;
                 r = tls.read(&mut buf) => match r {
