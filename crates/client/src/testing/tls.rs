@@ -102,6 +102,8 @@ impl std::fmt::Debug for Terminator {
 const IDLE: Duration = Duration::from_secs(30);
 /// How often the terminator's threads look whether they should stop.
 const TICK: Duration = Duration::from_millis(50);
+/// How long a connection whose backend closed still reads the client's last records.
+const LINGER: Duration = Duration::from_millis(500);
 
 impl Terminator {
     /// Ferry's own server configuration (`ferry_tls::server_config`) with `cert`, in front of
@@ -209,13 +211,19 @@ fn relay(
     let mut tls = ServerConnection::new(config).map_err(io::Error::other)?;
     tls.set_buffer_limit(None);
     let mut backend: Option<TcpStream> = None;
+    // Once the backend has closed, the client's last records (its close_notify) are still read,
+    // for a moment, as a lingering close would.
+    let mut backend_closed: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
     let mut last_activity = Instant::now();
     let result = loop {
         while tls.wants_write() {
             tls.write_tls(&mut client)?;
         }
-        if stop.load(Ordering::SeqCst) || last_activity.elapsed() > IDLE {
+        if stop.load(Ordering::SeqCst)
+            || last_activity.elapsed() > IDLE
+            || backend_closed.is_some_and(|at| at.elapsed() > LINGER)
+        {
             break Ok(());
         }
         let (client_ready, backend_ready) = {
@@ -253,6 +261,7 @@ fn relay(
             loop {
                 match tls.reader().read(&mut buf) {
                     Ok(0) => break,
+                    Ok(_) if backend_closed.is_some() => {}
                     Ok(n) => {
                         stats.app_bytes.fetch_add(n as u64, Ordering::SeqCst);
                         if backend.is_none() {
@@ -278,8 +287,11 @@ fn relay(
             let b = backend.as_mut().expect("polled");
             match b.read(&mut buf) {
                 Ok(0) | Err(_) => {
+                    // The session is over: say so, then wait for the client to close (or for the
+                    // idle limit), so that its close_notify is seen whichever end closed first.
                     tls.send_close_notify();
-                    break Ok(());
+                    backend = None;
+                    backend_closed = Some(Instant::now());
                 }
                 Ok(n) => tls.writer().write_all(&buf[..n])?,
             }
