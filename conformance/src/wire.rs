@@ -366,7 +366,7 @@ impl Conn {
     /// As [`Self::reply`].
     pub fn put(&mut self, name: &Name, mode: PutMode, data: &[u8]) -> Result<Reply, Problem> {
         let frame = FrameHead { name: name.clone(), size: data.len() as u64, md5: ferry_proto::Digest::of(data) };
-        self.send(&Request::Put(PutHead { mode, frame }), data)?;
+        self.send(&Request::Put(PutHead::leading(mode, frame)), data)?;
         self.reply()
     }
 }
@@ -539,6 +539,8 @@ fn own(item: ServerItem<'_>) -> ServerItem<'static> {
         ServerItem::ShutdownOk => ServerItem::ShutdownOk,
         ServerItem::LegacyOk(f) => ServerItem::LegacyOk(f),
         ServerItem::LegacyErrorStart => ServerItem::LegacyErrorStart,
+        ServerItem::FetchTrailing { name, size } => ServerItem::FetchTrailing { name, size },
+        ServerItem::Trailer(md5) => ServerItem::Trailer(md5),
         ServerItem::Data(_) => ServerItem::Data(&[]),
         ServerItem::DataEnd => ServerItem::DataEnd,
     }

@@ -31,6 +31,7 @@ pub fn client_static(item: &ClientItem<'_>) -> Option<ClientItem<'static>> {
         ClientItem::LegacyGet(n) => ClientItem::LegacyGet(n.clone()),
         ClientItem::Request(r) => ClientItem::Request(r.clone()),
         ClientItem::Rejected { kind, error } => ClientItem::Rejected { kind: *kind, error: error.clone() },
+        ClientItem::Trailer(md5) => ClientItem::Trailer(*md5),
         ClientItem::DataEnd => ClientItem::DataEnd,
         ClientItem::Data(_) => return None,
     })
@@ -54,6 +55,8 @@ pub fn server_static(item: &ServerItem<'_>) -> Option<ServerItem<'static>> {
         ServerItem::ShutdownOk => ServerItem::ShutdownOk,
         ServerItem::LegacyOk(f) => ServerItem::LegacyOk(f.clone()),
         ServerItem::LegacyErrorStart => ServerItem::LegacyErrorStart,
+        ServerItem::FetchTrailing { name, size } => ServerItem::FetchTrailing { name: name.clone(), size: *size },
+        ServerItem::Trailer(md5) => ServerItem::Trailer(*md5),
         ServerItem::DataEnd => ServerItem::DataEnd,
         ServerItem::Data(_) => return None,
     })
@@ -100,7 +103,7 @@ pub fn c2s_bound(item: &ClientItem<'_>, limits: ReadLimits) -> usize {
         ClientItem::Hello(_) => TOKEN_LEN_MAX,
         ClientItem::LegacyGet(_) | ClientItem::Request(_) => limits.clamped().max_name_len as usize,
         // A refused name is dropped without being copied; data is borrowed.
-        ClientItem::Rejected { .. } | ClientItem::Data(_) | ClientItem::DataEnd => 0,
+        ClientItem::Rejected { .. } | ClientItem::Data(_) | ClientItem::Trailer(_) | ClientItem::DataEnd => 0,
     }
 }
 
@@ -117,9 +120,11 @@ pub fn s2c_bound(item: &ServerItem<'_>) -> usize {
     match item {
         ServerItem::Error(_) => 4 * ERROR_MESSAGE_MAX,
         ServerItem::Help(_) => 4 * HELP_TEXT_MAX as usize,
-        ServerItem::Entry(_) | ServerItem::Stat(_) | ServerItem::GetHead { .. } | ServerItem::LegacyOk(_) => {
-            NAME_LEN_CEILING as usize
-        }
+        ServerItem::Entry(_)
+        | ServerItem::Stat(_)
+        | ServerItem::GetHead { .. }
+        | ServerItem::FetchTrailing { .. }
+        | ServerItem::LegacyOk(_) => NAME_LEN_CEILING as usize,
         ServerItem::Connection(_) => PEER_LEN_MAX,
         _ => 0,
     }

@@ -203,18 +203,21 @@ impl Host {
                     conn.respond_error(ErrorCode::STORAGE_FULL, "no space left", now);
                 }
             }
-            Event::PutComplete { verified } => {
+            Event::PutComplete { verified, md5 } => {
                 let (head, data) = self.upload.take().expect("PutComplete for an accepted PUT");
                 // The faults belong to this upload (an empty one has no first write).
                 self.fail_write = false;
                 let fail_commit = std::mem::take(&mut self.fail_commit);
                 // `[FRAME-5]`: the machine's verdict is the digest of what it handed over.
-                assert_eq!(verified, Digest::of(&data) == head.frame.md5, "[FRAME-5] verdict");
-                assert_eq!(data.len() as u64, head.frame.size, "[FRAME-1] data length");
+                assert_eq!(md5, Digest::of(&data), "[FRAME-5] the digest of what was handed over");
+                if let Some(announced) = head.md5 {
+                    assert_eq!(verified, announced == md5, "[FRAME-5] verdict");
+                }
+                assert_eq!(data.len() as u64, head.size, "[FRAME-1] data length");
                 if verified && fail_commit {
                     conn.respond_error(ErrorCode::INTERNAL, "could not publish the file", now);
                 } else if verified {
-                    let name = head.frame.name;
+                    let name = head.name;
                     if head.mode == PutMode::CreateOnly && store.files.contains_key(&name) {
                         conn.respond_error(ErrorCode::EXISTS, "the file exists", now);
                     } else {
@@ -279,7 +282,7 @@ impl Host {
                 None => conn.respond_error(ErrorCode::NOT_FOUND, "no such file", now),
             },
             Command::Put(head) => {
-                if head.mode == PutMode::CreateOnly && store.files.contains_key(&head.frame.name) {
+                if head.mode == PutMode::CreateOnly && store.files.contains_key(&head.name) {
                     conn.respond_error(ErrorCode::EXISTS, "the file exists", now);
                 } else {
                     conn.accept_put();
@@ -534,19 +537,25 @@ pub fn check(outcome: &Outcome, data: &[u8], config: &ServerConfig) {
     // `[STORE-1]`, `[PUT-3]`, `[STORE-2]`: every file is one that was there, or the data of a
     // complete PUT of that name whose digest matched.
     let mut uploads: Vec<(&Name, Vec<u8>)> = Vec::new();
-    let mut current: Option<(&PutHead, Vec<u8>)> = None;
+    let mut current: Option<(&PutHead, Vec<u8>, Option<Digest>)> = None;
     for c in &requests {
         match c {
-            C::Item(ClientItem::Request(Request::Put(head))) => current = Some((head, Vec::new())),
+            C::Item(ClientItem::Request(Request::Put(head))) => current = Some((head, Vec::new(), head.md5)),
             C::Data(d) => {
-                if let Some((_, buf)) = &mut current {
+                if let Some((_, buf, _)) = &mut current {
                     buf.extend_from_slice(d);
                 }
             }
+            // The trailing form's digest comes after the data (§ 6.5).
+            C::Item(ClientItem::Trailer(md5)) => {
+                if let Some((_, _, announced)) = &mut current {
+                    *announced = Some(*md5);
+                }
+            }
             C::Item(ClientItem::DataEnd) => {
-                if let Some((head, buf)) = current.take() {
-                    if Digest::of(&buf) == head.frame.md5 {
-                        uploads.push((&head.frame.name, buf));
+                if let Some((head, buf, announced)) = current.take() {
+                    if announced == Some(Digest::of(&buf)) {
+                        uploads.push((&head.name, buf));
                     }
                 }
             }

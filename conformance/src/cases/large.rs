@@ -165,7 +165,7 @@ fn put_streamed(
     size: u64,
     md5: Digest,
 ) -> Result<Option<Duration>, Box<Failure>> {
-    let head = Request::Put(PutHead { mode: PutMode::CreateOnly, frame: FrameHead { name: name.clone(), size, md5 } });
+    let head = Request::Put(PutHead::leading(PutMode::CreateOnly, FrameHead { name: name.clone(), size, md5 }));
     let started = Instant::now();
     raw.send(&request_bytes(&head)).map_err(|e| fail("PUT-2", format!("sending the PUT head: {e}")))?;
     let mut buf = vec![0u8; CHUNK];

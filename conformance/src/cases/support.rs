@@ -68,10 +68,8 @@ pub fn request_bytes(request: &Request) -> Vec<u8> {
 
 /// A PUT head for `data` under `name`, with `md5` (the data's own unless given).
 pub fn put_head(name: &Name, mode: PutMode, data: &[u8], md5: Option<Digest>) -> Request {
-    Request::Put(PutHead {
-        mode,
-        frame: FrameHead { name: name.clone(), size: data.len() as u64, md5: md5.unwrap_or_else(|| Digest::of(data)) },
-    })
+    let frame = FrameHead { name: name.clone(), size: data.len() as u64, md5: md5.unwrap_or_else(|| Digest::of(data)) };
+    Request::Put(PutHead::leading(mode, frame))
 }
 
 /// The whole bytes of a PUT of `data`.

@@ -168,16 +168,16 @@ impl Store {
                 Some(c) => stat(n.as_str().as_bytes(), c.len() as u64, Some(Digest::of(&c))),
                 None => missing(),
             },
-            Request::Get { name, offset } => match self.get(name.as_str()) {
+            Request::Get { name, offset } | Request::Fetch { name, offset } => match self.get(name.as_str()) {
                 Some(c) if *offset > c.len() as u64 => refuse(ErrorCode::BAD_OFFSET, "past the end"),
                 Some(c) => get_honest(name.as_str(), &c, *offset),
                 None => missing(),
             },
             Request::Put(head) => {
-                if Digest::of(data) != head.frame.md5 || data.len() as u64 != head.frame.size {
+                if head.md5 != Some(Digest::of(data)) || data.len() as u64 != head.size {
                     return refuse(ErrorCode::CHECKSUM_MISMATCH, "the data does not match its MD5");
                 }
-                let replaced = self.lock().insert(head.frame.name.as_str().to_owned(), data.to_vec()).is_some();
+                let replaced = self.lock().insert(head.name.as_str().to_owned(), data.to_vec()).is_some();
                 let mut out = Vec::new();
                 ServerItem::PutOk { replaced }.encode(&mut out);
                 out

@@ -304,6 +304,8 @@ impl Conn<'_> {
                     }
                     true
                 }
+                // This server announces no TRAILER, so its decoder reads no trailer (§ 6.5).
+                ClientItem::Trailer(_) => true,
                 ClientItem::DataEnd => match self.put.take() {
                     Some((r, data)) => {
                         self.log.requests.push(r.clone());

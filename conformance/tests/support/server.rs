@@ -758,7 +758,7 @@ impl<'a> Session<'a> {
                     let _ = file.write_all(d);
                 }
             }
-            Event::PutComplete { verified } => {
+            Event::PutComplete { verified, .. } => {
                 self.end_temp();
                 if std::mem::take(&mut self.too_large_after_data) {
                     // Fault: TooLargeReadsData answers only now (unless the machine already
@@ -771,7 +771,7 @@ impl<'a> Session<'a> {
                 }
                 let Some((head, data)) = self.upload.take() else { return };
                 let provisional = self.provisional.take();
-                let name = self.key(head.frame.name);
+                let name = self.key(head.name);
                 if !verified {
                     // The machine has answered CHECKSUM_MISMATCH.
                     if self.is(Fault::PublishOnMismatch) {
@@ -896,7 +896,7 @@ impl<'a> Session<'a> {
                 self.conn.respond_status(records, now);
                 chunk.extend(self.take_output());
             }
-            Command::Get { name, offset } => {
+            Command::Get { name, offset, .. } => {
                 let found = self.shared.files().get(&self.key(name.clone())).cloned();
                 match found {
                     Some(f) => self.get(name, offset, &f, chunk, now),
@@ -910,17 +910,17 @@ impl<'a> Session<'a> {
                 chunk.extend(self.take_output());
             }
             Command::Put(head) => {
-                let exists = self.shared.files().contains_key(&self.key(head.frame.name.clone()));
+                let exists = self.shared.files().contains_key(&self.key(head.name.clone()));
                 let announced = self.shared.config.limits.max_file_size / 2;
                 if self.is(Fault::ReadOnlyLeaks) && head.mode == PutMode::Overwrite {
                     // Fault: the only writes this "read-only" server refuses.
                     self.conn.respond_error(ErrorCode::FORBIDDEN, "this server is read-only", now);
-                } else if self.is(Fault::TooLargeReadsData) && head.frame.size > announced {
+                } else if self.is(Fault::TooLargeReadsData) && head.size > announced {
                     // Fault: the data of a PUT above the announced limit is read (and dropped);
                     // TOO_LARGE comes after it.
                     self.conn.accept_put();
                     self.too_large_after_data = true;
-                } else if self.shared.not_a_file(&head.frame.name) {
+                } else if self.shared.not_a_file(&head.name) {
                     // `[STORE-8]`: a link or a directory holds the name.
                     self.conn.respond_error(ErrorCode::FORBIDDEN, "the name is not a regular file", now);
                 } else if head.mode == PutMode::CreateOnly && exists && !self.is(Fault::CreateOnlyOverwrites) {
@@ -930,12 +930,12 @@ impl<'a> Session<'a> {
                     self.conn.accept_put();
                     if self.is(Fault::VisibleDuringUpload) {
                         // Fault: an empty file under the name until the upload ends.
-                        let name = self.key(head.frame.name.clone());
+                        let name = self.key(head.name.clone());
                         let empty = Stored { data: Vec::new(), mtime_ms: now_ms() };
                         let old = self.shared.files().insert(name.clone(), empty);
                         self.provisional = Some((name, old));
                     }
-                    self.start_temp(&head.frame.name);
+                    self.start_temp(&head.name);
                     self.upload = Some((head, Vec::new()));
                 }
                 chunk.extend(self.take_output());
@@ -1180,7 +1180,7 @@ impl<'a> Session<'a> {
         if let Some((head, data)) = self.upload.take() {
             if self.is(Fault::PublishPartial) {
                 // Fault: the bytes of a cut-off upload are published.
-                let name = self.key(head.frame.name);
+                let name = self.key(head.name);
                 self.shared.files().insert(name, Stored { data, mtime_ms: now_ms() });
             }
         }

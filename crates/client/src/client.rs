@@ -587,7 +587,7 @@ impl Client {
                     file.rewind().map_err(|e| local("read", e))?;
                     tracing::debug!(path = %path.display(), size, %md5, "upload: sending");
                     progress.transfer_started(name, size, 0);
-                    let head = PutHead { mode, frame: FrameHead { name: name.clone(), size, md5 } };
+                    let head = PutHead::leading(mode, FrameHead { name: name.clone(), size, md5 });
                     let mut limit = rate.map(RateLimit::new);
                     let mut total = 0u64;
                     let read_err = |e: io::Error| Error::Local { what: "read", path: path.to_owned(), source: e };

@@ -96,6 +96,8 @@ impl Item {
             }
             ServerItem::DataEnd => Self::DataEnd,
             ServerItem::LegacyOk(_) | ServerItem::LegacyErrorStart => Self::Other("a legacy reply"),
+            // This client sends no FETCH yet, and its machine refuses a 0x8B to anything else.
+            ServerItem::FetchTrailing { .. } | ServerItem::Trailer(_) => Self::Other("a trailing-digest reply"),
         }
     }
 }
@@ -450,8 +452,8 @@ impl Connection {
         sent: &mut dyn FnMut(u64) -> Result<(), Error>,
     ) -> Result<bool, Error> {
         const DURING: &str = "uploading";
-        let name = head.frame.name.clone();
-        let mut owed = head.frame.size;
+        let name = head.name.clone();
+        let mut owed = head.size;
         self.request(&Request::Put(head), DURING)?;
         let mut chunk = vec![0u8; READ_BUF];
         while owed > 0 {

@@ -474,7 +474,7 @@ fn refusal_message(op: RequestKind, subject: Option<&str>, reply: &ErrorReply) -
     let what = match op {
         RequestKind::List => "list the files",
         RequestKind::Stat => "stat",
-        RequestKind::Get => "download",
+        RequestKind::Get | RequestKind::Fetch => "download",
         RequestKind::Put => "upload",
         RequestKind::Delete => "delete",
         RequestKind::Status => "show the connection history",

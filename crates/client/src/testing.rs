@@ -158,7 +158,8 @@ fn serve(conn: usize, mut stream: TcpStream, hello: ServerHello, script: &Script
                                 actions.push(script(&s));
                             }
                         }
-                        ClientItem::LegacyGet(_) | ClientItem::Rejected { .. } => return,
+                        // The scripted servers announce no TRAILER: a trailer never comes.
+                        ClientItem::LegacyGet(_) | ClientItem::Rejected { .. } | ClientItem::Trailer(_) => return,
                     }
                 }
             }

@@ -21,7 +21,7 @@ use ferry_proto::{tag, Digest, ErrorCode, Name, PutMode, Request, Role};
 fn server(body: Vec<u8>) -> FakeServer {
     let md5 = Digest::of(&body);
     FakeServer::start(hello(Role::Write), move |s| match &s.request {
-        Request::Put(head) if Digest::of(&s.data) == head.frame.md5 => Action::Reply(vec![tag::PUT, 0]),
+        Request::Put(head) if Some(Digest::of(&s.data)) == head.md5 => Action::Reply(vec![tag::PUT, 0]),
         Request::Put(_) => Action::Reply(raw::error(ErrorCode::CHECKSUM_MISMATCH, "the data does not match")),
         Request::Get { offset, .. } => {
             Action::Reply(raw::get(b"f", *offset, body.len() as u64, md5, &body[*offset as usize..]))
@@ -65,7 +65,7 @@ fn name(s: &str) -> Name {
 fn put_digests(seen: &[Seen]) -> Vec<Digest> {
     seen.iter()
         .filter_map(|s| match &s.request {
-            Request::Put(head) => Some(head.frame.md5),
+            Request::Put(head) => head.md5,
             _ => None,
         })
         .collect()

@@ -266,14 +266,14 @@ impl Session {
                     }
                 }
             }
-            Event::PutComplete { verified } => {
+            Event::PutComplete { verified, md5 } => {
                 self.upload_progress = None;
                 let upload = self.upload.take();
                 if !verified {
                     info!("PUT refused: CHECKSUM_MISMATCH; nothing stored");
                 } else if let Some(upload) = upload {
                     let name = upload.name().clone();
-                    match upload.commit() {
+                    match upload.commit(md5) {
                         Ok(replaced) => {
                             info!(replaced, "PUT stored");
                             self.conn.respond_put(replaced, now);
@@ -324,12 +324,12 @@ impl Session {
             },
             Command::Put(head) => match store.begin_upload(&head) {
                 Ok(upload) => {
-                    debug!(name = %head.frame.name, size = head.frame.size, "PUT receiving");
-                    self.upload_progress = Progress::new("PUT", head.frame.name.as_str(), head.frame.size);
+                    debug!(name = %head.name, size = head.size, trailing = head.is_trailing(), "PUT receiving");
+                    self.upload_progress = Progress::new("PUT", head.name.as_str(), head.size);
                     self.upload = Some(upload);
                     self.conn.accept_put();
                 }
-                Err(e) => self.fail(e, "creating an upload's temporary file", Some(&head.frame.name), now),
+                Err(e) => self.fail(e, "creating an upload's temporary file", Some(&head.name), now),
             },
         }
     }
@@ -345,9 +345,9 @@ impl Session {
                 Some(entries) => self.answer_list(entries, now),
                 None => return Some(command),
             },
-            Command::Get { name, offset } => match store.open_cached(&name) {
+            Command::Get { name, offset, trailing } => match store.open_cached(&name) {
                 Some((opened, Some(md5))) => self.answer_get(name, opened, md5, now),
-                _ => return Some(Command::Get { name, offset }),
+                _ => return Some(Command::Get { name, offset, trailing }),
             },
             Command::Stat(name) => match store.open_cached(&name) {
                 Some((opened, md5 @ Some(_))) => {
@@ -697,7 +697,7 @@ mod tests {
         let head = |name: &str, data: &[u8]| {
             let frame = FrameHead { name: Name::parse(name).unwrap(), size: data.len() as u64, md5: Digest::of(data) };
             let mut out = Vec::new();
-            Request::Put(ferry_proto::PutHead { mode: ferry_proto::PutMode::Overwrite, frame }).encode(&mut out);
+            Request::Put(ferry_proto::PutHead::leading(ferry_proto::PutMode::Overwrite, frame)).encode(&mut out);
             out
         };
         session.feed(&head("new.bin", data), now);

@@ -512,7 +512,7 @@ impl Store {
     /// mode, `[STORE-8]`), [`StoreError::Exists`] for a create-only PUT of an existing file (both
     /// checked again at commit), or the temporary file cannot be made.
     pub fn begin_upload(self: &Arc<Self>, head: &PutHead) -> Result<Upload, StoreError> {
-        match (publish::holder(&self.root, head.frame.name.as_str()), head.mode) {
+        match (publish::holder(&self.root, head.name.as_str()), head.mode) {
             (Holder::Other, _) => return Err(StoreError::NotAFile),
             (Holder::File, PutMode::CreateOnly) => return Err(StoreError::Exists),
             (Holder::File, PutMode::Overwrite) | (Holder::Nothing, _) => {}
@@ -558,7 +558,7 @@ pub struct Upload {
 impl Upload {
     /// The name the upload will be published under.
     pub fn name(&self) -> &Name {
-        &self.head.frame.name
+        &self.head.name
     }
 
     /// Appends data.
@@ -578,11 +578,13 @@ impl Upload {
     /// # Errors
     /// [`StoreError::Exists`] if a create-only upload lost a race; [`StoreError::NotAFile`] if a
     /// directory or link took the name meanwhile (`[STORE-8]`); storage errors.
-    pub fn commit(mut self) -> Result<bool, StoreError> {
+    /// `md5` is the digest the machine verified the data against, leading or trailing (§ 6.5):
+    /// the digest cache learns it.
+    pub fn commit(mut self, md5: Digest) -> Result<bool, StoreError> {
         let Some(tmp) = self.tmp_name.clone() else { return Err(StoreError::NotFound) };
         self.file.sync_all()?;
         let written = self.key()?;
-        let name = self.head.frame.name.as_str();
+        let name = self.head.name.as_str();
         let root = &self.store.root;
         let replaced = match self.head.mode {
             PutMode::Overwrite => publish::overwrite(root, &tmp, name)?,
@@ -602,7 +604,7 @@ impl Upload {
         let published = self.key()?;
         let unchanged = FileKey { ctime_ns: published.ctime_ns, ..written } == published;
         if unchanged {
-            self.store.learn_digest(published, self.head.frame.md5, Some(&self.file));
+            self.store.learn_digest(published, md5, Some(&self.file));
         }
         // A new name, or new content under an old one: listings taken before are stale.
         self.store.listing.invalidate();
@@ -627,7 +629,7 @@ impl Drop for Upload {
 
 #[cfg(test)]
 mod tests {
-    use ferry_proto::{FrameHead, Name};
+    use ferry_proto::Name;
 
     use super::*;
 
@@ -793,15 +795,12 @@ mod tests {
         for mode in [PersistMode::Auto, PersistMode::Index] {
             let dir = tempfile::tempdir().unwrap();
             let data = b"uploaded bytes";
-            let head = PutHead {
-                mode: PutMode::CreateOnly,
-                frame: FrameHead { name: name("up"), size: data.len() as u64, md5: Digest::of(data) },
-            };
+            let head = PutHead::trailing(PutMode::CreateOnly, name("up"), data.len() as u64);
             {
                 let store = store_in(dir.path(), mode);
                 let mut upload = store.begin_upload(&head).unwrap();
                 upload.write(data).unwrap();
-                assert!(!upload.commit().unwrap(), "created, not replaced");
+                assert!(!upload.commit(Digest::of(data)).unwrap(), "created, not replaced");
                 assert_eq!(store.stat(&name("up")).unwrap().md5, Some(Digest::of(data)), "{mode:?}");
                 assert_eq!(store.list().unwrap()[0].md5, Some(Digest::of(data)), "{mode:?}");
             }

@@ -14,8 +14,9 @@
 use std::collections::VecDeque;
 
 use crate::codec::{ClientItem, DecodeError, Decoded, ReplyDecoder, ServerItem};
+use crate::digest::Digest;
 use crate::limits::{TOKEN_LEN_MAX, VERSION};
-use crate::message::{ClientHello, Request, RequestKind, ServerHello};
+use crate::message::{Capabilities, ClientHello, Request, RequestKind, ServerHello};
 use crate::name::Name;
 
 /// What a client offers in its hello.
@@ -52,6 +53,10 @@ pub enum ClientError {
     PutInProgress(RequestKind),
     #[error("PUT data exceeds the size announced by {0} bytes")]
     PutOverrun(u64),
+    #[error("a trailer was sent where none is owed")]
+    NoTrailerOwed,
+    #[error("{0} needs the server's TRAILER capability, which it has not announced")]
+    TrailerNotOffered(RequestKind),
     #[error("the server closed the connection with {0} request(s) unanswered")]
     ConnectionLost(usize),
 }
@@ -70,7 +75,7 @@ impl Outstanding {
     fn of(request: &Request) -> Self {
         let (name, offset) = match request {
             Request::Stat(n) => (Some(n.clone()), 0),
-            Request::Get { name, offset } => (Some(name.clone()), *offset),
+            Request::Get { name, offset } | Request::Fetch { name, offset } => (Some(name.clone()), *offset),
             _ => (None, 0),
         };
         Self { kind: request.kind(), name, offset }
@@ -97,6 +102,8 @@ pub struct ClientConnection {
     outstanding: VecDeque<Outstanding>,
     /// Data bytes still owed for the PUT being sent.
     put_owed: u64,
+    /// The PUT being sent is in the trailing form and its digest is still owed (§ 6.5).
+    trailer_owed: bool,
     /// The server's hello; `None` until it arrives, so a reply before it answers the hello.
     server: Option<ServerHello>,
     /// A legacy-profile connection: no hello at all.
@@ -133,6 +140,7 @@ impl ClientConnection {
             out_pos: 0,
             outstanding: VecDeque::new(),
             put_owed: 0,
+            trailer_owed: false,
             server: None,
         })
     }
@@ -156,6 +164,7 @@ impl ClientConnection {
                 offset: 0,
             }]),
             put_owed: 0,
+            trailer_owed: false,
             server: None,
         }
     }
@@ -199,13 +208,25 @@ impl ClientConnection {
         if matches!(self.state, State::Leaving | State::Closed) {
             return Err(ClientError::Closed);
         }
-        if self.put_owed > 0 {
+        if self.put_owed > 0 || self.trailer_owed {
             return Err(ClientError::PutInProgress(request.kind()));
+        }
+        let trailing = match request {
+            Request::Fetch { .. } => true,
+            Request::Put(head) => head.is_trailing(),
+            _ => false,
+        };
+        // `[TRL-1]`: only once the server's hello has announced the capability.
+        if trailing && !self.offers(Capabilities::TRAILER) {
+            return Err(ClientError::TrailerNotOffered(request.kind()));
         }
         request.encode(&mut self.out);
         self.outstanding.push_back(Outstanding::of(request));
         match request {
-            Request::Put(head) => self.put_owed = head.frame.size,
+            Request::Put(head) => {
+                self.put_owed = head.size;
+                self.trailer_owed = head.is_trailing();
+            }
             Request::Bye | Request::Shutdown => self.state = State::Leaving,
             _ => {}
         }
@@ -226,9 +247,33 @@ impl ClientConnection {
         Ok(())
     }
 
+    /// Queues the digest that ends a PUT in the trailing form (§ 6.5), once all its data is
+    /// queued. It must be the digest of exactly the data sent (`[TRL-2]`).
+    ///
+    /// # Errors
+    /// No trailer is owed: the PUT is in the leading form, or its data is not all queued yet.
+    pub fn send_trailer(&mut self, md5: &Digest) -> Result<(), ClientError> {
+        if !self.trailer_owed || self.put_owed > 0 {
+            return Err(ClientError::NoTrailerOwed);
+        }
+        self.trailer_owed = false;
+        self.out.extend_from_slice(&md5.to_hex());
+        Ok(())
+    }
+
     /// Data bytes still owed for the PUT being sent.
     pub fn put_owed(&self) -> u64 {
         self.put_owed
+    }
+
+    /// Whether the PUT being sent still owes its trailer (§ 6.5).
+    pub fn trailer_owed(&self) -> bool {
+        self.trailer_owed
+    }
+
+    /// Whether the server's hello, once it has arrived, announced every bit of `capability`.
+    pub fn offers(&self, capability: Capabilities) -> bool {
+        self.server.is_some_and(|s| s.capabilities.contains(capability))
     }
 
     /// Decodes the next reply item from the start of `input` and checks it against what was
@@ -316,11 +361,18 @@ impl ClientConnection {
             ServerItem::ListStart { .. } => expected == RequestKind::List,
             ServerItem::Stat(e) => expected == RequestKind::Stat && same_name(&e.name),
             ServerItem::GetHead { offset, frame } => {
-                expected == RequestKind::Get && same_name(&frame.name) && *offset == front.offset
+                matches!(expected, RequestKind::Get | RequestKind::Fetch)
+                    && same_name(&frame.name)
+                    && *offset == front.offset
             }
-            // `[PUT-2]`: never before the data it acknowledges was sent.
+            // `[TRL-8]`: only a FETCH is answered in the trailing form; `[TRL-6]`: only from 0.
+            ServerItem::FetchTrailing { name, .. } => {
+                expected == RequestKind::Fetch && same_name(name) && front.offset == 0
+            }
+            // `[PUT-2]`, `[TRL-5]`: never before the data (and trailer) it acknowledges was sent.
             ServerItem::PutOk { .. } => {
-                expected == RequestKind::Put && (self.outstanding.len() > 1 || self.put_owed == 0)
+                expected == RequestKind::Put
+                    && (self.outstanding.len() > 1 || (self.put_owed == 0 && !self.trailer_owed))
             }
             ServerItem::DeleteOk => expected == RequestKind::Delete,
             ServerItem::StatusStart { .. } => expected == RequestKind::Status,
@@ -373,6 +425,7 @@ fn unexpected(expected: &str, got: &ServerItem<'_>) -> ClientError {
         ServerItem::ListStart { .. } | ServerItem::Entry(_) => "LIST",
         ServerItem::Stat(_) => "STAT",
         ServerItem::GetHead { .. } => "GET",
+        ServerItem::FetchTrailing { .. } => "FETCH",
         ServerItem::PutOk { .. } => "PUT",
         ServerItem::DeleteOk => "DELETE",
         ServerItem::StatusStart { .. } | ServerItem::Connection(_) => "STATUS",
@@ -380,7 +433,7 @@ fn unexpected(expected: &str, got: &ServerItem<'_>) -> ClientError {
         ServerItem::ByeOk => "BYE",
         ServerItem::ShutdownOk => "SHUTDOWN",
         ServerItem::LegacyOk(_) | ServerItem::LegacyErrorStart => "legacy",
-        ServerItem::Data(_) | ServerItem::DataEnd => "data",
+        ServerItem::Data(_) | ServerItem::Trailer(_) | ServerItem::DataEnd => "data",
     };
     ClientError::UnexpectedReply { expected: expected.to_owned(), got }
 }

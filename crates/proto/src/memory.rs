@@ -104,10 +104,10 @@ impl MemoryConnection {
                     buf.extend_from_slice(d);
                 }
             }
-            Event::PutComplete { verified } => {
+            Event::PutComplete { verified, .. } => {
                 let Some((head, data)) = self.upload.take() else { return };
                 if verified {
-                    let name = head.frame.name;
+                    let name = head.name;
                     if head.mode == PutMode::CreateOnly && store.files.contains_key(&name) {
                         // Lost a race with another create-only upload (`[STORE-6]`).
                         conn.respond_error(ErrorCode::EXISTS, "the file exists", now);
@@ -146,7 +146,7 @@ impl MemoryConnection {
                     None => conn.respond_error(ErrorCode::NOT_FOUND, "no such file", now),
                 },
                 Command::Put(head) => {
-                    if head.mode == PutMode::CreateOnly && store.files.contains_key(&head.frame.name) {
+                    if head.mode == PutMode::CreateOnly && store.files.contains_key(&head.name) {
                         conn.respond_error(ErrorCode::EXISTS, "the file exists", now);
                     } else {
                         conn.accept_put();

@@ -17,6 +17,9 @@ pub mod opcode {
     pub const HELP: u8 = 0x07;
     pub const BYE: u8 = 0x08;
     pub const SHUTDOWN: u8 = 0x09;
+    /// A GET that lets the server send the digest after the data (§ 7.10); only under
+    /// [`super::Capabilities::TRAILER`].
+    pub const FETCH: u8 = 0x0B;
 }
 
 /// Reply tags (§ 5.1).
@@ -31,6 +34,8 @@ pub mod tag {
     pub const HELP: u8 = 0x87;
     pub const BYE: u8 = 0x88;
     pub const SHUTDOWN: u8 = 0x89;
+    /// A FETCH reply in the trailing form (§ 7.10): name, size, data, then the digest.
+    pub const FETCH_TRAILING: u8 = 0x8B;
     pub const ERROR: u8 = 0xFF;
     /// The legacy profile's success reply (§ 15.1).
     pub const LEGACY_OK: &[u8; 2] = b"OK";
@@ -50,17 +55,20 @@ pub enum RequestKind {
     Help,
     Bye,
     Shutdown,
+    /// A GET that accepts a trailing digest (§ 7.10).
+    Fetch,
     /// The legacy profile's single download (§ 15).
     LegacyGet,
 }
 
 impl RequestKind {
-    /// The reply tag that answers this request (legacy has none: it uses `"OK"`).
+    /// The reply tag that answers this request (legacy has none: it uses `"OK"`). A FETCH may
+    /// also be answered with [`tag::FETCH_TRAILING`].
     pub fn reply_tag(self) -> Option<u8> {
         Some(match self {
             Self::List => tag::LIST,
             Self::Stat => tag::STAT,
-            Self::Get => tag::GET,
+            Self::Get | Self::Fetch => tag::GET,
             Self::Put => tag::PUT,
             Self::Delete => tag::DELETE,
             Self::Status => tag::STATUS,
@@ -92,6 +100,7 @@ impl RequestKind {
             Self::Help => "HELP",
             Self::Bye => "BYE",
             Self::Shutdown => "SHUTDOWN",
+            Self::Fetch => "FETCH",
             Self::LegacyGet => "LEGACY-GET",
         }
     }
@@ -159,8 +168,10 @@ impl Capabilities {
     pub const RESUME: Self = Self(0x02);
     pub const STATUS: Self = Self(0x04);
     pub const SHUTDOWN: Self = Self(0x08);
+    /// Frames whose digest follows the data (§ 6.5): PUT modes 0x80 and 0x81, and FETCH.
+    pub const TRAILER: Self = Self(0x10);
     /// Every bit version 1 defines (`[HELLO-9]`: the others are sent as 0).
-    pub const ALL_V1: Self = Self(0x0F);
+    pub const ALL_V1: Self = Self(0x1F);
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: Self) -> bool {
@@ -169,11 +180,17 @@ impl Capabilities {
 
     /// The names of the bits set that version 1 knows.
     pub fn names(self) -> Vec<&'static str> {
-        [(Self::LEGACY, "LEGACY"), (Self::RESUME, "RESUME"), (Self::STATUS, "STATUS"), (Self::SHUTDOWN, "SHUTDOWN")]
-            .into_iter()
-            .filter(|(bit, _)| self.contains(*bit))
-            .map(|(_, n)| n)
-            .collect()
+        [
+            (Self::LEGACY, "LEGACY"),
+            (Self::RESUME, "RESUME"),
+            (Self::STATUS, "STATUS"),
+            (Self::SHUTDOWN, "SHUTDOWN"),
+            (Self::TRAILER, "TRAILER"),
+        ]
+        .into_iter()
+        .filter(|(bit, _)| self.contains(*bit))
+        .map(|(_, n)| n)
+        .collect()
     }
 
     /// The bit of a capability name, as transcripts and configuration spell it.
@@ -183,6 +200,7 @@ impl Capabilities {
             "RESUME" => Some(Self::RESUME),
             "STATUS" => Some(Self::STATUS),
             "SHUTDOWN" => Some(Self::SHUTDOWN),
+            "TRAILER" => Some(Self::TRAILER),
             _ => None,
         }
     }
@@ -313,11 +331,56 @@ pub struct FrameHead {
     pub md5: Digest,
 }
 
-/// A PUT request's head (§ 7.4); `size` data bytes follow it on the wire.
+/// A PUT request's head (§ 7.4); `size` data bytes follow it on the wire, and then, in the
+/// trailing form (§ 6.5), the digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutHead {
     pub mode: PutMode,
-    pub frame: FrameHead,
+    pub name: Name,
+    /// The whole file's size.
+    pub size: u64,
+    /// The whole file's digest, in the leading form; `None` in the trailing form (modes 0x80 and 0x81),
+    /// where it follows the data.
+    pub md5: Option<Digest>,
+}
+
+impl PutHead {
+    /// A PUT in the leading form of § 6.1.
+    pub fn leading(mode: PutMode, frame: FrameHead) -> Self {
+        Self { mode, name: frame.name, size: frame.size, md5: Some(frame.md5) }
+    }
+
+    /// A PUT in the trailing form of § 6.5 (modes 0x80 and 0x81).
+    pub fn trailing(mode: PutMode, name: Name, size: u64) -> Self {
+        Self { mode, name, size, md5: None }
+    }
+
+    /// Whether the digest follows the data (§ 6.5).
+    pub fn is_trailing(&self) -> bool {
+        self.md5.is_none()
+    }
+
+    /// The mode byte on the wire: bit 0 create-only, bit 7 the trailing form (§ 7.4).
+    pub fn wire_mode(&self) -> u8 {
+        self.mode as u8 | if self.is_trailing() { TRAILING_MODE_BIT } else { 0 }
+    }
+}
+
+/// The bit of a PUT's mode byte that selects the trailing form (§ 7.4, § 6.5).
+pub const TRAILING_MODE_BIT: u8 = 0x80;
+
+impl PutHead {
+    /// Splits a mode byte into the mode and whether the frame trails, if the byte is one a server
+    /// reads: 0 and 1, and with `trailer` (the server announced `TRAILER`) 0x80 and 0x81.
+    pub fn parse_mode(wire: u8, trailer: bool) -> Option<(PutMode, bool)> {
+        let trailing = wire & TRAILING_MODE_BIT != 0;
+        let mode = match wire & !TRAILING_MODE_BIT {
+            0 => PutMode::Overwrite,
+            1 => PutMode::CreateOnly,
+            _ => return None,
+        };
+        (!trailing || trailer).then_some((mode, trailing))
+    }
 }
 
 /// A request after the handshake (§ 5.1). A PUT's data is not part of it.
@@ -325,7 +388,15 @@ pub struct PutHead {
 pub enum Request {
     List,
     Stat(Name),
-    Get { name: Name, offset: u64 },
+    Get {
+        name: Name,
+        offset: u64,
+    },
+    /// A GET whose reply may carry its digest after the data (§ 7.10).
+    Fetch {
+        name: Name,
+        offset: u64,
+    },
     Put(PutHead),
     Delete(Name),
     Status,
@@ -341,6 +412,7 @@ impl Request {
             Self::List => RequestKind::List,
             Self::Stat(_) => RequestKind::Stat,
             Self::Get { .. } => RequestKind::Get,
+            Self::Fetch { .. } => RequestKind::Fetch,
             Self::Put(_) => RequestKind::Put,
             Self::Delete(_) => RequestKind::Delete,
             Self::Status => RequestKind::Status,

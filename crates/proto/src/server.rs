@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::codec::{ClientItem, Decoded, RequestDecoder, ServerItem};
-use crate::digest::Hasher;
+use crate::digest::{Digest, Hasher};
 use crate::limits::{ReadLimits, PROGRESS_UNIT, VERSION};
 use crate::message::{
     Capabilities, ConnRecord, Entry, ErrorCode, ErrorReply, FrameHead, PutHead, Request, RequestKind, Role, ServerHello,
@@ -137,7 +137,10 @@ pub enum Command {
     /// Answer with [`ServerConnection::respond_stat`], or `NOT_FOUND`.
     Stat(Name),
     /// Answer with [`ServerConnection::respond_get`], or `NOT_FOUND`. Also a legacy request.
-    Get { name: Name, offset: u64 },
+    /// When `trailing` (a FETCH, § 7.10, from offset 0), the host may answer with
+    /// [`ServerConnection::respond_get_trailing`] instead, if it does not know the file's digest
+    /// (`[TRL-7]`).
+    Get { name: Name, offset: u64, trailing: bool },
     /// Prepare a temporary file and [`ServerConnection::accept_put`], or refuse (`EXISTS`,
     /// `STORAGE_FULL`) with [`ServerConnection::respond_error`].
     Put(PutHead),
@@ -156,10 +159,11 @@ pub enum Event<'a> {
     Command(Command),
     /// Data of the accepted upload: write it to the temporary file.
     PutData(&'a [u8]),
-    /// The upload's data is complete. If `verified`, publish the file and answer with
-    /// [`ServerConnection::respond_put`] (or an error); if not, the mismatch has been answered
-    /// already (`[PUT-3]`): discard the temporary file.
-    PutComplete { verified: bool },
+    /// The upload's data (and trailer, § 6.5) is complete. If `verified`, publish the file and
+    /// answer with [`ServerConnection::respond_put`] (or an error); if not, the mismatch has been
+    /// answered already (`[PUT-3]`): discard the temporary file. `md5` is the digest of the data
+    /// received, which a verified upload's file has: a digest cache may keep it.
+    PutComplete { verified: bool, md5: Digest },
     /// A request the connection refused by itself (bad name, role, unsupported), for the log.
     Refused { kind: RequestKind, error: ErrorReply },
     /// An admin asked the server to shut down (`[SHUT-1]`): start the drain.
@@ -169,7 +173,11 @@ pub enum Event<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Awaiting {
     Command(RequestKind),
-    Get { offset: u64 },
+    /// `trailing`: a FETCH, which may be answered in the trailing form (§ 7.10).
+    Get {
+        offset: u64,
+        trailing: bool,
+    },
     PutCommit,
 }
 
@@ -186,11 +194,14 @@ enum State {
     Receiving {
         hasher: Hasher,
         head: PutHead,
+        /// The digest that followed the data, in the trailing form (§ 6.5).
+        trailer: Option<Digest>,
     },
     Discarding,
-    /// The host is sending a GET's data.
+    /// The host is sending a GET's data; in the trailing form, then its digest (§ 7.10).
     Sending {
         remaining: u64,
+        trailer: bool,
     },
     /// A long reply, encoded as the client takes it (`[RES-3]`).
     Streaming(Stream),
@@ -269,7 +280,8 @@ impl ServerConnection {
     pub fn new(config: std::sync::Arc<ServerConfig>, now: Instant) -> Self {
         let deadline = now.checked_add(config.handshake_timeout);
         Self {
-            decoder: RequestDecoder::new(config.limits),
+            decoder: RequestDecoder::new(config.limits)
+                .with_trailer(config.capabilities.contains(Capabilities::TRAILER)),
             config,
             state: State::AwaitHello,
             role: None,
@@ -496,8 +508,8 @@ impl ServerConnection {
                 match self.config.anonymous {
                     Some(role) => {
                         self.role = Some(role);
-                        self.state = State::Serving(Awaiting::Get { offset: 0 });
-                        Some(Event::Command(Command::Get { name, offset: 0 }))
+                        self.state = State::Serving(Awaiting::Get { offset: 0, trailing: false });
+                        Some(Event::Command(Command::Get { name, offset: 0, trailing: false }))
                     }
                     None => {
                         self.fatal(ErrorCode::UNAUTHORIZED, "this server needs a token; the legacy profile has none");
@@ -524,10 +536,19 @@ impl ServerConnection {
                     _ => None,
                 }
             }
+            ClientItem::Trailer(md5) => {
+                // `[TIME-9]`: the trailer's bytes are data for the progress deadline (§ 6.5).
+                self.data_progress(md5.to_hex().len(), now);
+                if let State::Receiving { trailer, .. } = &mut self.state {
+                    *trailer = Some(md5);
+                }
+                None
+            }
             ClientItem::DataEnd => match std::mem::replace(&mut self.state, State::Ready) {
-                State::Receiving { hasher, head } => {
-                    // `[PUT-3]`, `[FRAME-5]`: published only if the digest matches.
-                    let verified = hasher.finish() == head.frame.md5;
+                State::Receiving { hasher, head, trailer } => {
+                    // `[PUT-3]`, `[FRAME-5]`, `[TRL-5]`: published only if the digest matches.
+                    let md5 = hasher.finish();
+                    let verified = head.md5.or(trailer) == Some(md5);
                     if verified {
                         self.in_request = false;
                         self.state = State::Serving(Awaiting::PutCommit);
@@ -538,7 +559,7 @@ impl ServerConnection {
                         )));
                         self.request_done(now);
                     }
-                    Some(Event::PutComplete { verified })
+                    Some(Event::PutComplete { verified, md5 })
                 }
                 _ => {
                     self.request_done(now);
@@ -622,12 +643,16 @@ impl ServerConnection {
                 self.state = State::Closed;
                 return Some(Event::Shutdown);
             }
-            Request::Get { offset, .. } if offset > 0 && !caps.contains(Capabilities::RESUME) => {
+            Request::Get { offset, .. } | Request::Fetch { offset, .. }
+                if offset > 0 && !caps.contains(Capabilities::RESUME) =>
+            {
                 return self.refuse(kind, ErrorCode::BAD_OFFSET, "this server does not resume downloads".into(), now);
             }
             Request::List => Command::List,
             Request::Stat(name) => Command::Stat(name),
-            Request::Get { name, offset } => Command::Get { name, offset },
+            Request::Get { name, offset } => Command::Get { name, offset, trailing: false },
+            // `[TRL-6]`: only a whole file may travel in the trailing form.
+            Request::Fetch { name, offset } => Command::Get { name, offset, trailing: offset == 0 },
             Request::Delete(name) => Command::Delete(name),
             Request::Status => Command::Status,
             Request::Put(head) => {
@@ -640,7 +665,7 @@ impl ServerConnection {
         // The request has fully arrived: no client deadline while the host works.
         self.in_request = false;
         self.state = State::Serving(match &command {
-            Command::Get { offset, .. } => Awaiting::Get { offset: *offset },
+            Command::Get { offset, trailing, .. } => Awaiting::Get { offset: *offset, trailing: *trailing },
             _ => Awaiting::Command(kind),
         });
         Some(Event::Command(command))
@@ -757,8 +782,8 @@ impl ServerConnection {
     /// report with [`Self::body_sent`]; or `None` when the request was answered with `BAD_OFFSET`
     /// (`[GET-4]`) or is no longer awaited.
     pub fn respond_get(&mut self, frame: FrameHead, now: Instant) -> Option<(u64, u64)> {
-        let State::Serving(Awaiting::Get { offset }) = self.state else {
-            let _ = self.expects(Awaiting::Get { offset: 0 });
+        let State::Serving(Awaiting::Get { offset, .. }) = self.state else {
+            let _ = self.expects(Awaiting::Get { offset: 0, trailing: false });
             return None;
         };
         if offset > frame.size {
@@ -774,7 +799,7 @@ impl ServerConnection {
         } else {
             self.reply(ServerItem::GetHead { offset, frame });
         }
-        self.state = State::Sending { remaining };
+        self.state = State::Sending { remaining, trailer: false };
         if remaining == 0 {
             self.request_done(now);
         }
@@ -782,11 +807,47 @@ impl ServerConnection {
         Some((offset, remaining))
     }
 
+    /// Whether the GET being served may be answered in the trailing form (a FETCH from offset 0,
+    /// § 7.10): then [`Self::respond_get_trailing`] is allowed.
+    pub fn may_trail(&self) -> bool {
+        matches!(self.state, State::Serving(Awaiting::Get { trailing: true, .. }))
+    }
+
+    /// Answers a FETCH from offset 0 in the trailing form (§ 7.10): the host sends the file's `size`
+    /// bytes, hashing exactly what it sends (`[TRL-2]`), reports them with [`Self::body_sent`],
+    /// and then gives their digest to [`Self::send_trailer`]. Returns the number of bytes to
+    /// send, or `None` when the request is no longer awaited or may not trail
+    /// ([`Self::may_trail`]): then the host answers with [`Self::respond_get`].
+    pub fn respond_get_trailing(&mut self, name: Name, size: u64, now: Instant) -> Option<u64> {
+        if !self.may_trail() {
+            return None;
+        }
+        self.reply(ServerItem::FetchTrailing { name, size });
+        self.state = State::Sending { remaining: size, trailer: true };
+        self.settle(now);
+        Some(size)
+    }
+
+    /// Ends a trailing-form reply with the digest of the bytes sent (`[TRL-2]`), once all of them
+    /// have been reported with [`Self::body_sent`]. A host that cannot send them all closes the
+    /// connection instead (`[TRL-9]`).
+    pub fn send_trailer(&mut self, md5: Digest, now: Instant) {
+        match self.state {
+            State::Sending { remaining: 0, trailer: true } => {
+                self.reply(ServerItem::Trailer(md5));
+                self.request_done(now);
+            }
+            State::Closed => {}
+            _ => debug_assert!(false, "send_trailer in state {:?}", self.state),
+        }
+        self.settle(now);
+    }
+
     /// Reports that `n` more bytes of the GET's data were sent at `now`.
     pub fn body_sent(&mut self, n: u64, now: Instant) {
-        if let State::Sending { remaining } = &mut self.state {
+        if let State::Sending { remaining, trailer } = &mut self.state {
             *remaining = remaining.saturating_sub(n);
-            if *remaining == 0 {
+            if *remaining == 0 && !*trailer {
                 self.request_done(now);
             }
         }
@@ -794,12 +855,17 @@ impl ServerConnection {
         self.settle(now);
     }
 
+    /// Whether the GET's data has all been sent and its trailer is due ([`Self::send_trailer`]).
+    pub fn trailer_due(&self) -> bool {
+        matches!(self.state, State::Sending { remaining: 0, trailer: true })
+    }
+
     /// Accepts the PUT just announced: its data follows as [`Event::PutData`]. Call
     /// [`Self::handle_input`] again afterwards even with no new bytes: an empty file's end needs
     /// none.
     pub fn accept_put(&mut self) {
         match std::mem::replace(&mut self.state, State::Closed) {
-            State::Deciding { head } => self.state = State::Receiving { hasher: Hasher::new(), head },
+            State::Deciding { head } => self.state = State::Receiving { hasher: Hasher::new(), head, trailer: None },
             other => {
                 debug_assert!(matches!(other, State::Closed), "accept_put in state {other:?}");
                 self.state = other;

@@ -49,7 +49,8 @@ impl End {
 }
 
 /// Decodes `bytes`, delivered in the pieces that `splits` (increasing offsets) cut them into, and
-/// returns the items in vector form with adjacent data merged, and how the input ended.
+/// returns the items in vector form with adjacent data merged, and how the input ended. A
+/// client-to-server stream is read as by a server that does not announce `TRAILER`.
 pub fn decode(
     direction: Direction,
     start: Start,
@@ -57,12 +58,25 @@ pub fn decode(
     bytes: &[u8],
     splits: &[usize],
 ) -> (Vec<Value>, End) {
+    decode_with_trailer(direction, start, limits, false, bytes, splits)
+}
+
+/// [`decode`], with a client-to-server stream read as by a server that announces `TRAILER` when
+/// `trailer` is set (the vector key `"trailer": true`, § 6.5).
+pub fn decode_with_trailer(
+    direction: Direction,
+    start: Start,
+    limits: ReadLimits,
+    trailer: bool,
+    bytes: &[u8],
+    splits: &[usize],
+) -> (Vec<Value>, End) {
     let mut out = Collector::default();
     let end = match direction {
         Direction::ClientToServer => {
             let mut d = match start {
-                Start::Session => RequestDecoder::in_session(limits),
-                Start::Handshake => RequestDecoder::new(limits),
+                Start::Session => RequestDecoder::in_session(limits).with_trailer(trailer),
+                Start::Handshake => RequestDecoder::new(limits).with_trailer(trailer),
                 // A client never speaks "after a legacy request"; nothing can decode there.
                 Start::Legacy => return (Vec::new(), End::Error("MALFORMED".to_owned())),
             };
@@ -170,6 +184,7 @@ pub fn client_item_json(item: &ClientItem<'_>) -> Value {
         ClientItem::LegacyGet(name) => json!({ "type": "legacy_get", "name": name.as_str() }),
         ClientItem::Rejected { .. } => json!({ "type": "rejected", "code": "BAD_NAME" }),
         ClientItem::Data(d) => json!({ "type": "data", "hex": hex::encode(d) }),
+        ClientItem::Trailer(md5) => json!({ "type": "trailer", "md5": md5.to_string() }),
         ClientItem::DataEnd => json!({ "type": "data_end" }),
         ClientItem::Request(r) => match r {
             Request::List => json!({ "type": "list" }),
@@ -180,12 +195,14 @@ pub fn client_item_json(item: &ClientItem<'_>) -> Value {
             Request::Stat(n) => json!({ "type": "stat", "name": n.as_str() }),
             Request::Delete(n) => json!({ "type": "delete", "name": n.as_str() }),
             Request::Get { name, offset } => json!({ "type": "get", "name": name.as_str(), "offset": offset }),
+            Request::Fetch { name, offset } => json!({ "type": "fetch", "name": name.as_str(), "offset": offset }),
             Request::Put(p) => json!({
                 "type": "put",
                 "mode": match p.mode { PutMode::Overwrite => "overwrite", PutMode::CreateOnly => "create_only" },
-                "name": p.frame.name.as_str(),
-                "size": p.frame.size,
-                "md5": p.frame.md5.to_string(),
+                "name": p.name.as_str(),
+                "size": p.size,
+                // `null`: the trailing form (§ 6.5), whose digest is a `trailer` item after the data.
+                "md5": p.md5.map(|d| d.to_string()),
             }),
         },
     }
@@ -215,6 +232,10 @@ pub fn server_item_json(item: &ServerItem<'_>) -> Value {
             "type": "get_ok", "offset": offset, "name": frame.name.as_str(), "size": frame.size,
             "md5": frame.md5.to_string(),
         }),
+        ServerItem::FetchTrailing { name, size } => {
+            json!({ "type": "fetch_trailing", "name": name.as_str(), "size": size })
+        }
+        ServerItem::Trailer(md5) => json!({ "type": "trailer", "md5": md5.to_string() }),
         ServerItem::PutOk { replaced } => json!({ "type": "put_ok", "replaced": replaced }),
         ServerItem::DeleteOk => json!({ "type": "delete_ok" }),
         ServerItem::StatusStart { count } => json!({ "type": "status_start", "count": count }),
@@ -242,6 +263,8 @@ pub struct Vector {
     pub direction: Direction,
     pub start: Start,
     pub limits: ReadLimits,
+    /// c2s only: the server announced `TRAILER` (§ 6.5), so PUT modes 0x80 and 0x81 and FETCH are read.
+    pub trailer: bool,
     pub bytes: Vec<u8>,
     pub items: Vec<Value>,
     pub end: End,
@@ -295,6 +318,7 @@ impl Vector {
             direction,
             start,
             limits,
+            trailer: v.get("trailer").and_then(Value::as_bool).unwrap_or(false),
             bytes,
             items: v.get("items").and_then(Value::as_array).cloned().ok_or("missing items")?,
             end,
@@ -308,6 +332,6 @@ impl Vector {
 
     /// Decodes the vector's bytes, split at `splits`.
     pub fn decode(&self, splits: &[usize]) -> (Vec<Value>, End) {
-        decode(self.direction, self.start, self.limits, &self.bytes, splits)
+        decode_with_trailer(self.direction, self.start, self.limits, self.trailer, &self.bytes, splits)
     }
 }

@@ -23,7 +23,7 @@ fn hello(token: Option<&str>) -> Vec<u8> {
 
 fn put(mode: PutMode, n: &str, data: &[u8], md5: Digest) -> Vec<u8> {
     let mut out = Vec::new();
-    Request::Put(PutHead { mode, frame: FrameHead { name: name(n), size: data.len() as u64, md5 } }).encode(&mut out);
+    Request::Put(PutHead::leading(mode, FrameHead { name: name(n), size: data.len() as u64, md5 })).encode(&mut out);
     out.extend_from_slice(data);
     out
 }
@@ -472,10 +472,10 @@ fn client_and_server_machines_agree_in_memory() {
     let mut client = ClientConnection::new(ClientConfig::default()).unwrap();
     let data = b"pipelined";
     client
-        .send(&Request::Put(PutHead {
-            mode: PutMode::CreateOnly,
-            frame: FrameHead { name: name("p"), size: 9, md5: Digest::of(data) },
-        }))
+        .send(&Request::Put(PutHead::leading(
+            PutMode::CreateOnly,
+            FrameHead { name: name("p"), size: 9, md5: Digest::of(data) },
+        )))
         .unwrap();
     client.send_data(data).unwrap();
     client.send(&Request::Get { name: name("p"), offset: 0 }).unwrap();

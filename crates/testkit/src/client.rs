@@ -638,7 +638,7 @@ impl Client {
     /// Sends a PUT head; its `size` bytes of data follow with [`Client::send_data`].
     #[track_caller]
     pub fn put_head(&mut self, mode: PutMode, name: &str, size: u64, md5: Digest) {
-        let head = PutHead { mode, frame: FrameHead { name: crate::name(name), size, md5 } };
+        let head = PutHead::leading(mode, FrameHead { name: crate::name(name), size, md5 });
         self.send(&Request::Put(head));
     }
 
@@ -888,6 +888,8 @@ fn owned(item: ServerItem<'_>) -> ServerItem<'static> {
         ServerItem::ShutdownOk => ServerItem::ShutdownOk,
         ServerItem::LegacyOk(f) => ServerItem::LegacyOk(f),
         ServerItem::LegacyErrorStart => ServerItem::LegacyErrorStart,
+        ServerItem::FetchTrailing { name, size } => ServerItem::FetchTrailing { name, size },
+        ServerItem::Trailer(md5) => ServerItem::Trailer(md5),
         ServerItem::DataEnd => ServerItem::DataEnd,
         ServerItem::Data(_) => unreachable!("data is copied by the caller"),
     }

@@ -6,8 +6,9 @@ use nom::number::streaming::{be_u16, be_u32, be_u64, be_u8};
 
 use super::fields::{fail, md5hex, put_name, put_u16, put_u64, raw_name};
 use super::{finish, take_data, DecodeError, Decoded, PResult};
+use crate::digest::Digest;
 use crate::limits::{ReadLimits, MAGIC, TOKEN_LEN_MAX};
-use crate::message::{opcode, ClientHello, FrameHead, PutHead, PutMode, Request, RequestKind};
+use crate::message::{opcode, ClientHello, FrameHead, PutHead, Request, RequestKind};
 use crate::name::{Name, NameError};
 
 /// One unit of the client-to-server stream.
@@ -24,7 +25,10 @@ pub enum ClientItem<'a> {
     Rejected { kind: RequestKind, error: NameError },
     /// File data of the PUT before, as it arrives.
     Data(&'a [u8]),
-    /// The PUT's data is complete.
+    /// The digest after a PUT's data, in the trailing form (§ 6.5); [`ClientItem::DataEnd`]
+    /// follows.
+    Trailer(Digest),
+    /// The PUT's data (and trailer) is complete.
     DataEnd,
 }
 
@@ -39,6 +43,7 @@ impl ClientItem<'_> {
             Self::LegacyGet(name) => encode_legacy_get(name.as_str(), out),
             Self::Request(r) => r.encode(out),
             Self::Data(d) => out.extend_from_slice(d),
+            Self::Trailer(md5) => out.extend_from_slice(&md5.to_hex()),
             Self::Rejected { .. } | Self::DataEnd => {}
         }
     }
@@ -75,10 +80,19 @@ impl Request {
                 put_name(out, name.as_str());
                 put_u64(out, *offset);
             }
+            Self::Fetch { name, offset } => {
+                out.push(opcode::FETCH);
+                put_name(out, name.as_str());
+                put_u64(out, *offset);
+            }
             Self::Put(head) => {
                 out.push(opcode::PUT);
-                out.push(head.mode as u8);
-                head.frame.encode(out);
+                out.push(head.wire_mode());
+                put_name(out, head.name.as_str());
+                put_u64(out, head.size);
+                if let Some(md5) = &head.md5 {
+                    out.extend_from_slice(&md5.to_hex());
+                }
             }
             Self::Delete(name) => {
                 out.push(opcode::DELETE);
@@ -107,6 +121,8 @@ enum Phase {
     Session,
     Data {
         remaining: u64,
+        /// The digest follows the data (§ 6.5).
+        trailer: bool,
     },
     /// After a legacy request: the client has nothing more to say.
     Done,
@@ -116,18 +132,28 @@ enum Phase {
 #[derive(Debug, Clone)]
 pub struct RequestDecoder {
     limits: ReadLimits,
+    /// The server announced `TRAILER` (§ 6.5): PUT modes 0x80 and 0x81 and FETCH are requests, not
+    /// malformed bytes.
+    trailer: bool,
     phase: Phase,
 }
 
 impl RequestDecoder {
     /// A decoder for a new connection: it expects a hello, or a legacy request (first byte 0).
     pub fn new(limits: ReadLimits) -> Self {
-        Self { limits: limits.clamped(), phase: Phase::Handshake }
+        Self { limits: limits.clamped(), trailer: false, phase: Phase::Handshake }
+    }
+
+    /// The same decoder for a server that announces `TRAILER` (or not): it then reads PUT modes 0x80
+    /// and 0x81 and FETCH (§ 6.5), which are malformed otherwise (`[PUT-7]`, `[REQ-2]`).
+    pub fn with_trailer(mut self, trailer: bool) -> Self {
+        self.trailer = trailer;
+        self
     }
 
     /// A decoder for a connection past its handshake.
     pub fn in_session(limits: ReadLimits) -> Self {
-        Self { limits: limits.clamped(), phase: Phase::Session }
+        Self { limits: limits.clamped(), trailer: false, phase: Phase::Session }
     }
 
     /// The limits in force.
@@ -152,13 +178,20 @@ impl RequestDecoder {
     /// A fatal [`DecodeError`]; the stream cannot be read past it.
     pub fn decode<'a>(&mut self, input: &'a [u8]) -> Result<Decoded<ClientItem<'a>>, DecodeError> {
         match self.phase {
-            Phase::Data { remaining: 0 } => {
+            Phase::Data { remaining: 0, trailer: true } => {
+                let decoded = finish(input, md5hex(input))?;
+                if let Decoded::Item { .. } = decoded {
+                    self.phase = Phase::Data { remaining: 0, trailer: false };
+                }
+                Ok(decoded.map(ClientItem::Trailer))
+            }
+            Phase::Data { remaining: 0, trailer: false } => {
                 self.phase = Phase::Session;
                 Ok(Decoded::Item { item: ClientItem::DataEnd, consumed: 0 })
             }
-            Phase::Data { mut remaining } => Ok(match take_data(input, &mut remaining) {
+            Phase::Data { mut remaining, trailer } => Ok(match take_data(input, &mut remaining) {
                 Some((data, consumed)) => {
-                    self.phase = Phase::Data { remaining };
+                    self.phase = Phase::Data { remaining, trailer };
                     Decoded::Item { item: ClientItem::Data(data), consumed }
                 }
                 None => Decoded::NeedMore,
@@ -182,11 +215,11 @@ impl RequestDecoder {
                 }
             },
             Phase::Session => {
-                let decoded = finish(input, request(input, self.limits))?;
+                let decoded = finish(input, request(input, self.limits, self.trailer))?;
                 Ok(match decoded {
                     Decoded::Item { item: (item, data), consumed } => {
-                        if let Some(size) = data {
-                            self.phase = Phase::Data { remaining: size };
+                        if let Some((size, trailer)) = data {
+                            self.phase = Phase::Data { remaining: size, trailer };
                         }
                         Decoded::Item { item, consumed }
                     }
@@ -248,8 +281,9 @@ fn legacy_request(i: &[u8], limits: ReadLimits) -> PResult<'_, ClientItem<'_>> {
     Ok((i, item))
 }
 
-/// A request head, and the number of data bytes that follow it (PUT only).
-fn request(i: &[u8], limits: ReadLimits) -> PResult<'_, (ClientItem<'_>, Option<u64>)> {
+/// A request head, and for a PUT the number of data bytes that follow it and whether a trailer
+/// follows them. `trailer`: the server announced `TRAILER` (§ 6.5).
+fn request(i: &[u8], limits: ReadLimits, trailer: bool) -> PResult<'_, (ClientItem<'_>, Option<(u64, bool)>)> {
     let name_or_reject = |raw: &[u8], kind, make: &dyn Fn(Name) -> Request| match Name::new(raw, limits.max_name_len) {
         Ok(name) => ClientItem::Request(make(name)),
         Err(error) => ClientItem::Rejected { kind, error },
@@ -275,14 +309,18 @@ fn request(i: &[u8], limits: ReadLimits) -> PResult<'_, (ClientItem<'_>, Option<
             let (i, offset) = be_u64(i)?;
             Ok((i, (name_or_reject(raw, RequestKind::Get, &|name| Request::Get { name, offset }), None)))
         }
+        opcode::FETCH if trailer => {
+            let (i, raw) = raw_name(i)?;
+            let (i, offset) = be_u64(i)?;
+            Ok((i, (name_or_reject(raw, RequestKind::Fetch, &|name| Request::Fetch { name, offset }), None)))
+        }
         opcode::PUT => {
             // The order of checks is the spec's (spec/README.md): mode, name length, size, digest,
             // and only then the name's content, which is recoverable.
-            let (i, mode) = be_u8(i)?;
-            let mode = match mode {
-                0 => PutMode::Overwrite,
-                1 => PutMode::CreateOnly,
-                other => return fail(DecodeError::BadMode(other)),
+            let (i, wire_mode) = be_u8(i)?;
+            // `[PUT-7]`: the trailing form's modes (§ 6.5) only where the server announced it.
+            let Some((mode, trailing)) = PutHead::parse_mode(wire_mode, trailer) else {
+                return fail(DecodeError::BadMode(wire_mode));
             };
             let (i, raw) = raw_name(i)?;
             let (i, size) = be_u64(i)?;
@@ -290,11 +328,14 @@ fn request(i: &[u8], limits: ReadLimits) -> PResult<'_, (ClientItem<'_>, Option<
             if size > limits.max_file_size {
                 return fail(DecodeError::FileTooLarge { size, max: limits.max_file_size });
             }
-            let (i, md5) = md5hex(i)?;
-            let item = name_or_reject(raw, RequestKind::Put, &|name| {
-                Request::Put(PutHead { mode, frame: FrameHead { name, size, md5 } })
-            });
-            Ok((i, (item, Some(size))))
+            let (i, md5) = if trailing {
+                (i, None)
+            } else {
+                let (i, md5) = md5hex(i)?;
+                (i, Some(md5))
+            };
+            let item = name_or_reject(raw, RequestKind::Put, &|name| Request::Put(PutHead { mode, name, size, md5 }));
+            Ok((i, (item, Some((size, trailing)))))
         }
         // `[REQ-2]`: an unknown opcode's length cannot be known.
         other => fail(DecodeError::UnknownOpcode(other)),
@@ -310,10 +351,10 @@ mod tests {
         let mut wire = Vec::new();
         ClientHello { min_version: 1, max_version: 1, token: None }.encode(&mut wire);
         let split = wire.len();
-        let head = PutHead {
-            mode: PutMode::Overwrite,
-            frame: FrameHead { name: Name::parse("a").unwrap(), size: 2, md5: crate::Digest::of(b"hi") },
-        };
+        let head = PutHead::leading(
+            crate::message::PutMode::Overwrite,
+            FrameHead { name: Name::parse("a").unwrap(), size: 2, md5: crate::Digest::of(b"hi") },
+        );
         Request::Put(head).encode(&mut wire);
         for end in 1..split {
             let mut d = RequestDecoder::new(ReadLimits::default());

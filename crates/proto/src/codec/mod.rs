@@ -57,7 +57,7 @@ pub enum DecodeError {
     UnknownTag(u8),
     #[error("presence byte 0x{0:02x} is neither 0 nor 1")]
     BadPresence(u8),
-    #[error("PUT mode {0} is neither 0 nor 1")]
+    #[error("PUT mode 0x{0:02x} is not one this server reads")]
     BadMode(u8),
     #[error("digest is not 32 hexadecimal digits")]
     BadDigest,

@@ -9,6 +9,7 @@ use nom::number::streaming::{be_i64, be_u16, be_u32, be_u64, be_u8};
 
 use super::fields::{clip, fail, md5hex, presence, put_i64, put_name, put_u16, put_u32, put_u64, raw_name};
 use super::{finish, take_data, DecodeError, Decoded, PResult};
+use crate::digest::Digest;
 use crate::limits::{ERROR_MESSAGE_MAX, FILE_SIZE_CEILING, HELP_TEXT_MAX, NAME_LEN_CEILING, PEER_LEN_MAX};
 use crate::message::{tag, Capabilities, ConnRecord, Entry, ErrorCode, ErrorReply, FrameHead, Role, ServerHello};
 use crate::name::Name;
@@ -33,6 +34,12 @@ pub enum ServerItem<'a> {
         offset: u64,
         frame: FrameHead,
     },
+    /// A FETCH reply in the trailing form (§ 7.10): `size` bytes of data follow, then a
+    /// [`ServerItem::Trailer`].
+    FetchTrailing {
+        name: Name,
+        size: u64,
+    },
     /// A PUT reply.
     PutOk {
         replaced: bool,
@@ -53,9 +60,12 @@ pub enum ServerItem<'a> {
     /// A legacy `"ERROR"`. Its message follows as [`ServerItem::Data`] chunks up to EOF; a
     /// reader keeps at most [`ERROR_MESSAGE_MAX`] bytes of it (`[LEG-6]`).
     LegacyErrorStart,
-    /// File data of the GET or legacy reply before, as it arrives.
+    /// File data of the GET, FETCH or legacy reply before, as it arrives.
     Data(&'a [u8]),
-    /// That data is complete.
+    /// The digest after a FETCH reply's data, in the trailing form (§ 6.5);
+    /// [`ServerItem::DataEnd`] follows.
+    Trailer(Digest),
+    /// That data (and trailer) is complete.
     DataEnd,
 }
 
@@ -80,6 +90,12 @@ impl ServerItem<'_> {
                 put_u64(out, *offset);
                 frame.encode(out);
             }
+            Self::FetchTrailing { name, size } => {
+                out.push(tag::FETCH_TRAILING);
+                put_name(out, name.as_str());
+                put_u64(out, *size);
+            }
+            Self::Trailer(md5) => out.extend_from_slice(&md5.to_hex()),
             Self::PutOk { replaced } => out.extend_from_slice(&[tag::PUT, u8::from(*replaced)]),
             Self::DeleteOk => out.push(tag::DELETE),
             Self::StatusStart { count } => {
@@ -190,6 +206,8 @@ enum Phase {
     Data {
         remaining: u64,
         legacy: bool,
+        /// The digest follows the data (§ 6.5).
+        trailer: bool,
     },
     LegacyStart,
     /// A legacy error message, running to EOF.
@@ -251,7 +269,14 @@ impl ReplyDecoder {
                     }
                     return Ok(decoded.map(ServerItem::Connection));
                 }
-                Phase::Data { remaining: 0, legacy } => {
+                Phase::Data { remaining: 0, trailer: true, .. } => {
+                    let decoded = finish(input, md5hex(input))?;
+                    if let Decoded::Item { .. } = decoded {
+                        self.phase = Phase::Data { remaining: 0, legacy: false, trailer: false };
+                    }
+                    return Ok(decoded.map(ServerItem::Trailer));
+                }
+                Phase::Data { remaining: 0, legacy, .. } => {
                     self.phase = if *legacy { Phase::Done } else { Phase::Session };
                     return Ok(Decoded::Item { item: ServerItem::DataEnd, consumed: 0 });
                 }
@@ -272,7 +297,9 @@ impl ReplyDecoder {
                     let decoded = finish(input, legacy_head(input))?;
                     if let Decoded::Item { item, .. } = &decoded {
                         self.phase = match item {
-                            ServerItem::LegacyOk(frame) => Phase::Data { remaining: frame.size, legacy: true },
+                            ServerItem::LegacyOk(frame) => {
+                                Phase::Data { remaining: frame.size, legacy: true, trailer: false }
+                            }
                             _ => Phase::LegacyText,
                         };
                     }
@@ -292,7 +319,10 @@ impl ReplyDecoder {
                             ServerItem::ListStart { count } => Phase::Entries { remaining: *count },
                             ServerItem::StatusStart { count } => Phase::Records { remaining: *count },
                             ServerItem::GetHead { offset, frame } => {
-                                Phase::Data { remaining: frame.size - offset, legacy: false }
+                                Phase::Data { remaining: frame.size - offset, legacy: false, trailer: false }
+                            }
+                            ServerItem::FetchTrailing { size, .. } => {
+                                Phase::Data { remaining: *size, legacy: false, trailer: true }
                             }
                             _ => Phase::Session,
                         };
@@ -449,6 +479,14 @@ fn reply(i: &[u8]) -> PResult<'_, ServerItem<'_>> {
                 return fail(DecodeError::OffsetPastEnd { offset, size: frame.size });
             }
             Ok((i, ServerItem::GetHead { offset, frame }))
+        }
+        tag::FETCH_TRAILING => {
+            let (i, name) = checked_name(i)?;
+            let (i, size) = be_u64(i)?;
+            if size > FILE_SIZE_CEILING {
+                return fail(DecodeError::FileTooLarge { size, max: FILE_SIZE_CEILING });
+            }
+            Ok((i, ServerItem::FetchTrailing { name, size }))
         }
         tag::PUT => {
             let (i, outcome) = be_u8(i)?;

@@ -423,7 +423,7 @@ pub fn pipelined_requests_are_answered_in_order(engine: StartFn) {
         (0..12).map(|i| (format!("f{i:02}"), content(100 + i, 1_000 * i as usize))).collect();
     for (n, data) in &files {
         let frame = FrameHead { name: name(n), size: data.len() as u64, md5: md5(data) };
-        c.queue(&Request::Put(PutHead { mode: PutMode::CreateOnly, frame }));
+        c.queue(&Request::Put(PutHead::leading(PutMode::CreateOnly, frame)));
         c.queue_data(data);
         c.queue(&Request::Stat(name(n)));
         c.queue(&Request::Get { name: name(n), offset: data.len() as u64 / 2 });

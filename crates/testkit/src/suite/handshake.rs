@@ -160,7 +160,7 @@ pub fn requests_pipelined_behind_the_hello_are_answered(engine: StartFn) {
     let mut c = Client::start(server.addr, None);
     c.queue(&Request::List);
     let frame = FrameHead { name: crate::name("early.bin"), size: data.len() as u64, md5: crate::md5(&data) };
-    c.queue(&Request::Put(PutHead { mode: PutMode::CreateOnly, frame }));
+    c.queue(&Request::Put(PutHead::leading(PutMode::CreateOnly, frame)));
     c.queue_data(&data);
     c.queue(&Request::Get { name: crate::name("early.bin"), offset: 0 });
     c.queue(&Request::Bye);
