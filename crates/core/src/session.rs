@@ -31,6 +31,15 @@ use crate::store::{OpenedFile, Store, StoreError, Upload};
 /// Transfers at least this large log their progress every 10%.
 const PROGRESS_LOG_MIN: u64 = 64 << 20;
 
+/// The smallest file a FETCH gets in the trailing form (§ 7.10) when its digest is unknown.
+/// Hashing first costs one more read of the file before its first reply byte; below this size
+/// that read is short, and the file's bytes go out in the leading form, by the engine's fast
+/// paths for small replies (one `writev`, read on the reactor), which do not hash as they send.
+pub const TRAILING_FORM_MIN: u64 = 1 << 20;
+
+/// The bytes of a trailing-form body hashed per read, after the engine has sent them.
+const TRAIL_HASH_CHUNK: usize = 256 * 1024;
+
 /// What all connections of one server share.
 pub struct Server {
     pub settings: Settings,
@@ -153,11 +162,50 @@ pub struct Session {
     /// The GET waiting for its file's digest: the machine stays in its serving state meanwhile,
     /// so no further input is processed until [`Self::hash_done`].
     hashing_for: Option<(Name, OpenedFile)>,
+    /// A FETCH answered in the trailing form: the body's bytes are hashed as the engine reports
+    /// them sent, and their digest follows them (`[TRL-2]`).
+    trailing: Option<Trailing>,
+    /// The trailing digest could not be computed: the connection must end without it
+    /// (`[TRL-9]`).
+    broken: bool,
     /// Whether store calls may block here; see [`Self::defer_store_calls`].
     may_block: bool,
     /// Work held back for [`Self::run_deferred`] while store calls may not block.
     deferred: Option<Deferred>,
     span: tracing::Span,
+}
+
+/// The hashing of a body sent in the trailing form (§ 6.5): its own handle on the file, so that
+/// the engine may move the body's to another thread.
+#[derive(Debug)]
+struct Trailing {
+    file: std::fs::File,
+    key: crate::digests::FileKey,
+    hasher: ferry_proto::digest::Hasher,
+    /// Bytes of the file hashed so far, from offset 0.
+    hashed: u64,
+    size: u64,
+}
+
+impl Trailing {
+    /// Hashes the next `n` bytes, which the engine has just sent. They are read back from the
+    /// page cache they were sent from.
+    fn hash_sent(&mut self, n: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut left = n.min(self.size - self.hashed);
+        let mut buf = vec![0u8; TRAIL_HASH_CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX))];
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let got = self.file.read_at(&mut buf[..want], self.hashed)?;
+            if got == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file got shorter"));
+            }
+            self.hasher.update(&buf[..got]);
+            self.hashed += got as u64;
+            left -= got as u64;
+        }
+        Ok(())
+    }
 }
 
 /// What a session that may not block holds back for [`Session::run_deferred`].
@@ -186,6 +234,8 @@ impl Session {
             body_progress: None,
             hash_job: None,
             hashing_for: None,
+            trailing: None,
+            broken: false,
             may_block: true,
             deferred: None,
             span,
@@ -315,9 +365,11 @@ impl Session {
                 info!("STATUS");
                 self.conn.respond_status(self.server.history.snapshot(), now);
             }
-            Command::Get { name, .. } => match store.open_file(&name) {
+            Command::Get { name, trailing, .. } => match store.open_file(&name) {
                 Ok(opened) => match store.cached_digest(&opened) {
                     Some(md5) => self.answer_get(name, opened, md5, now),
+                    // `[TRL-7]`: no digest yet, and a FETCH lets it follow the data.
+                    None if trailing && opened.size >= TRAILING_FORM_MIN => self.answer_trailing(name, opened, now),
                     None => self.wait_for_hash(name, opened, now),
                 },
                 Err(e) => self.fail(e, "opening a file for GET", Some(&name), now),
@@ -385,6 +437,39 @@ impl Session {
             }
             None => info!(name = %name, size = opened.size, "GET refused: BAD_OFFSET"),
         }
+    }
+
+    /// Answers the FETCH being served in the trailing form (§ 7.10): the engine sends the file at
+    /// once, and its digest, computed from the bytes as they are reported sent, follows them.
+    fn answer_trailing(&mut self, name: Name, opened: OpenedFile, now: Instant) {
+        let file = match opened.file.try_clone() {
+            Ok(file) => file,
+            Err(e) => return self.wait_for_hash_after(e, name, opened, now),
+        };
+        let Some(len) = self.conn.respond_get_trailing(name.clone(), opened.size, now) else { return };
+        info!(name = %name, bytes = len, "GET (FETCH, digest after the data)");
+        self.body_progress = Progress::new("GET", name.as_str(), len);
+        self.trailing =
+            Some(Trailing { file, key: opened.key, hasher: Default::default(), hashed: 0, size: opened.size });
+        if len > 0 {
+            self.body = Some(Body { file: opened.file, offset: 0, len });
+        } else {
+            self.finish_trailing(now);
+        }
+    }
+
+    /// A second handle on the file could not be had: the leading form needs none.
+    fn wait_for_hash_after(&mut self, e: std::io::Error, name: Name, opened: OpenedFile, now: Instant) {
+        debug!(name = %name, error = %e, "no second handle for the trailing form; hashing first");
+        self.wait_for_hash(name, opened, now);
+    }
+
+    /// Sends the trailing digest once every byte is hashed, and keeps it for later requests.
+    fn finish_trailing(&mut self, now: Instant) {
+        let Some(t) = self.trailing.take_if(|t| t.hashed == t.size) else { return };
+        let md5 = t.hasher.finish();
+        self.server.store.learn_digest(t.key, md5, Some(&t.file));
+        self.conn.send_trailer(md5, now);
     }
 
     /// Parks the GET being served until the engine has hashed its file (`[SEC-3]`).
@@ -474,6 +559,16 @@ impl Session {
             p.advance(n);
         }
         self.conn.body_sent(n, now);
+        if let Some(t) = &mut self.trailing {
+            if let Err(e) = t.hash_sent(n) {
+                // `[TRL-9]`: no trailer can be sent; the client sees a truncated frame.
+                warn!(error = %e, "reading back a file sent in the trailing form; closing");
+                self.trailing = None;
+                self.broken = true;
+                return;
+            }
+            self.finish_trailing(now);
+        }
         if self.conn.wants_input() && !self.inbuf.is_empty() {
             self.process_buffered(now);
         }
@@ -554,7 +649,7 @@ impl Session {
 
     /// Whether the connection is over: flush the pending output, then close.
     pub fn is_closed(&self) -> bool {
-        self.conn.is_closed()
+        self.broken || self.conn.is_closed()
     }
 
     /// Whether it ended with a fatal error (the engine lingers before closing, `[ERR-9]`).
@@ -640,6 +735,79 @@ mod tests {
         assert_eq!(replies(session.pending_output()), [("hello", None), ("get", md5), ("stat", md5)]);
         assert!(session.wants_input());
         assert!(session.take_hash_job().is_none(), "the digest is cached now");
+    }
+
+    /// `[TRL-7]`, `[TRL-2]`: a FETCH of a large file nobody has hashed is answered at once in the
+    /// trailing form: the body is handed out without a hash job, its digest — of the bytes
+    /// reported sent — follows it, and is kept for the next request (a FETCH then gets the
+    /// leading form). A FETCH from an offset never trails (`[TRL-6]`).
+    #[test]
+    fn a_fetch_of_an_unhashed_file_trails_its_digest_and_teaches_the_cache() {
+        let content: Vec<u8> = (0..TRAILING_FORM_MIN + 12_345).map(|i| (i % 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("big.bin"), &content).unwrap();
+        let settings = Settings { root: dir.path().to_owned(), background_hashes: 0, ..Settings::default() };
+        let server = Server::new(settings).unwrap();
+        let now = Instant::now();
+        let mut session = Session::new(server, "127.0.0.1:9".parse().unwrap(), now);
+        let name = Name::parse("big.bin").unwrap();
+        let mut input = Vec::new();
+        ClientHello { min_version: 1, max_version: 1, token: None }.encode(&mut input);
+        Request::Fetch { name: name.clone(), offset: 0 }.encode(&mut input);
+        Request::Stat(name.clone()).encode(&mut input);
+        session.feed(&input, now);
+        assert!(session.take_hash_job().is_none(), "no hashing before the first byte");
+        let mut wire = session.pending_output().to_vec();
+        session.consume_output(wire.len(), now);
+        let mut body = session.take_body().expect("the body goes out at once");
+        assert_eq!((body.offset, body.len), (0, content.len() as u64));
+        // The engine sends it in pieces (sendfile); this test reads them as the client gets them.
+        while body.len > 0 {
+            let n = body.len.min(300_000);
+            let mut piece = vec![0u8; n as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&body.file, &mut piece, body.offset).unwrap();
+            wire.extend_from_slice(&piece);
+            body.offset += n;
+            body.len -= n;
+            session.body_sent(n, now);
+        }
+        wire.extend_from_slice(session.pending_output());
+        let mut decoder = ReplyDecoder::new();
+        let (mut at, mut items) = (0, Vec::new());
+        while at < wire.len() {
+            let Decoded::Item { item, consumed } = decoder.decode(&wire[at..]).expect("valid") else { break };
+            at += consumed;
+            items.push(match item {
+                ServerItem::FetchTrailing { size, .. } => format!("fetch_trailing {size}"),
+                ServerItem::Trailer(md5) => format!("trailer {md5}"),
+                ServerItem::Stat(e) => format!("stat {:?}", e.md5.map(|d| d.to_string())),
+                ServerItem::Data(_) => continue,
+                other => format!("{other:?}").split([' ', '(', '{']).next().unwrap_or("").to_owned(),
+            });
+        }
+        let md5 = Digest::of(&content);
+        items.dedup();
+        assert_eq!(
+            items,
+            [
+                "Hello".to_owned(),
+                format!("fetch_trailing {}", content.len()),
+                format!("trailer {md5}"),
+                "DataEnd".to_owned(),
+                format!("stat {:?}", Some(md5.to_string())),
+            ]
+        );
+        // Known now: a FETCH gets the leading form.
+        let n = session.pending_output().len();
+        session.consume_output(n, now);
+        let mut input = Vec::new();
+        Request::Fetch { name, offset: 0 }.encode(&mut input);
+        session.feed(&input, now);
+        let head = ReplyDecoder::in_session().decode(session.pending_output()).expect("valid");
+        assert!(
+            matches!(head, Decoded::Item { item: ServerItem::GetHead { frame, .. }, .. } if frame.md5 == md5),
+            "[TRL-7] the leading form once the digest is known"
+        );
     }
 
     /// A hash that fails answers its GET with `INTERNAL`; the connection goes on.

@@ -52,6 +52,9 @@ pub struct Settings {
     pub read_only: bool,
     /// Serve the legacy profile on the same port (§ 15).
     pub legacy: bool,
+    /// Offer the `TRAILER` capability (§ 6.5): uploads may send their digest after the data,
+    /// and a FETCH of a large file not hashed yet gets it after the data too.
+    pub trailer: bool,
     /// On shutdown, how long transfers in flight may take to finish (`[SHUT-4]`).
     pub grace: Duration,
     /// Connections remembered for STATUS.
@@ -85,6 +88,7 @@ impl Default for Settings {
             anonymous: Some(Role::Write),
             read_only: false,
             legacy: true,
+            trailer: true,
             grace: Duration::from_secs(10),
             history: 100,
             max_concurrent_hashes: 2,
@@ -101,6 +105,9 @@ impl Settings {
         let mut capabilities = Capabilities::RESUME | Capabilities::STATUS | Capabilities::SHUTDOWN;
         if self.legacy {
             capabilities = capabilities | Capabilities::LEGACY;
+        }
+        if self.trailer {
+            capabilities = capabilities | Capabilities::TRAILER;
         }
         Arc::new(ServerConfig {
             limits: ReadLimits { max_name_len: self.max_name_len, max_file_size: self.max_file_size }.clamped(),

@@ -112,6 +112,10 @@ pub struct Cli {
     /// Do not serve the legacy single-download profile.
     #[arg(long)]
     pub no_legacy: bool,
+    /// Do not offer the TRAILER capability: every file then travels with its digest in front
+    /// (PROTOCOL.md § 6.5), as an old-style server sends it.
+    #[arg(long)]
+    pub no_trailer: bool,
     /// How long transfers in flight may take to finish once a shutdown starts (0: none; they are
     /// cut at once).
     #[arg(long, value_name = "DURATION", default_value_t = Span(Settings::default().grace),
@@ -272,6 +276,7 @@ impl Cli {
             },
             read_only: self.read_only,
             legacy: !self.no_legacy,
+            trailer: !self.no_trailer,
             grace: self.grace.0,
             linger: self.linger.0,
             history: self.history,
