@@ -153,6 +153,14 @@ impl Reply {
         }
     }
 
+    /// The digest that followed a FETCH reply's data in the trailing form (§ 6.5), if any.
+    pub fn trailer(&self) -> Option<Digest> {
+        self.items.iter().find_map(|i| match i {
+            ServerItem::Trailer(d) => Some(*d),
+            _ => None,
+        })
+    }
+
     /// A GET (or legacy `"OK"`) reply's offset and frame head; the data is in [`Reply::data`].
     #[track_caller]
     pub fn frame(&self) -> (u64, FrameHead) {
@@ -635,6 +643,27 @@ impl Client {
         (frame, reply.data)
     }
 
+    /// FETCH from `offset` (§ 7.10): the reply is a GET reply, or a trailing frame.
+    #[track_caller]
+    pub fn fetch(&mut self, name: &str, offset: u64) -> Reply {
+        self.request(&Request::Fetch { name: crate::name(name), offset })
+    }
+
+    /// PUT `data` under `name` in the trailing form (§ 6.5), with `trailer` after the data.
+    #[track_caller]
+    pub fn put_trailing(&mut self, name: &str, data: &[u8], mode: PutMode, trailer: Digest) -> Reply {
+        self.send(&Request::Put(PutHead::trailing(mode, crate::name(name), data.len() as u64)));
+        self.send_data(data);
+        match &mut self.decoder {
+            Decoder::Checked(conn) => {
+                conn.send_trailer(&trailer).unwrap_or_else(|e| panic!("the client machine refused the trailer: {e}"));
+                self.flush_checked();
+            }
+            Decoder::Raw(_) => self.write(&trailer.to_hex()),
+        }
+        self.read_reply()
+    }
+
     /// Sends a PUT head; its `size` bytes of data follow with [`Client::send_data`].
     #[track_caller]
     pub fn put_head(&mut self, mode: PutMode, name: &str, size: u64, md5: Digest) {
@@ -707,7 +736,7 @@ impl Client {
         };
         let follows = match &head {
             ServerItem::ListStart { count } | ServerItem::StatusStart { count } => Follows::Items(*count),
-            ServerItem::GetHead { .. } | ServerItem::LegacyOk(_) => Follows::Data,
+            ServerItem::GetHead { .. } | ServerItem::FetchTrailing { .. } | ServerItem::LegacyOk(_) => Follows::Data,
             ServerItem::LegacyErrorStart => Follows::DataToEof,
             ServerItem::Hello(h) => {
                 self.hello = Some(*h);
@@ -735,6 +764,8 @@ impl Client {
                         reply.items.push(ServerItem::DataEnd);
                         break;
                     }
+                    // The digest after a FETCH reply's data (§ 6.5).
+                    Some(Item::Msg(trailer @ ServerItem::Trailer(_))) => reply.items.push(trailer),
                     Some(Item::Msg(m)) => return Err(ReadError::Protocol(format!("{m:?} inside file data"))),
                     None => return Err(truncated(self)),
                 }

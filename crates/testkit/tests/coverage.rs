@@ -27,6 +27,7 @@ const CLIENT_SIDE: &[(&str, &str)] = &[
     ("TLS-5", "the client verifies the server's certificate"),
     ("TLS-6", "the client keeps tokens off plain connections to other hosts"),
     ("TIME-11", "the client gives up a server that stalls"),
+    ("TRL-10", "the client keeps a trailing download unverified until its trailer matches"),
 ];
 
 /// Server requirements this suite does not check, and why.

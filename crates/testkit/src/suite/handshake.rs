@@ -28,7 +28,11 @@ pub fn hello_announces_version_role_capabilities_and_limits(engine: StartFn) {
     assert_eq!(hello.version, 1, "[HELLO-4]");
     assert_eq!(hello.role, Role::Write, "the anonymous role by default");
     assert_eq!(hello.capabilities.0 & !Capabilities::ALL_V1.0, 0, "[HELLO-9] unknown bits are 0");
-    let offered = Capabilities::LEGACY | Capabilities::RESUME | Capabilities::STATUS | Capabilities::SHUTDOWN;
+    let offered = Capabilities::LEGACY
+        | Capabilities::RESUME
+        | Capabilities::STATUS
+        | Capabilities::SHUTDOWN
+        | Capabilities::TRAILER;
     assert_eq!(hello.capabilities, offered);
     assert_eq!(hello.max_name_len, 100, "[LIM-1]");
     assert_eq!(hello.max_file_size, 12_345, "[LIM-1]");

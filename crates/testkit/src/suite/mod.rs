@@ -18,6 +18,7 @@ mod names;
 mod shutdown;
 mod storage;
 mod tls;
+mod trailer;
 
 pub use auth::*;
 pub use capacity::*;
@@ -29,6 +30,7 @@ pub use names::*;
 pub use shutdown::*;
 pub use storage::*;
 pub use tls::*;
+pub use trailer::*;
 
 /// Expands to one `#[test]` per case of the suite, run against `$engine` (a
 /// [`StartFn`](crate::StartFn)). Every case of [`crate::suite`] must be listed here (this crate's
@@ -128,6 +130,11 @@ macro_rules! server_suite {
             legacy_name_longer_than_max_name_len_is_refused_unread,
             legacy_disabled_is_refused,
             legacy_without_anonymous_access_is_refused,
+            // the trailing digest (§ 6.5)
+            trailing_uploads_are_published_only_when_their_trailer_matches,
+            a_fetch_of_a_large_unhashed_file_trails_its_digest,
+            a_server_without_trailer_refuses_its_forms,
+            a_trailing_reply_cut_by_a_shrinking_file_ends_without_a_trailer,
             // TLS (§ 18)
             tls_listener_serves_ferry_1_over_tls_1_3,
             tls_listener_refuses_other_protocols_and_old_versions,
