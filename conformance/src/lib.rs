@@ -15,6 +15,7 @@ pub mod coverage;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod tls_relay;
 pub mod wire;
 
 /// The spec files this binary was built with.
