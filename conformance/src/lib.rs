@@ -12,6 +12,7 @@ pub mod cases;
 pub mod client;
 pub mod context;
 pub mod coverage;
+pub mod over_tls;
 pub mod record;
 pub mod report;
 pub mod runner;
