@@ -2,14 +2,16 @@
 //! on real loopback sockets against real TLS servers with certificates made at run time: bytes
 //! cross it both ways, half-closes and resets reach the other side, it holds little when one
 //! side stops reading, it says which address the server sees, and it refuses to start against
-//! a server it cannot trust.
+//! a server it cannot trust. Last, the suite's cases over TLS against the reference server.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use ferry_conformance::case::{Profile, Target, TlsTarget, Verdict};
 use ferry_conformance::tls_relay::{RelayError, TlsRelay, Upstream};
+use ferry_conformance::{cases, over_tls, runner};
 use ferry_tls::generate::{Ca, Validity};
 use ferry_tls::rustls::{self, ServerConnection, StreamOwned};
 use socket2::SockRef;
@@ -282,5 +284,67 @@ fn a_server_that_cannot_be_trusted_or_chooses_no_alpn_stops_the_start() {
     match TlsRelay::start(pki.upstream(addr)) {
         Err(RelayError::Upstream { source, .. }) => assert!(source.to_string().contains("ferry/1"), "{source}"),
         other => panic!("no ALPN chosen: {other:?}"),
+    }
+}
+
+#[test]
+fn the_cases_pass_over_tls_against_the_reference_server() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let settings = ferry_core::Settings {
+        root: dir.path().to_owned(),
+        max_clients: 12,
+        handshake_timeout: Duration::from_secs(2),
+        head_timeout: Duration::from_secs(3),
+        progress_timeout: Duration::from_secs(3),
+        tokens: [("adm1n".to_owned(), ferry_proto::Role::Admin)].into_iter().collect(),
+        anonymous: Some(ferry_proto::Role::Read),
+        ..ferry_core::Settings::default()
+    };
+    let tls_listen = Some(("127.0.0.1:0".parse().unwrap(), pki.server.clone()));
+    let running = ferry_blocking::spawn_with(settings, "127.0.0.1:0".parse().unwrap(), tls_listen).expect("a server");
+    let mut tls = TlsTarget {
+        addr: running.tls_addr.expect("a TLS listener"),
+        trust: pki.trust(),
+        sni: "localhost".into(),
+        relayed: None,
+    };
+    let (relay, relayed) = over_tls::start(&tls, Some(running.addr), WAIT).expect("the relay starts");
+    tls.relayed = Some(relayed);
+    let target = Target {
+        addr: relay.addr(),
+        token: Some("adm1n".into()),
+        io_timeout: Duration::from_secs(4),
+        case_timeout: Duration::from_secs(20),
+        profile: Profile::V1,
+        seed: 5,
+        model_cases: 8,
+        verbose: false,
+        run_prefix: "cftls-".into(),
+        destructive: false,
+        root: None,
+        large: false,
+        tls: Some(tls),
+    };
+    // The cases that see most of the connection: its hello, STATUS's view of it, the server's
+    // closes and resets after errors, the capacity, the deadlines, the TLS listener itself.
+    let selected: Vec<_> = cases::all()
+        .into_iter()
+        .filter(|c| {
+            ["semantics.", "robustness.malformed", "limits.", "early.", "tls."].iter().any(|p| c.id.starts_with(p))
+                && c.id != "limits.deadline.stalled-reader"
+        })
+        .collect();
+    let hello = runner::probe(&target).expect("a handshake through the relay");
+    let results = runner::run(selected, &target, hello, 2, false);
+    let bad: Vec<_> = results
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Fail | Verdict::Timeout | Verdict::HarnessError))
+        .map(|r| (&r.id, &r.outcome))
+        .collect();
+    assert!(bad.is_empty(), "over TLS: {bad:#?}");
+    for id in ["semantics.status.records", "limits.capacity.busy", "limits.deadline.head", "tls.wrong-port"] {
+        let r = results.iter().find(|r| r.id == id).unwrap_or_else(|| panic!("{id} ran"));
+        assert_eq!(r.verdict, Verdict::Pass, "{id}: {:?}", r.outcome);
     }
 }
