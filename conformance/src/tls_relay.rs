@@ -9,8 +9,8 @@
 //! then carries bytes both ways, keeping what a case can observe of the server as it is without
 //! TLS:
 //!
-//! - Backpressure: each direction holds one chunk at a time ([`CHUNK`]) besides rustls's bounded
-//!   buffers, and the relay's sockets have small kernel buffers ([`SOCKET_BUFFER`]): a server that
+//! - Backpressure: each direction holds one chunk at a time (16 KiB) besides rustls's bounded
+//!   buffers, and the relay's sockets have small kernel buffers (64 KiB): a server that
 //!   stops reading, or a case that stops reading, is felt at the other end after little more
 //!   than without the relay (`resources.*`, `limits.deadline.stalled-reader`).
 //! - Half-close: a case's FIN becomes the TLS `close_notify` and the shutdown of the TCP write
