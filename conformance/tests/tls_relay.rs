@@ -348,3 +348,29 @@ fn the_cases_pass_over_tls_against_the_reference_server() {
         assert_eq!(r.verdict, Verdict::Pass, "{id}: {:?}", r.outcome);
     }
 }
+
+#[test]
+fn the_binary_checks_a_tls_only_server_given_only_its_tls_address() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let settings = ferry_core::Settings {
+        root: dir.path().to_owned(),
+        anonymous: Some(ferry_proto::Role::Write),
+        ..ferry_core::Settings::default()
+    };
+    let tls_listen = Some(("127.0.0.1:0".parse().unwrap(), pki.server.clone()));
+    let running = ferry_blocking::spawn_with(settings, "127.0.0.1:0".parse().unwrap(), tls_listen).expect("a server");
+    let tls_addr = running.tls_addr.expect("a TLS listener").to_string();
+    let ca = pki.dir.path().join("ca.pem");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_conformance"))
+        .args(["run", "--tls", &tls_addr, "--sni", "localhost", "--case", "semantics.status", "--case", "tls."])
+        .arg("--ca")
+        .arg(&ca)
+        .output()
+        .expect("conformance runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.starts_with(&format!("over TLS 1.3 to {tls_addr} (certificate checked for localhost)")), "{report}");
+    assert!(report.contains("PASS          semantics.status.records"), "{report}");
+    assert!(report.contains("PASS          tls.wrong-port"), "{report}");
+}
