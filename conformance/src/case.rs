@@ -50,6 +50,9 @@ pub struct TlsTarget {
     pub trust: ferry_tls::Trust,
     /// The name its certificate is checked against, and sent as SNI.
     pub sni: String,
+    /// Set when every case runs over TLS (`--over-tls`): [`Target::addr`] is then the suite's
+    /// relay to this listener.
+    pub relayed: Option<crate::over_tls::Relayed>,
 }
 
 /// How a connection ended, as a failure report tells it.

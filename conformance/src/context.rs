@@ -1,5 +1,6 @@
 //! What a running case can use: the target, the server's hello, a name prefix of its own.
 
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ferry_proto::{ErrorCode, Name, Request, ServerHello};
@@ -68,6 +69,34 @@ impl Ctx {
     /// The connection cannot be made.
     pub fn raw(&self) -> std::io::Result<Raw> {
         Ok(Raw::connect(self.target.addr, self.target.io_timeout)?.watch_busy(&self.busy))
+    }
+
+    /// The address the server sees for the connection of `stream`, as its `STATUS` records show
+    /// it (`[STATUS-1]`): the stream's own, or in a run over TLS the relay's side of it.
+    ///
+    /// # Errors
+    /// The socket has no address, or the relay has not reached the server for it within the
+    /// wait's deadline (or the connection is over).
+    pub fn seen_by_server(&self, stream: &TcpStream) -> std::io::Result<SocketAddr> {
+        let own = stream.local_addr()?;
+        match self.target.tls.as_ref().and_then(|t| t.relayed.as_ref()) {
+            None => Ok(own),
+            Some(relayed) => relayed.directory.seen_as(own, self.io_deadline()).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("the TLS relay carries no connection from {own} to the server"),
+                )
+            }),
+        }
+    }
+
+    /// The server's plain listener: [`Target::addr`], except in a run over TLS, where it is the
+    /// one the run was given, if any.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        match self.target.tls.as_ref().and_then(|t| t.relayed.as_ref()) {
+            None => Some(self.target.addr),
+            Some(relayed) => relayed.plain,
+        }
     }
 
     /// The deadline for one network wait.

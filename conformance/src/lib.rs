@@ -12,9 +12,11 @@ pub mod cases;
 pub mod client;
 pub mod context;
 pub mod coverage;
+pub mod over_tls;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod tls_relay;
 pub mod wire;
 
 /// The spec files this binary was built with.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use ferry_conformance::case::{Outcome, Profile, Target, Verdict};
 use ferry_conformance::runner::{self, Selection};
-use ferry_conformance::{cases, client, coverage, record, report, spec};
+use ferry_conformance::{cases, client, coverage, over_tls, record, report, spec};
 
 /// Checks a Ferry server against PROTOCOL.md and reports by requirement id.
 ///
@@ -78,8 +78,10 @@ struct SelectArgs {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The server, HOST:PORT.
-    server: String,
+    /// The server's plain listener, HOST:PORT. Optional with --tls: without it every case runs
+    /// over TLS (as with --over-tls), for a server that speaks only TLS.
+    #[arg(required_unless_present = "tls")]
+    server: Option<String>,
     #[command(flatten)]
     select: SelectArgs,
     /// Seconds each case may take; each network wait gets at most a third of it.
@@ -131,6 +133,12 @@ struct RunArgs {
     /// are skipped without it). Its certificate is checked against the Web PKI's roots, or --ca.
     #[arg(long, value_name = "HOST:PORT")]
     tls: Option<String>,
+    /// Run every case over TLS, not only the `tls.*` ones: each connection a case makes goes
+    /// through a relay of the suite's own that speaks TLS 1.3 and ALPN ferry/1 to --tls, and the
+    /// report says so. SERVER, if given, is then used only for the check that needs a plain port
+    /// (a TLS ClientHello sent to it). Implied when SERVER is not given.
+    #[arg(long, requires = "tls")]
+    over_tls: bool,
     /// Trust only the CA certificates in this PEM file for --tls (a private CA, or `ferryd
     /// gen-cert`'s ca.pem).
     #[arg(long, value_name = "FILE", requires = "tls")]
@@ -358,7 +366,27 @@ fn target(addr: SocketAddr, token: Option<String>, timeout: u64, profile: Profil
 }
 
 fn run(args: RunArgs) -> Result<ExitCode, String> {
-    let addr = resolve(&args.server)?;
+    let plain = args.server.as_deref().map(resolve).transpose()?;
+    let tls = args.tls.as_deref().map(|tls| -> Result<_, String> {
+        let host = tls.rsplit_once(':').map_or(tls, |(h, _)| h);
+        Ok(ferry_conformance::case::TlsTarget {
+            addr: resolve(tls)?,
+            trust: args.ca.clone().map_or(ferry_tls::Trust::WebPki, ferry_tls::Trust::CaFile),
+            sni: args.sni.clone().unwrap_or_else(|| host.trim_start_matches('[').trim_end_matches(']').to_owned()),
+            relayed: None,
+        })
+    });
+    let mut tls = tls.transpose()?;
+    // Over TLS the cases connect to the relay, which lives as long as the run.
+    let mut relay = None;
+    let addr = match tls.as_mut() {
+        Some(tls) if args.over_tls || plain.is_none() => {
+            let (r, relayed) = over_tls::start(tls, plain, Duration::from_secs((args.timeout / 3).max(1)))?;
+            tls.relayed = Some(relayed);
+            relay.insert(r).addr()
+        }
+        _ => plain.ok_or("give the server's address, or its TLS listener with --tls")?,
+    };
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
     });
@@ -371,14 +399,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         }
         target.root = Some(root.clone());
     }
-    if let Some(tls) = &args.tls {
-        let host = tls.rsplit_once(':').map_or(tls.as_str(), |(h, _)| h);
-        target.tls = Some(ferry_conformance::case::TlsTarget {
-            addr: resolve(tls)?,
-            trust: args.ca.clone().map_or(ferry_tls::Trust::WebPki, ferry_tls::Trust::CaFile),
-            sni: args.sni.clone().unwrap_or_else(|| host.trim_start_matches('[').trim_end_matches(']').to_owned()),
-        });
-    }
+    target.tls = tls;
     // Heavy cases asked for by name run whatever they cost (`cases::large`).
     target.large = args.select.case_ids.iter().any(|c| c.starts_with(cases::large::CATEGORY));
     let server = runner::probe(&target)?;
@@ -386,13 +407,26 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     if cases.is_empty() {
         return Err("no case selected".into());
     }
-    eprintln!("running {} cases against {addr} (seed {seed}, prefix {})", cases.len(), target.run_prefix);
+    match (&relay, &target.tls) {
+        (Some(_), Some(tls)) => eprintln!(
+            "running {} cases over TLS against {} through a relay at {addr} (seed {seed}, prefix {})",
+            cases.len(),
+            tls.addr,
+            target.run_prefix
+        ),
+        _ => eprintln!("running {} cases against {addr} (seed {seed}, prefix {})", cases.len(), target.run_prefix),
+    }
     let results = runner::run(cases, &target, server, args.jobs, args.strict);
+    drop(relay.take());
     let spec = spec::requirements();
-    let text = match args.format {
-        Format::Text => report::text(&results, &spec, args.verbose),
-        Format::Json => report::json(&results, seed),
-        Format::Junit => report::junit(&results, &spec),
+    let over_tls = target.tls.as_ref().filter(|t| t.relayed.is_some());
+    let text = match (args.format, over_tls) {
+        (Format::Text, None) => report::text(&results, &spec, args.verbose),
+        (Format::Text, Some(tls)) => over_tls::mark_text(&report::text(&results, &spec, args.verbose), tls),
+        (Format::Json, None) => report::json(&results, seed),
+        (Format::Json, Some(tls)) => over_tls::mark_json(&report::json(&results, seed), tls),
+        (Format::Junit, None) => report::junit(&results, &spec),
+        (Format::Junit, Some(tls)) => over_tls::mark_junit(&report::junit(&results, &spec), tls),
     };
     match &args.output {
         Some(p) => std::fs::write(p, &text).map_err(|e| format!("writing {}: {e}", p.display()))?,

@@ -392,7 +392,7 @@ fn stalled_reader(ctx: &Ctx) -> Verdict {
     let status = conn.hello.capabilities.contains(Capabilities::STATUS);
     // Ask for it and read nothing.
     let mut stalled = ctx.conn().map_err(|p| problem("TIME-5", "handshake", &p))?;
-    let peer = stalled.raw.stream.local_addr().map_err(|e| fail("TIME-5", e.to_string()))?.to_string();
+    let peer = ctx.seen_by_server(&stalled.raw.stream).map_err(|e| fail("TIME-5", e.to_string()))?.to_string();
     stalled
         .raw
         .send(&super::support::request_bytes(&Request::Get { name: name.clone(), offset: 0 }))

@@ -246,7 +246,7 @@ fn list_sorted_once(ctx: &Ctx) -> Verdict {
 fn status_records(ctx: &Ctx) -> Verdict {
     // An earlier connection: its exact byte counts are known.
     let mut first = ctx.raw().map_err(|e| fail("STATUS-1", format!("cannot connect: {e}")))?;
-    let first_addr = first.stream.local_addr().map_err(|e| fail("STATUS-1", e.to_string()))?.to_string();
+    let first_addr = ctx.seen_by_server(&first.stream).map_err(|e| fail("STATUS-1", e.to_string()))?.to_string();
     let mut sent = hello_bytes(ctx.target.token.as_deref());
     sent.extend_from_slice(&[0x07, 0x08]);
     first.send(&sent).map_err(|e| fail("STATUS-1", e.to_string()))?;
@@ -256,7 +256,7 @@ fn status_records(ctx: &Ctx) -> Verdict {
     let first_out = first.received.len() as u64;
     drop(first);
     let mut conn = ctx.conn().map_err(|p| problem("STATUS-1", "handshake", &p))?;
-    let own_addr = conn.raw.stream.local_addr().map_err(|e| fail("STATUS-1", e.to_string()))?.to_string();
+    let own_addr = ctx.seen_by_server(&conn.raw.stream).map_err(|e| fail("STATUS-1", e.to_string()))?.to_string();
     let own_sent = hello_bytes(ctx.target.token.as_deref()).len() as u64;
     // The first connection's record may take a moment to show its close.
     let started = Instant::now();

@@ -1,6 +1,7 @@
 //! The TLS listener (PROTOCOL.md § 18), checked when the run is given one (`--tls ADDR`): the
 //! version floor and ALPN (`[TLS-1]`, `[TLS-4]`), a session inside TLS and its `close_notify`
-//! (`[TLS-9]`), and both wrong ports (`[TLS-8]`, and a TLS ClientHello on the plain port).
+//! (`[TLS-9]`), and both wrong ports (`[TLS-8]`, and a TLS ClientHello on the plain port, when
+//! the run has one).
 //! These cases make their own connections, with the client configurations they need.
 
 use std::io::{ErrorKind, Read, Write};
@@ -191,7 +192,11 @@ fn wrong_port(ctx: &Ctx) -> Verdict {
     .map_err(|e| fail("TLS-8", e.to_string()))?;
     let mut client_hello = Vec::new();
     client.write_tls(&mut client_hello).map_err(|e| fail("TLS-8", e.to_string()))?;
-    let sock = socket(ctx.target.addr, ctx.target.io_timeout)?;
+    // In a run over TLS the cases' address is the suite's relay, which would carry the
+    // ClientHello inside TLS: the plain port is the one the run was given, and a server that
+    // speaks only TLS has none to check.
+    let Some(plain) = ctx.plain_addr() else { return Ok(Outcome::Pass) };
+    let sock = socket(plain, ctx.target.io_timeout)?;
     (&sock).write_all(&client_hello).map_err(|e| fail("HELLO-3", e.to_string()))?;
     let answer =
         read_to_close(&sock).map_err(|e| fail("HELLO-3", format!("a TLS ClientHello on the plain port: {e}")))?;
