@@ -23,12 +23,21 @@ HERE = Path(__file__).resolve().parent
 SPEC = HERE.parent / "spec"
 
 HELLO = b"FERRY" + struct.pack(">HHH", 1, 1, 0)
-# A server hello (tag 0x80): v1, write role, capabilities 0x0f, the defaults of ServerConfig.
-SERVER_HELLO = bytes([0x80]) + struct.pack(">HBIIQIII", 1, 2, 0x0F, 255, 1 << 40, 8, 300000, 3600000)
+# A server hello (tag 0x80): v1, write role, capabilities 0x1f (TRAILER included), the defaults
+# of ServerConfig.
+SERVER_HELLO = bytes([0x80]) + struct.pack(">HBIIQIII", 1, 2, 0x1F, 255, 1 << 40, 8, 300000, 3600000)
 
 # Server config bytes (fuzz/src/server.rs, `config`).
 ANON_WRITE, ANON_READ, ANON_ADMIN, ANON_NONE = 0, 1, 2, 3
 NO_LEGACY, NAME16, SIZE4 = 0x08, 0x40, 0x80
+# Host bytes of server_machine (fuzz/src/server.rs, `config_with`, `trailing_replies`): the
+# default host; a server without TRAILER; a host answering FETCH from 0 in the trailing form.
+HOST_DEFAULT, HOST_NO_TRAILER, HOST_TRAILING_REPLIES = 0, 1, 2
+# c2s_stream config bit: read as a server announcing TRAILER.
+C2S_TRAILER = 0x20
+# client_machine config bits (fuzz/src/client.rs, `fuzz_client`): end to end; the server answers
+# FETCH from 0 in the trailing form.
+CLIENT_E2E, CLIENT_TRAILING_REPLIES = 0x01, 0x20
 
 # Schedules (fuzz/src/server.rs, `run_scheduled`): whole; small reads with blocked reads,
 # partial writes and polls in between; EOF part way; a day passing part way.
@@ -171,6 +180,8 @@ def requests_for(items):
             out += b"\x02" + name_field(it["name"])
         elif t == "get_ok":
             out += b"\x03" + name_field(it["name"]) + struct.pack(">Q", it["offset"])
+        elif t == "fetch_trailing":
+            out += b"\x0b" + name_field(it["name"]) + struct.pack(">Q", 0)
         elif t == "put_ok":
             out += b"\x04\x00" + name_field("x") + struct.pack(">Q", 0) + hashlib.md5(b"").hexdigest().encode()
         elif t == "delete_ok":
@@ -192,11 +203,16 @@ def client_input(cfg, server_cfg, section, ops, server_bytes):
 def build():
     seeds = {t: {} for t in ("c2s_stream", "s2c_stream", "server_machine", "client_machine", "legacy", "transcript")}
 
-    def server_seeds(target, prefix, source, cfg, data):
+    def server_seeds(target, prefix, source, cfg, data, trailer=False):
         for sname, ops in SCHEDULES.items():
-            seeds[target][f"{source}-{sname}"] = prefix + bytes([cfg, 0, len(ops)]) + ops + data
+            seeds[target][f"{source}-{sname}"] = prefix + bytes([cfg, HOST_DEFAULT, 0, len(ops)]) + ops + data
         # The store fails every other command.
-        seeds[target][f"{source}-faults"] = prefix + bytes([cfg, 0x55, 0]) + data
+        seeds[target][f"{source}-faults"] = prefix + bytes([cfg, HOST_DEFAULT, 0x55, 0]) + data
+        if trailer:
+            # The trailing form refused by a server without TRAILER, and FETCH answered with 0x8B.
+            seeds[target][f"{source}-no-trailer"] = prefix + bytes([cfg, HOST_NO_TRAILER, 0, 0]) + data
+            ops = SCHEDULES["mixed"]
+            seeds[target][f"{source}-trailing-replies"] = prefix + bytes([cfg, HOST_TRAILING_REPLIES, 0, len(ops)]) + ops + data
 
     for name, v in vectors():
         b, start, limits = v["bytes"], v["start"], v.get("limits", {})
@@ -204,17 +220,22 @@ def build():
             cfg = 1 if start == "session" else 0
             cfg |= {255: 0, 16: 1 << 1, 4096: 2 << 1}[limits.get("max_name_len", 255)]
             cfg |= {1 << 40: 0, 4: 1 << 3}[limits.get("max_file_size", 1 << 40)]
+            trailer = v.get("trailer", False)
+            cfg |= C2S_TRAILER if trailer else 0
             seeds["c2s_stream"][name] = bytes([cfg, 1]) + b
             server_cfg = (NAME16 if limits.get("max_name_len") == 16 else 0) | (SIZE4 if limits.get("max_file_size") == 4 else 0)
             if start == "session":
-                server_seeds("server_machine", b"", name, server_cfg, HELLO + b)
-                seeds["client_machine"][f"{name}-e2e"] = client_input(1, server_cfg, b[:0xFFFF], b"", b"")
+                server_seeds("server_machine", b"", name, server_cfg, HELLO + b, trailer)
+                seeds["client_machine"][f"{name}-e2e"] = client_input(CLIENT_E2E, server_cfg, b[:0xFFFF], b"", b"")
+                if trailer:
+                    seeds["client_machine"][f"{name}-e2e-trailing"] = client_input(
+                        CLIENT_E2E | CLIENT_TRAILING_REPLIES, server_cfg, b[:0xFFFF], b"", b"")
             elif b[:1] == b"\x00":
                 for variant, mode, extra in LEGACY_VARIANTS:
                     seeds["legacy"][f"{name}-{variant}"] = bytes([mode, server_cfg | extra, 0]) + b
                 server_seeds("server_machine", b"", name, server_cfg, b)
             else:
-                server_seeds("server_machine", b"", name, server_cfg, b)
+                server_seeds("server_machine", b"", name, server_cfg, b, trailer)
         else:
             seeds["s2c_stream"][name] = bytes([{"handshake": 0, "session": 1, "legacy": 2}[start], 1]) + b
             if start == "legacy":
@@ -230,17 +251,21 @@ def build():
 
     for name, headers, conns in transcripts():
         cfg = role_config(headers)
+        trailer = "TRAILER" in headers.get("capability", "").split()
         for i, data in enumerate(conns):
             source = f"{name}-{i}"
             if data[:1] == b"\x00":
                 for variant, mode, extra in LEGACY_VARIANTS:
                     seeds["legacy"][f"{source}-{variant}"] = bytes([mode, cfg | extra, 0]) + data
             else:
-                server_seeds("server_machine", b"", source, cfg, data)
+                server_seeds("server_machine", b"", source, cfg, data, trailer)
                 if data.startswith(HELLO):
                     section = data[len(HELLO):][:0xFFFF]
                     for sname, ops in CLIENT_SCHEDULES.items():
-                        seeds["client_machine"][f"{source}-e2e-{sname}"] = client_input(1, cfg, section, ops, b"")
+                        seeds["client_machine"][f"{source}-e2e-{sname}"] = client_input(CLIENT_E2E, cfg, section, ops, b"")
+                        if trailer:
+                            seeds["client_machine"][f"{source}-e2e-trailing-{sname}"] = client_input(
+                                CLIENT_E2E | CLIENT_TRAILING_REPLIES, cfg, section, ops, b"")
         seeds["transcript"][name] = (SPEC / "transcripts" / f"{name}.ft").read_bytes()
 
     for nm in ("a.txt", "bin", "empty", "missing", "..", "a" * 300):

@@ -8,6 +8,9 @@
 // (spec/README.md: `end` is "clean" and no item is `rejected`) with the
 // top-level type its direction and start select, turns the parsed object tree
 // into the `items` list of spec/README.md and compares it with the vector's.
+// A client-to-server vector is parsed with the parameter `trailer` set as its
+// `"trailer"` key says (the server announced TRAILER); a valid vector that uses
+// the trailing form must also FAIL to parse without it ([PUT-7], [REQ-2]).
 // Prints one line per failing vector and a final line
 // `kaitai: N passed, M failed, K skipped` (skipped = vectors that are not
 // valid). Exits 1 if any vector failed or none was checked.
@@ -105,6 +108,13 @@ const md5Of = (m) => m.value.toLowerCase();
 const optMd5 = (o) => (o.presence === 1 ? md5Of(o.value) : null);
 const optTime = (o, what) => (o.presence === 1 ? int64(o.value, what) : null);
 
+// A trailing frame (PROTOCOL.md § 6.5): the data, then the digest as a
+// `trailer` item, then `data_end`.
+function trailingItems(frame) {
+  const data = frame.data.length > 0 ? [{ type: 'data', hex: hexOf(frame.data) }] : [];
+  return [...data, { type: 'trailer', md5: md5Of(frame.md5) }, { type: 'data_end' }];
+}
+
 function dataItems(frame) {
   const expected = int64(frame.size, 'frame size') - int64(frame.offset, 'frame offset');
   if (frame.data.length !== expected) {
@@ -126,16 +136,19 @@ function makeConverters(Ferry) {
       case Op.LIST: return [{ type: 'list' }];
       case Op.STAT: return [{ type: 'stat', name: b.name.value }];
       case Op.GET: return [{ type: 'get', name: b.name.value, offset: int64(b.offset, 'GET offset') }];
+      case Op.FETCH: return [{ type: 'fetch', name: b.name.value, offset: int64(b.offset, 'FETCH offset') }];
       case Op.PUT: {
+        const mode = b.isCreateOnly ? 'create_only' : 'overwrite';
+        if (b.isTrailing) {
+          const t = b.trailingFrame;
+          return [
+            { type: 'put', mode, name: t.name.value, size: int64(t.size, 'PUT size'), md5: null },
+            ...trailingItems(t),
+          ];
+        }
         const f = b.frame;
         return [
-          {
-            type: 'put',
-            mode: b.mode === Ferry.PutMode.OVERWRITE ? 'overwrite' : 'create_only',
-            name: f.name.value,
-            size: int64(f.size, 'PUT size'),
-            md5: md5Of(f.md5),
-          },
+          { type: 'put', mode, name: f.name.value, size: int64(f.size, 'PUT size'), md5: md5Of(f.md5) },
           ...dataItems(f),
         ];
       }
@@ -182,6 +195,8 @@ function makeConverters(Ferry) {
           ...dataItems(f),
         ];
       }
+      case Tag.FETCH_TRAILING:
+        return [{ type: 'fetch_trailing', name: b.name.value, size: int64(b.size, 'FETCH reply size') }, ...trailingItems(b)];
       case Tag.PUT: return [{ type: 'put_ok', replaced: b.outcome === Ferry.PutOutcome.REPLACED }];
       case Tag.DELETE: return [{ type: 'delete_ok' }];
       case Tag.STATUS:
@@ -275,21 +290,45 @@ function diff(expected, actual) {
   return 'no difference';
 }
 
-function checkVector(Ferry, converters, v) {
-  const key = `${v.direction}/${v.start}`;
-  if (!Object.hasOwn(converters, key)) throw new CheckError(`no top-level type for direction ${show(v.direction)}, start ${show(v.start)}`);
-  const [Type, toItems] = converters[key];
-  const bytes = parseHex(v.hex);
+// Parses `bytes` with `Type`; client-to-server types take the `trailer`
+// parameter (the server announced TRAILER).
+function parse(Type, direction, bytes, trailer) {
   const io = new KaitaiStream(bytes);
   let obj;
   try {
-    obj = new Type(io);
+    obj = direction === 'c2s' ? new Type(io, null, null, trailer) : new Type(io);
   } catch (e) {
     throw new CheckError(`parse failed at byte ${io.pos} of ${bytes.length}: ${e?.name ?? 'Error'}: ${e?.message ?? e}`);
   }
   if (io.pos !== io.size) throw new CheckError(`input not consumed: parser stopped at byte ${io.pos} of ${io.size}`);
-  const items = toItems(obj);
+  return obj;
+}
+
+// Whether the items use what only a server announcing TRAILER reads (§ 6.5).
+const usesTrailer = (items) =>
+  items.some((i) => i.type === 'fetch' || i.type === 'trailer' || (i.type === 'put' && i.md5 === null));
+
+function checkVector(Ferry, converters, v) {
+  const key = `${v.direction}/${v.start}`;
+  if (!Object.hasOwn(converters, key)) throw new CheckError(`no top-level type for direction ${show(v.direction)}, start ${show(v.start)}`);
+  if (v.trailer !== undefined && (v.direction !== 'c2s' || v.trailer !== true)) {
+    throw new CheckError('`trailer` is for c2s vectors only, and true when present');
+  }
+  const [Type, toItems] = converters[key];
+  const bytes = parseHex(v.hex);
+  const trailer = v.trailer === true;
+  const items = toItems(parse(Type, v.direction, bytes, trailer));
   if (!isDeepStrictEqual(items, v.items)) throw new CheckError(diff(v.items, items));
+  if (v.direction === 'c2s' && trailer && usesTrailer(v.items)) {
+    let refused = false;
+    try {
+      parse(Type, v.direction, bytes, false);
+    } catch (e) {
+      if (!(e instanceof CheckError)) throw e;
+      refused = true;
+    }
+    if (!refused) throw new CheckError('the grammar reads the trailing form without `trailer` (PUT-7, REQ-2, TRL-1)');
+  }
 }
 
 async function main() {

@@ -18,9 +18,16 @@ doc: |
   * `c2s_handshake` - client to server, from the first byte of a connection:
     the client hello and then requests, or a legacy request (first byte 0x00).
   * `c2s_session` - client to server, after both hellos: requests.
+
+  Both client-to-server types take a parameter `trailer`: whether the server
+  announced the TRAILER capability (§ 4.5, § 6.5). Only with it are PUT modes
+  0x80 and 0x81 and the FETCH opcode (0x0B) valid; without it they are
+  unknown values, MALFORMED ([PUT-7], [REQ-2], [TRL-1]).
   * `s2c_handshake` - server to client, from the first byte of a connection:
     the server hello (or an error) and then replies.
-  * `s2c_session` - server to client, after both hellos: replies.
+  * `s2c_session` - server to client, after both hellos: replies. The FETCH
+    reply tag 0x8B is parsed without a parameter: only a FETCH, which a
+    client sends only under TRAILER, can elicit it ([TRL-8]).
   * `s2c_legacy` - server to client: the reply to a legacy request (§ 15).
 
   This is a grammar of the framing only: it does not check name rules (§ 10),
@@ -39,6 +46,10 @@ types:
       end of the stream (§ 5). A first byte 0x00 selects the legacy profile
       (§ 15): a single legacy request.
     doc-ref: PROTOCOL.md § 4.1, § 15.1
+    params:
+      - id: trailer
+        type: bool
+        doc: The server announced TRAILER (§ 6.5).
     seq:
       - id: legacy_request
         type: legacy_request
@@ -47,7 +58,7 @@ types:
         type: client_hello
         if: not is_legacy
       - id: requests
-        type: request
+        type: request(trailer)
         repeat: eos
         if: not is_legacy
     instances:
@@ -62,9 +73,13 @@ types:
   c2s_session:
     doc: Client-to-server bytes after both hellos - requests until the end of the stream (§ 5.1).
     doc-ref: PROTOCOL.md § 5.1
+    params:
+      - id: trailer
+        type: bool
+        doc: The server announced TRAILER (§ 6.5).
     seq:
       - id: requests
-        type: request
+        type: request(trailer)
         repeat: eos
 
   s2c_handshake:
@@ -210,6 +225,11 @@ types:
       cap_shutdown:
         value: (capabilities & 0x08) != 0
         doc: Bit 3, SHUTDOWN - the SHUTDOWN command is offered to admins (§ 4.5, § 7.9).
+      cap_trailer:
+        value: (capabilities & 0x10) != 0
+        doc: |
+          Bit 4, TRAILER - PUT modes 0x80 and 0x81 and FETCH, whose frames carry
+          the digest after the data (§ 4.5, § 6.5, § 7.10).
 
   # ------------------------------------------------------------------
   # Requests (§ 5, § 7)
@@ -218,22 +238,28 @@ types:
   request:
     doc: |
       One request: a one-byte opcode, then its body (§ 5.1). An unknown opcode
-      is MALFORMED ([REQ-2]) since its length cannot be known.
+      is MALFORMED ([REQ-2]) since its length cannot be known; FETCH (0x0B) is
+      unknown to a server that does not announce TRAILER ([TRL-1]).
     doc-ref: PROTOCOL.md § 5.1
+    params:
+      - id: trailer
+        type: bool
+        doc: The server announced TRAILER (§ 6.5).
     seq:
       - id: opcode
         type: u1
         enum: opcode
         valid:
-          in-enum: true
+          expr: '_.to_i >= 0x01 and (_.to_i <= 0x09 or (_ == opcode::fetch and trailer))'
       - id: body
         type:
           switch-on: opcode
           cases:
             'opcode::stat': stat_request
             'opcode::get': get_request
-            'opcode::put': put_request
+            'opcode::put': put_request(trailer)
             'opcode::delete': delete_request
+            'opcode::fetch': get_request
         doc: |
           LIST, STATUS, HELP, BYE and SHUTDOWN have no body (§ 7.1, § 7.6,
           § 7.7, § 7.8, § 7.9).
@@ -246,8 +272,10 @@ types:
         type: name
 
   get_request:
-    doc: GET body (opcode 0x03) - the name and the offset to start from (§ 7.3).
-    doc-ref: PROTOCOL.md § 7.3
+    doc: |
+      GET body (opcode 0x03) - the name and the offset to start from (§ 7.3).
+      A FETCH (opcode 0x0B) has the same body (§ 7.10).
+    doc-ref: PROTOCOL.md § 7.3, § 7.10
     seq:
       - id: name
         type: name
@@ -257,17 +285,35 @@ types:
   put_request:
     doc: |
       PUT body (opcode 0x04) - the mode, then a file frame whose data is exactly
-      `size` bytes (§ 6.1, § 7.4, [FRAME-1]).
-    doc-ref: PROTOCOL.md § 7.4
+      `size` bytes (§ 6.1, § 7.4, [FRAME-1]). Bit 0 of the mode is create-only;
+      bit 7 selects the trailing form (§ 6.5), whose digest follows the data.
+    doc-ref: PROTOCOL.md § 7.4, § 6.5
+    params:
+      - id: trailer
+        type: bool
+        doc: The server announced TRAILER (§ 6.5); modes 0x80 and 0x81 need it.
     seq:
       - id: mode
         type: u1
         enum: put_mode
         valid:
-          in-enum: true
-        doc: Any other value is MALFORMED ([PUT-1]).
+          expr: '_.to_i <= 0x01 or (trailer and (_.to_i == 0x80 or _.to_i == 0x81))'
+        doc: |
+          0 and 1 always; 0x80 and 0x81 only under TRAILER. Any other value is
+          MALFORMED ([PUT-1], [PUT-7]).
       - id: frame
         type: file_frame(0)
+        if: not is_trailing
+      - id: trailing_frame
+        type: trailing_frame
+        if: is_trailing
+    instances:
+      is_create_only:
+        value: (mode.to_i & 0x01) != 0
+        doc: Bit 0 - fail with EXISTS if the name exists.
+      is_trailing:
+        value: (mode.to_i & 0x80) != 0
+        doc: Bit 7 - the frame has the trailing form (§ 6.5).
 
   delete_request:
     doc: DELETE body (opcode 0x05) - the name (§ 7.5).
@@ -291,8 +337,8 @@ types:
 
   reply:
     doc: |
-      One reply: a one-byte tag, then its body (§ 5.1). Tags 0x8A-0xFE are
-      reserved for later versions.
+      One reply: a one-byte tag, then its body (§ 5.1). Tag 0x8A is never
+      assigned; tags 0x8C-0xFE are reserved for later versions.
     doc-ref: PROTOCOL.md § 5.1
     seq:
       - id: tag
@@ -309,8 +355,11 @@ types:
             - reply_tag::help
             - reply_tag::bye
             - reply_tag::shutdown
+            - reply_tag::fetch_trailing
             - reply_tag::error
-        doc: Any tag of § 5.1 but the server hello's (0x80), which answers only the client hello.
+        doc: |
+          Any tag of § 5.1 but the server hello's (0x80), which answers only the
+          client hello. 0x8A is never assigned (§ 5.1).
       - id: body
         type:
           switch-on: tag
@@ -321,6 +370,7 @@ types:
             'reply_tag::put': put_reply
             'reply_tag::status': status_reply
             'reply_tag::help': help_reply
+            'reply_tag::fetch_trailing': trailing_frame
             'reply_tag::error': error_body
         doc: |
           DELETE (0x85), BYE (0x88) and SHUTDOWN (0x89) replies have no body
@@ -465,6 +515,26 @@ types:
         size: size - offset
         doc: Exactly `size - offset` bytes (`size` for a PUT) ([FRAME-1]).
 
+  trailing_frame:
+    doc: |
+      The trailing form of the file frame (§ 6.5): in a PUT in mode 0x80 or
+      0x81 (§ 7.4) and in a FETCH reply with tag 0x8B (§ 7.10). It always
+      carries the whole file; its digest, the trailer, follows the data.
+    doc-ref: PROTOCOL.md § 6.5
+    seq:
+      - id: name
+        type: name
+        doc: The file's name.
+      - id: size
+        type: u8
+        doc: The size of the whole file, in bytes; at most FILE_SIZE_CEILING ([FRAME-2]).
+      - id: data
+        size: size
+        doc: Exactly `size` bytes ([FRAME-1]).
+      - id: md5
+        type: md5hex
+        doc: The MD5 digest of the `size` bytes just sent ([TRL-2]).
+
   # ------------------------------------------------------------------
   # Encoding types (§ 2.2)
   # ------------------------------------------------------------------
@@ -566,7 +636,8 @@ types:
 
 enums:
   opcode:
-    # PROTOCOL.md § 5.1. Opcodes 0x0A-0x7F are reserved; 0x80-0xFF are never requests.
+    # PROTOCOL.md § 5.1. Opcode 0x0A is never assigned; 0x0B exists only under TRAILER;
+    # 0x0C-0x7F are reserved; 0x80-0xFF are never requests.
     0x01:
       id: list
       doc: LIST (§ 7.1), no body.
@@ -594,9 +665,12 @@ enums:
     0x09:
       id: shutdown
       doc: SHUTDOWN (§ 7.9), no body.
+    0x0b:
+      id: fetch
+      doc: FETCH (§ 7.10), body `name`, `u64` offset; only under TRAILER.
 
   reply_tag:
-    # PROTOCOL.md § 4.3, § 5.1, § 9.1. Tags 0x8A-0xFE are reserved.
+    # PROTOCOL.md § 4.3, § 5.1, § 9.1. Tag 0x8A is never assigned; 0x8C-0xFE are reserved.
     0x80:
       id: server_hello
       doc: Server hello (§ 4.3).
@@ -627,6 +701,9 @@ enums:
     0x89:
       id: shutdown
       doc: SHUTDOWN reply (§ 7.9).
+    0x8b:
+      id: fetch_trailing
+      doc: FETCH reply in the trailing form (§ 7.10).
     0xff:
       id: error
       doc: Error (§ 9.1).
@@ -686,7 +763,7 @@ enums:
     # PROTOCOL.md § 4.3, § 8.1.
     1:
       id: read
-      doc: LIST, STAT, GET, STATUS, HELP, BYE.
+      doc: LIST, STAT, GET, FETCH, STATUS, HELP, BYE.
     2:
       id: write
       doc: Everything read may, and PUT, DELETE.
@@ -695,13 +772,19 @@ enums:
       doc: Everything write may, and SHUTDOWN.
 
   put_mode:
-    # PROTOCOL.md § 7.4, [PUT-1].
+    # PROTOCOL.md § 7.4, [PUT-1]; bit 7, the trailing form, only under TRAILER (§ 6.5).
     0:
       id: overwrite
       doc: Create the file, or replace it whole.
     1:
       id: create_only
       doc: Fail with EXISTS if the name exists.
+    0x80:
+      id: overwrite_trailing
+      doc: Overwrite, the digest after the data (§ 6.5).
+    0x81:
+      id: create_only_trailing
+      doc: Create-only, the digest after the data (§ 6.5).
 
   put_outcome:
     # PROTOCOL.md § 7.4, [PUT-2].

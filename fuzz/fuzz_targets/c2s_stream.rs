@@ -1,7 +1,8 @@
 //! The client-to-server byte stream, as a server's `RequestDecoder` reads it.
 //!
 //! Input: a config byte (bit 0: start in a session rather than at the hello; bits 1-2:
-//! `max_name_len` 255, 16, 4096 or 0; bits 3-4: `max_file_size` 1 TiB, 4, 0 or 2^64 - 1), a
+//! `max_name_len` 255, 16, 4096 or 0; bits 3-4: `max_file_size` 1 TiB, 4, 0 or 2^64 - 1; bit 5:
+//! read as a server announcing `TRAILER`, so PUT modes 0x80/0x81 and FETCH are requests), a
 //! chunk size (0: whole), then the bytes. Checked: no panic; every item re-encodes to its bytes
 //! and decodes back to itself; no allocation above the limits in force (none at all while a
 //! message is incomplete); the same items and ending when the bytes arrive in chunks.
@@ -22,9 +23,10 @@ fuzz_target!(|data: &[u8]| {
         max_name_len: [255, 16, 4096, 0][usize::from(cfg >> 1 & 3)],
         max_file_size: [1 << 40, 4, 0, u64::MAX][usize::from(cfg >> 3 & 3)],
     };
-    let whole = decode_c2s(start, limits, bytes, &[bytes.len()]);
+    let trailer = cfg & 0x20 != 0;
+    let whole = decode_c2s(start, limits, trailer, bytes, &[bytes.len()]);
     if chunk != 0 {
-        let chunked = decode_c2s(start, limits, bytes, &chunk_boundaries(bytes.len(), chunk));
+        let chunked = decode_c2s(start, limits, trailer, bytes, &chunk_boundaries(bytes.len(), chunk));
         assert_eq!(whole, chunked, "[ENC-5] chunks of {chunk} decode differently");
     }
 });

@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn server_side(cfg: u8, faults: u8, data: &[u8], ops: &[u8]) {
-    let outcome = fuzz_server(cfg, faults, data, ops);
+    let outcome = fuzz_server(cfg, 0, faults, data, ops);
     if !outcome.legacy {
         return;
     }
@@ -56,7 +56,8 @@ fn server_side(cfg: u8, faults: u8, data: &[u8], ops: &[u8]) {
         );
         return;
     }
-    let (requests, _) = decode_c2s(Start::Handshake, config.limits, &data[..outcome.used], &[outcome.used]);
+    let trailer = config.capabilities.contains(ferry_proto::Capabilities::TRAILER);
+    let (requests, _) = decode_c2s(Start::Handshake, config.limits, trailer, &data[..outcome.used], &[outcome.used]);
     if let Some(S::Item(ServerItem::LegacyOk(frame))) = replies.first() {
         assert_eq!(replies.last(), Some(&S::Item(ServerItem::DataEnd)), "[LEG-3] more after the file");
         // `[LEG-2]`, `[GET-1]`, `[FRAME-3]`: the file asked for, whole, with its digest.
@@ -87,8 +88,8 @@ fn client_side(end_to_end: bool, server_cfg: u8, name: &Name, fuzzed: &[u8], ops
     } else {
         fuzzed
     };
-    let scheduled = run(ClientConnection::legacy(name), bytes, ops);
-    let whole = run(ClientConnection::legacy(name), bytes, &[]);
+    let scheduled = run(ClientConnection::legacy(name), &[], bytes, ops);
+    let whole = run(ClientConnection::legacy(name), &[], bytes, &[]);
     assert_eq!(scheduled, whole, "[ENC-5] the schedule {ops:02x?} changed what the client saw");
     if end_to_end {
         assert!(!whole.steps.iter().any(|s| matches!(s, Step::Error(_))), "the client refused {:?}", whole.steps);

@@ -3,17 +3,15 @@
 //! the same as when they arrive in one read (`[ENC-5]`).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use ferry_proto::client::{ClientConfig, ClientConnection, ClientError};
 use ferry_proto::codec::{ClientItem, Decoded, RequestDecoder, ServerItem};
 use ferry_proto::limits::{ReadLimits, HELP_TEXT_MAX, NAME_LEN_CEILING};
-use ferry_proto::memory::MemoryConnection;
 use ferry_proto::message::{Request, RequestKind, ServerHello};
 
 use crate::alloc::measure;
 use crate::owned::{s2c_bound, server_static, S, S2C_INCOMPLETE};
-use crate::server::{config, preloaded};
+use crate::server::{config_with, Server};
 
 /// One thing the client machine produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,10 +47,14 @@ fn push(steps: &mut Vec<Step>, answering: Option<RequestKind>, item: &ServerItem
     }
 }
 
-/// Hands the client everything it can take from `buf[*pos..]`.
-fn pump(client: &mut ClientConnection, buf: &[u8], pos: &mut usize, steps: &mut Vec<Step>) {
+/// Hands the client everything it can take from `buf[*pos..]`. Requests `deferred` until the
+/// server's hello are queued as soon as it has arrived (see [`queue_requests`]).
+fn pump(client: &mut ClientConnection, buf: &[u8], pos: &mut usize, steps: &mut Vec<Step>, deferred: &mut &[u8]) {
     let mut empty_in_a_row = 0;
     loop {
+        if !deferred.is_empty() && client.server().is_some() {
+            queue_requests(client, std::mem::take(deferred));
+        }
         let answering = client.answering();
         let (r, largest) = measure(|| client.handle_input(&buf[*pos..]));
         match r {
@@ -83,12 +85,16 @@ fn pump(client: &mut ClientConnection, buf: &[u8], pos: &mut usize, steps: &mut 
             }
         }
     }
+    if !deferred.is_empty() && client.server().is_some() {
+        queue_requests(client, std::mem::take(deferred));
+    }
 }
 
 /// Feeds `bytes` to `client` as `ops` schedule them, then EOF. Op `0x00..=0x7F` delivers the next
 /// `op + 1` bytes; any other op is a read that would block (a poll with no new bytes). After
-/// the ops, the rest arrives in one read.
-pub fn run(mut client: ClientConnection, bytes: &[u8], ops: &[u8]) -> ClientOutcome {
+/// the ops, the rest arrives in one read. `deferred`: requests to queue once the server's hello
+/// has arrived ([`client_with_requests`]).
+pub fn run(mut client: ClientConnection, mut deferred: &[u8], bytes: &[u8], ops: &[u8]) -> ClientOutcome {
     let mut delivered = 0;
     let mut pos = 0;
     let mut steps = Vec::new();
@@ -96,9 +102,9 @@ pub fn run(mut client: ClientConnection, bytes: &[u8], ops: &[u8]) -> ClientOutc
         if op < 0x80 {
             delivered = (delivered + usize::from(op) + 1).min(bytes.len());
         }
-        pump(&mut client, &bytes[..delivered], &mut pos, &mut steps);
+        pump(&mut client, &bytes[..delivered], &mut pos, &mut steps, &mut deferred);
     }
-    pump(&mut client, bytes, &mut pos, &mut steps);
+    pump(&mut client, bytes, &mut pos, &mut steps, &mut deferred);
     let eof = client.handle_eof(&bytes[pos..]);
     assert!(client.is_closed());
     ClientOutcome {
@@ -128,35 +134,53 @@ pub fn client_config(b: u8) -> ClientConfig {
     ClientConfig { token, min_version, max_version }
 }
 
-/// A client with the requests of `section` queued: the section is client-to-server wire bytes
-/// after the hello (requests and PUT data), read with the widest limits.
-pub fn client_with_requests(cfg: u8, section: &[u8]) -> ClientConnection {
-    let mut client = ClientConnection::new(client_config(cfg)).expect("valid config");
-    let mut d = RequestDecoder::in_session(ReadLimits { max_name_len: NAME_LEN_CEILING, max_file_size: u64::MAX });
+/// Queues the requests of `section` (client-to-server wire bytes after the hello: requests, PUT
+/// data and trailers, read with the widest limits and as by a server announcing `TRAILER`) in
+/// `client`. A request the client refuses is skipped with its data. Stops at the first request
+/// that needs the server's `TRAILER` while the server's hello has not arrived (`[TRL-1]`): returns
+/// where, so that it and the rest can be queued once the hello is there; otherwise the
+/// section's length.
+pub fn queue_requests(client: &mut ClientConnection, section: &[u8]) -> usize {
+    let widest = ReadLimits { max_name_len: NAME_LEN_CEILING, max_file_size: u64::MAX };
+    let mut d = RequestDecoder::in_session(widest).with_trailer(true);
     let mut pos = 0;
     let mut sending_put = false;
     while let Ok(Decoded::Item { item, consumed }) = d.decode(&section[pos..]) {
-        pos += consumed;
         match item {
-            ClientItem::Request(r) => {
-                sending_put = matches!(r, Request::Put(_)) && client.send(&r).is_ok();
-                if !matches!(r, Request::Put(_)) {
-                    let _ = client.send(&r);
-                }
-            }
+            ClientItem::Request(r) => match client.send(&r) {
+                Ok(()) => sending_put = matches!(r, Request::Put(_)),
+                Err(ClientError::TrailerNotOffered(_)) if client.server().is_none() => return pos,
+                Err(_) => sending_put = false,
+            },
             ClientItem::Data(data) if sending_put => {
                 client.send_data(data).expect("no more than the PUT announced");
             }
+            ClientItem::Trailer(md5) if sending_put => {
+                client.send_trailer(&md5).expect("the trailer of a trailing PUT whose data is queued");
+            }
+            ClientItem::Data(_) | ClientItem::Trailer(_) => {}
             _ => sending_put = false,
         }
+        pos += consumed;
     }
-    client
+    section.len()
+}
+
+/// A client with the requests of `section` queued ([`queue_requests`]), and the part of the
+/// section deferred until the server's hello.
+pub fn client_with_requests(cfg: u8, section: &[u8]) -> (ClientConnection, &[u8]) {
+    let mut client = ClientConnection::new(client_config(cfg)).expect("valid config");
+    let queued = queue_requests(&mut client, section);
+    (client, &section[queued..])
 }
 
 /// The `client_machine` target. Input: config byte, server config byte, u16 length and the
 /// request section, schedule length and ops, then the server's bytes. With config bit 0 set the
 /// server's bytes are instead what ferry-proto's own server machine answers to the client's
-/// requests, and the client must accept every one of them.
+/// requests, and the client must accept every one of them; then config bit 5 makes the server
+/// answer a FETCH from offset 0 in the trailing form (tag 0x8B), and bit 6 takes `TRAILER` out of
+/// its capabilities. Requests that need `TRAILER` (PUT modes 0x80/0x81, FETCH) wait for the
+/// server's hello (`[TRL-1]`).
 pub fn fuzz_client(data: &[u8]) {
     let mut input = crate::Input::new(data);
     let cfg = input.byte();
@@ -170,24 +194,36 @@ pub fn fuzz_client(data: &[u8]) {
     let end_to_end = cfg & 1 != 0;
     let mut server_closed = false;
     let mut put_owed = 0;
+    let mut trailer_owed = false;
     let generated;
     let bytes = if end_to_end {
-        let mut client = client_with_requests(cfg, section);
-        put_owed = client.put_owed();
+        let (mut client, mut deferred) = client_with_requests(cfg, section);
+        let config = Arc::new(config_with(server_cfg, u8::from(cfg & 0x40 != 0)));
+        let mut server = Server::new(config, cfg & 0x20 != 0);
         let sent = client.pending_output().to_vec();
         client.consume_output(sent.len());
-        let mut server = MemoryConnection::new(Arc::new(config(server_cfg)), Instant::now());
-        let mut store = preloaded();
-        server.feed(&mut store, &sent, Instant::now());
-        server_closed = server.connection().is_closed();
-        generated = server.take_output();
+        let mut out = server.feed(&sent);
+        if !deferred.is_empty() {
+            // The client reads the server's hello, queues what waited for it, and sends that.
+            let (mut pos, mut steps) = (0, Vec::new());
+            pump(&mut client, &out, &mut pos, &mut steps, &mut deferred);
+            let sent = client.pending_output().to_vec();
+            client.consume_output(sent.len());
+            out.extend(server.feed(&sent));
+        }
+        put_owed = client.put_owed();
+        trailer_owed = client.trailer_owed();
+        server_closed = server.is_closed();
+        generated = out;
         &generated[..]
     } else {
         fuzzed
     };
 
-    let scheduled = run(client_with_requests(cfg, section), bytes, ops);
-    let whole = run(client_with_requests(cfg, section), bytes, &[]);
+    let (client, deferred) = client_with_requests(cfg, section);
+    let scheduled = run(client, deferred, bytes, ops);
+    let (client, deferred) = client_with_requests(cfg, section);
+    let whole = run(client, deferred, bytes, &[]);
     assert_eq!(scheduled, whole, "[ENC-5] the schedule {ops:02x?} changed what the client saw");
 
     if end_to_end {
@@ -199,7 +235,7 @@ pub fn fuzz_client(data: &[u8]) {
         assert_eq!(whole.used, bytes.len(), "the client left server bytes unread");
         if server_closed {
             assert_eq!(whole.eof, Ok(()), "the server closed the way the protocol says");
-        } else if put_owed == 0 {
+        } else if put_owed == 0 && !trailer_owed {
             assert_eq!(whole.outstanding, 0, "requests left unanswered: {:?}", whole.steps);
         }
     }

@@ -8,7 +8,7 @@
 //! |------------------|---------------------------------------------------------------------------|
 //! | `c2s_stream`     | config, chunk size, then the client's bytes                               |
 //! | `s2c_stream`     | config, chunk size, then the server's bytes                               |
-//! | `server_machine` | config, faults, schedule length n, n ops, then the client's bytes          |
+//! | `server_machine` | config, host, faults, schedule length n, n ops, then the client's bytes    |
 //! | `client_machine` | config, u16 request-section length, requests, n, n ops, the server's bytes |
 //! | `legacy`         | config, n, n ops, then the client's bytes or a name and the server's bytes |
 //! | `transcript`     | the text of a `.ft` file; its bytes also serve as received bytes           |

@@ -133,6 +133,8 @@ pub fn s2c_bound(item: &ServerItem<'_>) -> usize {
 /// Lowercases the digest when the item carries one: its 32 digits are the last bytes of the
 /// item's wire form, and uppercase digits are accepted but sent lowercase (`[FRAME-3]`,
 /// `[FRAME-4]`). The one place where the encoding is not canonical, besides invalid UTF-8 in texts.
+/// A PUT head in the trailing form carries none (its name and size end it); its trailer is an
+/// item of its own (§ 6.5).
 fn lowercase_digest(raw: &mut [u8], has_digest: bool) {
     if has_digest {
         let n = raw.len();
@@ -151,7 +153,12 @@ pub fn check_c2s_item(before: &RequestDecoder, item: &ClientItem<'_>, raw: &[u8]
     let mut enc = Vec::new();
     item.encode(&mut enc);
     let mut want = raw.to_vec();
-    lowercase_digest(&mut want, matches!(item, ClientItem::Request(Request::Put(_))));
+    let has_digest = match item {
+        ClientItem::Request(Request::Put(head)) => head.md5.is_some(),
+        ClientItem::Trailer(_) => true,
+        _ => false,
+    };
+    lowercase_digest(&mut want, has_digest);
     assert_eq!(enc, want, "{item:?} does not re-encode to its bytes");
     let mut again = before.clone();
     match again.decode(&enc) {
@@ -179,7 +186,7 @@ pub fn check_s2c_item(before: &ReplyDecoder, item: &ServerItem<'_>, raw: &[u8]) 
     if canonical {
         let has_digest = match item {
             ServerItem::Entry(e) | ServerItem::Stat(e) => e.md5.is_some(),
-            ServerItem::GetHead { .. } | ServerItem::LegacyOk(_) => true,
+            ServerItem::GetHead { .. } | ServerItem::LegacyOk(_) | ServerItem::Trailer(_) => true,
             _ => false,
         };
         let mut want = raw.to_vec();
@@ -235,12 +242,20 @@ fn feed(
     Ok(consumed)
 }
 
-/// Decodes the client-to-server stream with every check; see [`feed`].
-pub fn decode_c2s(start: Start, limits: ReadLimits, bytes: &[u8], boundaries: &[usize]) -> (Vec<C>, End) {
+/// Decodes the client-to-server stream with every check; see [`feed`]. `trailer`: as read by a
+/// server that announces `TRAILER` (§ 6.5).
+pub fn decode_c2s(
+    start: Start,
+    limits: ReadLimits,
+    trailer: bool,
+    bytes: &[u8],
+    boundaries: &[usize],
+) -> (Vec<C>, End) {
     let mut d = match start {
         Start::Session => RequestDecoder::in_session(limits),
         _ => RequestDecoder::new(limits),
-    };
+    }
+    .with_trailer(trailer);
     let mut items = Vec::new();
     let result = feed(bytes, boundaries, |buf| {
         let before = d.clone();

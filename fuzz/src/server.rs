@@ -64,6 +64,22 @@ pub fn config(b: u8) -> ServerConfig {
     }
 }
 
+/// [`config`], varied by the host byte of `server_machine`: bit 0 takes `TRAILER` out of the
+/// capabilities (PUT modes 0x80/0x81 and FETCH are then malformed, `[TRL-1]`).
+pub fn config_with(b: u8, host: u8) -> ServerConfig {
+    let mut config = config(b);
+    if host & 1 != 0 {
+        config.capabilities = Capabilities(config.capabilities.0 & !Capabilities::TRAILER.0);
+    }
+    config
+}
+
+/// Whether the host byte asks for a host that answers a FETCH from offset 0 in the trailing form
+/// (tag 0x8B, § 7.10), as a server does for a file whose digest it does not know yet (`[TRL-7]`).
+pub fn trailing_replies(host: u8) -> bool {
+    host & 2 != 0
+}
+
 /// The files every run starts with, so that reads have something to find.
 pub fn preloaded() -> MemoryStore {
     let mut store = MemoryStore::default();
@@ -111,6 +127,10 @@ struct Host {
     inbuf: Vec<u8>,
     /// A GET body being sent, and how much of it was.
     body: Option<(Vec<u8>, usize)>,
+    /// The digest to send once the body is sent, for a FETCH answered in the trailing form.
+    trailer: Option<Digest>,
+    /// Answer a FETCH from offset 0 in the trailing form (§ 7.10).
+    trailing_replies: bool,
     output: Vec<u8>,
     used: usize,
     now: Instant,
@@ -125,6 +145,26 @@ struct Host {
 }
 
 impl Host {
+    fn new(config: Arc<ServerConfig>, t0: Instant, faults: u8, trailing_replies: bool) -> Self {
+        Self {
+            conn: ServerConnection::new(config, t0),
+            store: preloaded(),
+            upload: None,
+            inbuf: Vec::new(),
+            body: None,
+            trailer: None,
+            trailing_replies,
+            output: Vec::new(),
+            used: 0,
+            now: t0,
+            closed_by_server: false,
+            faults,
+            commands: 0,
+            fail_write: false,
+            fail_commit: false,
+        }
+    }
+
     /// Runs the machine over the receive buffer until it needs more input or stops reading.
     fn pump(&mut self) {
         let input = std::mem::take(&mut self.inbuf);
@@ -173,6 +213,11 @@ impl Host {
             }
             if *pos == body.len() {
                 self.body = None;
+                if let Some(md5) = self.trailer.take() {
+                    // `[TRL-2]`: the digest of exactly the bytes sent.
+                    assert!(self.conn.trailer_due() || self.conn.is_closed(), "the data is sent, the trailer is due");
+                    self.conn.send_trailer(md5, self.now);
+                }
                 // The reply is complete: input pipelined behind it is read now.
                 self.pump();
             }
@@ -269,6 +314,23 @@ impl Host {
                 None => conn.respond_error(ErrorCode::NOT_FOUND, "no such file", now),
             },
             Command::Status => conn.respond_status(store.history.as_slice(), now),
+            Command::Get { name, trailing, .. }
+                if trailing && self.trailing_replies && store.files.contains_key(&name) =>
+            {
+                // A FETCH from offset 0, answered as a server answers for a file it has not
+                // hashed: the data, hashed as it goes, then the trailer (§ 7.10, `[TRL-7]`).
+                let data = store.files[&name].clone();
+                assert!(conn.may_trail(), "[TRL-6] a FETCH from 0 may trail");
+                let len = conn.respond_get_trailing(name, data.len() as u64, now).expect("a FETCH is being served");
+                assert_eq!(len, data.len() as u64, "[TRL-9] the whole file");
+                let md5 = Digest::of(&data);
+                if data.is_empty() {
+                    conn.send_trailer(md5, now);
+                } else {
+                    self.body = Some((data, 0));
+                    self.trailer = Some(md5);
+                }
+            }
             Command::Get { name, .. } => match store.files.get(&name) {
                 Some(data) => {
                     let frame = FrameHead { name: name.clone(), size: data.len() as u64, md5: Digest::of(data) };
@@ -365,30 +427,17 @@ fn whole_actions(events: &[(usize, Injected)]) -> Vec<Action> {
 }
 
 /// Runs the client's `data` through the machine, in [`Host`], as `actions` say, with the store
-/// failing the commands `faults` selects. Returns the outcome and the injected events with the
-/// number of client bytes delivered before each.
+/// failing the commands `faults` selects, and FETCH from 0 answered in the trailing form when
+/// `trailing` says so. Returns the outcome and the injected events with the number of client
+/// bytes delivered before each.
 fn run_actions(
     config: Arc<ServerConfig>,
     t0: Instant,
     data: &[u8],
-    faults: u8,
+    (faults, trailing): (u8, bool),
     actions: impl IntoIterator<Item = Action>,
 ) -> (Outcome, Vec<(usize, Injected)>) {
-    let mut host = Host {
-        conn: ServerConnection::new(config, t0),
-        store: preloaded(),
-        upload: None,
-        inbuf: Vec::new(),
-        body: None,
-        output: Vec::new(),
-        used: 0,
-        now: t0,
-        closed_by_server: false,
-        faults,
-        commands: 0,
-        fail_write: false,
-        fail_commit: false,
-    };
+    let mut host = Host::new(config, t0, faults, trailing);
     let mut delivered = 0;
     let mut events = Vec::new();
     let mut eof_clean = None;
@@ -439,8 +488,32 @@ pub fn run_scheduled(
     data: &[u8],
     ops: &[u8],
     faults: u8,
+    trailing: bool,
 ) -> (Outcome, Vec<(usize, Injected)>) {
-    run_actions(config, t0, data, faults, scheduled_actions(ops))
+    run_actions(config, t0, data, (faults, trailing), scheduled_actions(ops))
+}
+
+/// A server for end-to-end runs of the client target: [`Host`] with a store that fails nothing,
+/// fed everything at once, answering a FETCH from offset 0 in the trailing form when asked to
+/// (which `MemoryConnection` never does).
+pub struct Server(Host);
+
+impl Server {
+    pub fn new(config: Arc<ServerConfig>, trailing: bool) -> Self {
+        Self(Host::new(config, Instant::now(), 0, trailing))
+    }
+
+    /// Takes `bytes` from the client and returns everything the server sends in answer.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.0.inbuf.extend_from_slice(bytes);
+        self.0.pump();
+        self.0.flush();
+        std::mem::take(&mut self.0.output)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.conn.is_closed()
+    }
 }
 
 /// Feeds the same bytes to `MemoryConnection`, in one read per injected event.
@@ -490,7 +563,9 @@ pub fn run_reference(config: Arc<ServerConfig>, t0: Instant, data: &[u8], events
 /// Judges a run against PROTOCOL.md, given the client bytes and the server's limits.
 pub fn check(outcome: &Outcome, data: &[u8], config: &ServerConfig) {
     // What the server read, as its own decoder reads it.
-    let (requests, req_end) = decode_c2s(Start::Handshake, config.limits, &data[..outcome.used], &[outcome.used]);
+    let trailer = config.capabilities.contains(Capabilities::TRAILER);
+    let (requests, req_end) =
+        decode_c2s(Start::Handshake, config.limits, trailer, &data[..outcome.used], &[outcome.used]);
     // What it sent, as a client reads it: always well-formed (`[EXT-2]`, `[ERR-1]`, `[NAME-11]`)
     // and, since every body was written, ending at a message boundary.
     let start = if outcome.legacy { Start::Legacy } else { Start::Handshake };
@@ -502,11 +577,15 @@ pub fn check(outcome: &Outcome, data: &[u8], config: &ServerConfig) {
     // `[REQ-1]`, `[HELLO-10]`: one reply per request read. A fatal error may come on top (a
     // malformed request, a deadline, a shutdown); a PUT whose data was still arriving at the end
     // has none yet.
-    let n_requests = requests.iter().filter(|c| matches!(c, C::Item(i) if !matches!(i, ClientItem::DataEnd))).count();
+    let n_requests = requests
+        .iter()
+        .filter(|c| matches!(c, C::Item(i) if !matches!(i, ClientItem::DataEnd | ClientItem::Trailer(_))))
+        .count();
     let n_replies = replies
         .iter()
         .filter(|s| {
-            matches!(s, S::Item(i) if !matches!(i, ServerItem::Entry(_) | ServerItem::Connection(_) | ServerItem::DataEnd))
+            matches!(s, S::Item(i) if !matches!(i,
+                ServerItem::Entry(_) | ServerItem::Connection(_) | ServerItem::Trailer(_) | ServerItem::DataEnd))
         })
         .count();
     let in_put_data = req_end == End::Truncated
@@ -514,6 +593,8 @@ pub fn check(outcome: &Outcome, data: &[u8], config: &ServerConfig) {
     let diff = n_replies as isize - n_requests as isize;
     let ok = diff == 0 || (diff == 1 && outcome.close_reason.is_some()) || (diff == -1 && in_put_data);
     assert!(ok, "{n_replies} replies to {n_requests} requests\nrequests: {requests:?}\nreplies: {replies:?}");
+
+    check_trailing_replies(&requests, &replies);
 
     if !outcome.legacy {
         if let Some(code) = outcome.close_reason {
@@ -577,19 +658,46 @@ pub fn check(outcome: &Outcome, data: &[u8], config: &ServerConfig) {
     }
 }
 
+/// The trailing form of a reply (§ 7.10): only a FETCH from offset 0 gets it (`[TRL-6]`,
+/// `[TRL-8]`); it carries the whole file, and its trailer is the digest of exactly the bytes sent
+/// (`[TRL-2]`).
+fn check_trailing_replies(requests: &[C], replies: &[S]) {
+    let fetches_from_0 =
+        requests.iter().filter(|c| matches!(c, C::Item(ClientItem::Request(Request::Fetch { offset: 0, .. })))).count();
+    let mut trailing = 0;
+    for (k, s) in replies.iter().enumerate() {
+        let S::Item(ServerItem::FetchTrailing { size, .. }) = s else { continue };
+        trailing += 1;
+        let (data, rest) = match &replies[k + 1..] {
+            [S::Data(d), rest @ ..] => (d.as_slice(), rest),
+            rest => (&[][..], rest),
+        };
+        assert_eq!(data.len() as u64, *size, "[TRL-9] a trailing reply carries the whole file");
+        match rest.first() {
+            Some(S::Item(ServerItem::Trailer(md5))) => assert_eq!(*md5, Digest::of(data), "[TRL-2] the trailer"),
+            other => panic!("[TRL-9] the data of a trailing reply is followed by {other:?}, not its trailer"),
+        }
+    }
+    assert!(trailing <= fetches_from_0, "[TRL-8] {trailing} trailing replies to {fetches_from_0} FETCHes from 0");
+}
+
 /// The `server_machine` target, and the server half of `legacy`: the scheduled run must equal the
 /// reference run, and pass [`check`]. Returns the outcome for target-specific checks.
 ///
 /// With `faults`, the store fails some commands (a PUT when it is announced, at its first write or
 /// at its commit; any other command with `INTERNAL`), which `MemoryConnection` never does: the
-/// scheduled run is then compared with the same host fed one read per event.
-pub fn fuzz_server(config_byte: u8, faults: u8, data: &[u8], ops: &[u8]) -> Outcome {
-    let config = Arc::new(config(config_byte));
+/// scheduled run is then compared with the same host fed one read per event. The same holds when
+/// the `host` byte asks for FETCH replies in the trailing form ([`trailing_replies`]); its bit 0
+/// takes `TRAILER` out of the server's capabilities ([`config_with`]).
+pub fn fuzz_server(config_byte: u8, host: u8, faults: u8, data: &[u8], ops: &[u8]) -> Outcome {
+    let config = Arc::new(config_with(config_byte, host));
+    let trailing = trailing_replies(host);
     let t0 = Instant::now();
-    let (scheduled, events) = run_scheduled(config.clone(), t0, data, ops, faults);
-    let (whole, _) = run_actions(config.clone(), t0, data, faults, whole_actions(&events));
+    let (scheduled, events) = run_scheduled(config.clone(), t0, data, ops, faults, trailing);
+    let (whole, _) = run_actions(config.clone(), t0, data, (faults, trailing), whole_actions(&events));
     assert_eq!(scheduled, whole, "[ENC-5] the schedule {ops:02x?} changed the outcome (events {events:?})");
-    if faults == 0 {
+    // `MemoryConnection` has no faults and answers every FETCH in the leading form.
+    if faults == 0 && !trailing {
         let reference = run_reference(config.clone(), t0, data, &events);
         assert_eq!(scheduled, reference, "the host and MemoryConnection differ (events {events:?})");
     }

@@ -22,7 +22,9 @@ and checks that:
   * every valid name starts with ${P}; every file a successful PUT creates is deleted before the
     transcript ends; no two transcripts use the same ${P} name (so they may run in parallel);
   * @role and @capability cover what the transcript needs (write for PUT/DELETE, RESUME for a GET
-    with 0 < offset <= size, STATUS for STATUS).
+    or FETCH with 0 < offset <= size, STATUS for STATUS, TRAILER for PUT modes 0x80/0x81 and FETCH);
+  * no S: line depends on a server's free choice: a FETCH from offset 0 of an existing file may be
+    answered with tag 0x83 or 0x8B (PROTOCOL.md 7.10, TRL-7 is a SHOULD), so it cannot be matched.
 
 Usage: check_transcripts.py [DIR_OR_FILE ...]   (default: the transcripts/ next to this tools/ dir)
 Exit status 0 when every transcript passes, 1 otherwise.
@@ -48,7 +50,7 @@ FILE_SIZE_CEILING = 2 ** 63 - 1
 SAFE_NAME_LEN = 64                # a valid name longer than this might exceed some max_name_len
 
 ROLES = {"read": 1, "write": 2, "admin": 3}
-CAPABILITIES = {"LEGACY", "RESUME", "STATUS", "SHUTDOWN"}
+CAPABILITIES = {"LEGACY", "RESUME", "STATUS", "SHUTDOWN", "TRAILER"}
 INT_WIDTH = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "i64": 8}
 STR_WIDTH = {"str8": 1, "str16": 2, "str32": 4, "name": 4}
 ID_RE = re.compile(r"\[([A-Z]+-[0-9]+)\]")
@@ -56,7 +58,8 @@ ID_RE = re.compile(r"\[([A-Z]+-[0-9]+)\]")
 MALFORMED, UNSUPPORTED_VERSION, UNAUTHORIZED, TOO_LARGE = 0x0100, 0x0101, 0x0102, 0x0105
 NOT_FOUND, BAD_NAME, EXISTS, CHECKSUM_MISMATCH, BAD_OFFSET = 0x0200, 0x0201, 0x0203, 0x0204, 0x0205
 REQUEST_NAMES = {0x01: "LIST", 0x02: "STAT", 0x03: "GET", 0x04: "PUT", 0x05: "DELETE",
-                 0x06: "STATUS", 0x07: "HELP", 0x08: "BYE", 0x09: "SHUTDOWN"}
+                 0x06: "STATUS", 0x07: "HELP", 0x08: "BYE", 0x09: "SHUTDOWN", 0x0B: "FETCH"}
+TRAILING_MODE_BIT = 0x80         # PUT modes 0x80/0x81: the digest follows the data (section 6.5)
 
 
 class CheckError(Exception):
@@ -674,7 +677,9 @@ class Transcript:
             if name not in self.store:
                 return pred("error", code=NOT_FOUND)
             return pred("stat", name=name, data=self.store[name])
-        if op == 0x03:
+        if op in (0x03, 0x0B):
+            if op == 0x0B:
+                self.need_caps.add("TRAILER")        # [TRL-1]
             name, refused = self.read_name(r)
             if refused and refused.get("closes"):
                 return refused
@@ -688,11 +693,18 @@ class Transcript:
                 return pred("error", code=BAD_OFFSET)
             if offset > 0:
                 self.need_caps.add("RESUME")
+            elif op == 0x0B:
+                # [TRL-7] is a SHOULD: tag 0x83 or 0x8B, whichever the server prefers.
+                self.err(lineno, "a FETCH from offset 0 of an existing file may be answered with tag 0x83 "
+                         "or 0x8B: no transcript can match it (fetch from an offset above 0 [TRL-6])")
             return pred("get", name=name, offset=offset, data=data)
-        # PUT
+        # PUT; modes 0x80 and 0x81 have the trailing form (sections 6.5, 7.4)
         mode = r.take(1, "mode")[0]
-        if mode not in (0, 1):
+        if mode not in (0, 1, 0x80, 0x81):
             return self.fatal(MALFORMED)
+        trailing = bool(mode & TRAILING_MODE_BIT)
+        if trailing:
+            self.need_caps.add("TRAILER")            # [TRL-1]
         name, refused = self.read_name(r)
         if refused and refused.get("closes"):
             return refused
@@ -701,14 +713,23 @@ class Transcript:
             return self.fatal(TOO_LARGE)
         if size > 100_000_000:
             self.warn(lineno, "PUT size above 100 MB may exceed a server's max_file_size")
-        digest = r.take(32, "md5")
-        if not re.fullmatch(rb"[0-9a-fA-F]{32}", digest):
-            return self.fatal(MALFORMED)
+        if not trailing:
+            digest = r.take(32, "md5")
+            if not re.fullmatch(rb"[0-9a-fA-F]{32}", digest):
+                return self.fatal(MALFORMED)
         data = r.take(size, "PUT data")
+        if trailing:
+            digest = r.take(32, "trailer")
+            if not re.fullmatch(rb"[0-9a-fA-F]{32}", digest):
+                if refused:
+                    # [TRL-4]: MALFORMED, but an early refusal (PUT-5, a MAY) may come first.
+                    self.err(lineno, "a refused trailing PUT with a bad trailer: whether the refusal comes "
+                             "before MALFORMED is the server's choice")
+                return self.fatal(MALFORMED)
         self.need_write()
         if refused:
             return refused
-        if mode == 1 and name in self.store:
+        if mode & 1 and name in self.store:
             return pred("error", code=EXISTS)
         if digest.lower() != md5hex(data):
             return pred("error", code=CHECKSUM_MISMATCH)

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use ferry_proto::vector::{End, Vector};
+use ferry_proto::vector::{Direction, End, Start, Vector};
 
 fn load(path: &Path) -> Vector {
     let text = std::fs::read_to_string(path).unwrap();
@@ -57,4 +57,50 @@ fn there_are_enough_vectors() {
     for code in ["MALFORMED", "TOO_LARGE", "BAD_NAME"] {
         assert!(vectors.iter().any(|v| v.end == End::Error(code.into())), "no vector ends in {code}");
     }
+}
+
+/// The trailing form is opt-in (PROTOCOL.md § 6.5, § 16.4): a server that announces `TRAILER`
+/// reads every other vector's bytes exactly as one that does not, and one that does not announce it
+/// refuses the trailing PUT modes and FETCH as the unknown values they are for it (`[PUT-7]`,
+/// `[REQ-2]`, `[TRL-1]`): whatever came before them decodes the same, then `MALFORMED`.
+#[test]
+fn the_trailer_capability_changes_only_the_trailing_form() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../spec/vectors");
+    let mut refused = 0;
+    for path in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()) {
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let v = load(&path);
+        if v.direction != Direction::ClientToServer || v.start == Start::Legacy {
+            continue;
+        }
+        let other = Vector { trailer: !v.trailer, ..v.clone() };
+        let (items, end) = other.decode(&[]);
+        if !v.trailer {
+            assert_eq!(
+                (items, end),
+                (v.items.clone(), v.end.clone()),
+                "{name}: decoded by a server announcing TRAILER"
+            );
+            continue;
+        }
+        let trailing = v
+            .items
+            .iter()
+            .any(|i| i["type"] == "fetch" || i["type"] == "trailer" || (i["type"] == "put" && i["md5"].is_null()));
+        assert!(v.items.starts_with(&items), "{name}: without TRAILER, {items:?} is not a prefix of the items");
+        if trailing {
+            assert_eq!(end, End::Error("MALFORMED".into()), "{name}: without TRAILER");
+            assert!(items.len() < v.items.len(), "{name}: without TRAILER, every item still decodes");
+            refused += 1;
+        } else {
+            assert!(
+                end == End::Error("MALFORMED".into()) || (items == v.items && end == v.end),
+                "{name}: without TRAILER, {end:?} after {items:?}"
+            );
+        }
+    }
+    assert!(refused >= 10, "only {refused} vectors use the trailing form");
 }
