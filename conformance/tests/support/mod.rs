@@ -180,6 +180,9 @@ faults! {
     /// A PUT in the trailing form whose connection ends after its data, before the whole trailer,
     /// is published.
     PublishBeforeTrailer ["TRL-3", "STORE-2"];
+    /// After a trailing PUT refused early with EXISTS, its data and trailer are discarded without
+    /// a look at the trailer's digits: a byte that is no hexadecimal digit passes.
+    RefusalTrailerUnchecked ["TRL-4"];
     /// A FETCH from an offset above 0 is answered with tag 0x8B and the whole file.
     TrailingFetchResumed ["TRL-6"];
     /// A FETCH answered with tag 0x8B ends with the digest of other bytes than those sent.

@@ -461,6 +461,9 @@ struct Session<'a> {
     shadow: Option<(RequestDecoder, Vec<u8>)>,
     /// The last request the shadow decoder read was a FETCH.
     fetching: bool,
+    /// A refused trailing PUT's data bytes, then trailer bytes, still to come
+    /// (`RefusalTrailerUnchecked`).
+    scrub: Option<(u64, u64)>,
 }
 
 impl<'a> Session<'a> {
@@ -489,6 +492,7 @@ impl<'a> Session<'a> {
                 (RequestDecoder::new(shared.config.limits).with_trailer(trailer), Vec::new())
             }),
             fetching: false,
+            scrub: None,
         }
     }
 
@@ -633,12 +637,14 @@ impl<'a> Session<'a> {
         if self.waits_for_legacy_name() {
             return Vec::new();
         }
-        let input = std::mem::take(&mut self.input);
+        let mut input = std::mem::take(&mut self.input);
         let mut used = 0;
         let mut chunks = Vec::new();
         loop {
+            self.scrub_trailer(&mut input[used..]);
             let (n, event) = self.conn.handle_input(&input[used..], now);
             self.shadow_read(&input[used..used + n]);
+            self.scrubbed(n);
             used += n;
             let mut chunk = self.take_output();
             let more = event.is_some();
@@ -661,6 +667,33 @@ impl<'a> Session<'a> {
         }
         self.input = input[used..].to_vec();
         chunks
+    }
+
+    /// `RefusalTrailerUnchecked`: the trailer of a refused trailing PUT, as far as it has arrived
+    /// in `input` (which starts where the machine reads next), has every byte that is not a
+    /// hexadecimal digit replaced by `0` before the machine sees it.
+    fn scrub_trailer(&self, input: &mut [u8]) {
+        let Some((data, trailer)) = self.scrub else { return };
+        let from = usize::try_from(data).unwrap_or(usize::MAX).min(input.len());
+        let to = from.saturating_add(trailer as usize).min(input.len());
+        for b in &mut input[from..to] {
+            if !b.is_ascii_hexdigit() {
+                // Fault: the digit is never checked.
+                *b = b'0';
+            }
+        }
+    }
+
+    /// The machine used `n` bytes: they count against what [`Self::scrub_trailer`] waits for.
+    fn scrubbed(&mut self, n: usize) {
+        let Some((data, trailer)) = &mut self.scrub else { return };
+        let n = n as u64;
+        let from_data = n.min(*data);
+        *data -= from_data;
+        *trailer = trailer.saturating_sub(n - from_data);
+        if *data == 0 && *trailer == 0 {
+            self.scrub = None;
+        }
     }
 
     /// Decodes again the bytes the machine has just used (`TrailingFetchResumed` only).
@@ -983,6 +1016,10 @@ impl<'a> Session<'a> {
                 } else if head.mode == PutMode::CreateOnly && exists && !self.is(Fault::CreateOnlyOverwrites) {
                     // Fault: CreateOnlyOverwrites skips this check.
                     self.conn.respond_error(ErrorCode::EXISTS, "the file exists", now);
+                    if head.is_trailing() && self.is(Fault::RefusalTrailerUnchecked) {
+                        // Fault: the trailer after the discarded data is not checked.
+                        self.scrub = Some((head.size, 32));
+                    }
                 } else {
                     self.conn.accept_put();
                     if self.is(Fault::VisibleDuringUpload) {
