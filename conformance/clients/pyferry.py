@@ -25,6 +25,7 @@ NAME_LEN_CEILING = 4096
 ERROR_MESSAGE_MAX = 1024
 TRANSIENT = {0x0103, 0x0104, 0x0106}  # BUSY, SHUTTING_DOWN, TIMEOUT
 RESUME = 0x02
+TRAILER = 0x10
 RETRIES = 3
 BACKOFF = 0.2
 # Every read and write has a deadline ([TIME-6], [TIME-11]).
@@ -127,6 +128,16 @@ def md5_of_file(path):
 
 def verify(path, md5, resumed):
     """[FRAME-5]: the whole file — bytes kept and bytes received — matches the frame's MD5."""
+    return md5_of_file(path) == md5
+
+
+def offers_trailer(caps):
+    """[TRL-1]: FETCH only to a server that announced TRAILER."""
+    return bool(caps & TRAILER)
+
+
+def verify_trailer(path, md5):
+    """[TRL-10]: a file sent in the trailing form is received only once its trailer matches."""
     return md5_of_file(path) == md5
 
 
@@ -257,8 +268,19 @@ def attempt_get(args, dest, state):
         if state.get("identity") and conn.caps & RESUME and os.path.exists(part):
             offset = os.path.getsize(part)
         name = args.name.encode("utf-8")
-        conn.send(b"\x03" + struct.pack(">I", len(name)) + name + struct.pack(">Q", offset))
-        conn.reply(0x83)
+        fetch = offers_trailer(conn.caps)
+        opcode = b"\x0b" if fetch else b"\x03"
+        conn.send(opcode + struct.pack(">I", len(name)) + name + struct.pack(">Q", offset))
+        tag = conn.u8()
+        if tag == 0xFF:
+            conn.error()
+        if fetch and offset == 0 and tag == 0x8B:  # [TRL-6], [TRL-8]: only then
+            return trailing_get(args, conn, state)
+        try:
+            check_tag(tag, 0x83)
+        except ProtocolError:
+            conn.broken = True
+            raise
         (echoed,) = struct.unpack(">Q", conn.recv(8))
         frame_name = conn.name()
         (size,) = struct.unpack(">Q", conn.recv(8))
@@ -291,6 +313,27 @@ def attempt_get(args, dest, state):
         raise
     finally:
         conn.bye()
+
+
+def trailing_get(args, conn, state):
+    """A FETCH reply in the trailing form (§ 7.10): the data, then its MD5."""
+    frame_name = conn.name()
+    (size,) = struct.unpack(">Q", conn.recv(8))
+    dest = os.path.join(args.dir, local_name(args.name, frame_name))
+    part = part_path(dest)
+    state["identity"] = None  # unverified bytes are not resumed
+    with open(part, "wb") as f:
+        left = size
+        while left:
+            chunk = conn.recv(min(left, 1 << 16))
+            f.write(chunk)
+            left -= len(chunk)
+    md5 = digest_hex(conn.recv(32))
+    if not verify_trailer(part, md5):
+        discard(part)
+        raise Mismatch(f"{escape(args.name)}: the data does not match its trailer")
+    os.replace(part, dest)
+    return 0
 
 
 def legacy_get(args, dest):

@@ -13,7 +13,7 @@ use crate::client::ClientCase;
 /// `conformance client` does, and each of their MUSTs needs a client case.
 pub const CLIENT_SIDE: &[&str] = &[
     "ENC-3", "ENC-7", "HELLO-7", "HELLO-8", "REQ-7", "GET-7", "PUT-6", "BYE-2", "BYE-3", "ERR-2", "ERR-3", "ERR-5",
-    "NAME-11", "NAME-12", "TIME-6", "TIME-11", "LEG-6", "GET-9", "TLS-2", "TLS-3", "TLS-5", "TLS-6",
+    "NAME-11", "NAME-12", "TIME-6", "TIME-11", "LEG-6", "GET-9", "TLS-2", "TLS-3", "TLS-5", "TLS-6", "TRL-1", "TRL-10",
 ];
 
 /// Server requirements no client can observe over the wire, and why. Some of them are checked all

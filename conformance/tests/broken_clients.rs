@@ -28,6 +28,8 @@ const FAULTS: &[(&str, &str)] = &[
     ("talk-after-bye", "client.get.ok"),
     ("uppercase-digest", "client.put.ok"),
     ("short-upload", "client.put.ok"),
+    ("fetch-unannounced", "client.trailer.not-announced"),
+    ("trust-trailer", "client.trailer.fetch-wrong-trailer"),
 ];
 
 fn here() -> PathBuf {

@@ -13,6 +13,7 @@ pub mod semantics;
 pub mod shutdown;
 pub mod support;
 pub mod tls;
+pub mod trailer;
 pub mod transcripts;
 
 use crate::case::Case;
@@ -32,6 +33,7 @@ pub fn all() -> Vec<Case> {
     out.extend(precision::cases());
     out.extend(local::cases());
     out.extend(large::cases());
+    out.extend(trailer::cases());
     out.extend(tls::cases());
     out
 }

@@ -87,7 +87,7 @@ pub fn cases() -> Vec<Case> {
         ),
         case(
             "semantics.hello.capability-bits",
-            "Every hello sets no capability bit beyond 0x0F",
+            "Every hello sets no capability bit beyond those version 1 defines (0x1F)",
             &["HELLO-9"],
             Needs::default(),
             |ctx| hello_fields(ctx, Field::Capabilities),
@@ -769,7 +769,13 @@ fn hello_fields(ctx: &Ctx, field: Field) -> Verdict {
         let max_file_size = u64::from_be_bytes([h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]]);
         match field {
             Field::Capabilities if caps & !Capabilities::ALL_V1.0 != 0 => {
-                return Err(fail("HELLO-9", format!("{what}: capabilities 0x{caps:08x} set bits beyond 0x0F")));
+                return Err(fail(
+                    "HELLO-9",
+                    format!(
+                        "{what}: capabilities 0x{caps:08x} set bits beyond 0x{:02x}, which version 1 defines",
+                        Capabilities::ALL_V1.0
+                    ),
+                ));
             }
             Field::Limits if !(1..=NAME_LEN_CEILING).contains(&max_name_len) => {
                 return Err(fail(

@@ -584,7 +584,135 @@ pub fn all() -> Vec<ClientCase> {
             },
         ),
     ]);
+    out.extend(trailer_cases());
     out
+}
+
+/// The capabilities of a server that also announces `TRAILER` (§ 6.5).
+const CAPS_TRAILER: u32 = CAPS | 0x10;
+
+/// A FETCH reply in the trailing form (§ 7.10): name, size, `data`, then `trailer`.
+fn trailing(name: &str, data: &[u8], trailer: &[u8]) -> Vec<u8> {
+    let mut out = vec![ferry_proto::tag::FETCH_TRAILING];
+    out.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&(data.len() as u64).to_be_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(trailer);
+    out
+}
+
+/// A script that announces `TRAILER`, answers FETCH from 0 with `fetch(connection)` and is
+/// honest otherwise (a FETCH from above 0 gets the GET reply, `[TRL-6]`).
+fn on_fetch(store: &Store, fetch: impl Fn(usize) -> Act + Send + Sync + 'static) -> Script {
+    let store = store.clone();
+    Arc::new(move |conn, e| match e {
+        Event::Request(Request::Fetch { offset: 0, .. }, _) => fetch(conn),
+        e => store.answer(&e, CAPS_TRAILER),
+    })
+}
+
+/// `Unsupported` unless the client sent a FETCH: it may download with GET alone.
+fn used_fetch(logs: &[ConnLog]) -> Judged {
+    let n = logs.iter().flat_map(|l| &l.requests).filter(|r| matches!(r, Request::Fetch { .. })).count();
+    if n == 0 {
+        return Err(Stop::Unsupported(
+            "the client downloads with GET although the server announces TRAILER: it never receives a 0x8B reply"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The cases of the trailing digest (§ 6.5, § 7.10).
+fn trailer_cases() -> Vec<ClientCase> {
+    vec![
+        case(
+            "trailer.not-announced",
+            "Against a server without TRAILER, a download and an upload use neither FETCH nor PUT mode 0x80/0x81",
+            &["TRL-1"],
+            |ctx| {
+                let c = content(50_000, 40);
+                let store = Store::with(&[(NAME, &c)]);
+                download(ctx, store.script(CAPS), |obs, _| fetched(obs, &c, "TRL-1"))?;
+                let store = Store::default();
+                let mut s = ctx.session(store.script(CAPS))?;
+                s.input(NAME, &c)?;
+                let obs = s.run(&Ask::op(Op::Put, NAME))?;
+                let logs = s.finish();
+                wire(&logs)?;
+                finished(&obs, "TIME-11")?;
+                if !obs.succeeded() || store.get(NAME).as_deref() != Some(c.as_slice()) {
+                    return Err(Stop::fail(Failure::new(
+                        "TRL-1",
+                        format!("the upload to a server without TRAILER did not store the file ({})", obs.ending()),
+                    )));
+                }
+                Ok(())
+            },
+        ),
+        case(
+            "trailer.fetch-trailing",
+            "A FETCH answered in the trailing form (0x8B) with the right trailer downloads the file",
+            &["TRL-10"],
+            |ctx| {
+                let c = content(150_000, 41);
+                let store = Store::with(&[(NAME, &c)]);
+                let script = on_fetch(&store, {
+                    let c = c.clone();
+                    move |_| Act::Send(trailing(NAME, &c, &Digest::of(&c).to_hex()))
+                });
+                download(ctx, script, |obs, logs| {
+                    used_fetch(logs)?;
+                    fetched(obs, &c, "TRL-10")
+                })
+            },
+        ),
+        case(
+            "trailer.fetch-wrong-trailer",
+            "A 0x8B reply whose data does not match its trailer is never kept under the final name",
+            &["TRL-10"],
+            |ctx| {
+                let c = content(150_000, 42);
+                let store = Store::with(&[(NAME, &c)]);
+                let mut corrupt = c.clone();
+                corrupt[77_777] ^= 0x20;
+                let script = on_fetch(&store, {
+                    let c = c.clone();
+                    move |_| Act::Send(trailing(NAME, &corrupt, &Digest::of(&c).to_hex()))
+                });
+                download(ctx, script, |obs, logs| {
+                    used_fetch(logs)?;
+                    whole_or_nothing(obs, &c, "TRL-10")
+                })
+            },
+        ),
+        case(
+            "trailer.fetch-cut-in-trailer",
+            "A 0x8B reply cut off inside its trailer is never kept under the final name",
+            &["TRL-3", "TRL-10"],
+            |ctx| {
+                let c = content(150_000, 43);
+                let store = Store::with(&[(NAME, &c)]);
+                // The first connection is cut; a client that tries again may succeed.
+                let script = on_fetch(&store, {
+                    let c = c.clone();
+                    move |conn| {
+                        let whole = trailing(NAME, &c, &Digest::of(&c).to_hex());
+                        if conn == 0 {
+                            Act::Close(whole[..whole.len() - 16].to_vec())
+                        } else {
+                            Act::Send(whole)
+                        }
+                    }
+                });
+                download(ctx, script, |obs, logs| {
+                    used_fetch(logs)?;
+                    whole_or_nothing(obs, &c, "TRL-3")
+                })
+            },
+        ),
+    ]
 }
 
 /// A hostile name for the sandbox at `root` (the absolute one points into it).

@@ -174,7 +174,8 @@ impl Store {
                 None => missing(),
             },
             Request::Put(head) => {
-                if head.md5 != Some(Digest::of(data)) || data.len() as u64 != head.size {
+                // A trailing PUT's trailer (`head.md5` is `None`) was checked as it arrived.
+                if head.md5.is_some_and(|m| m != Digest::of(data)) || data.len() as u64 != head.size {
                     return refuse(ErrorCode::CHECKSUM_MISMATCH, "the data does not match its MD5");
                 }
                 let replaced = self.lock().insert(head.name.as_str().to_owned(), data.to_vec()).is_some();

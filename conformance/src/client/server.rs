@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ferry_proto::limits::ReadLimits;
-use ferry_proto::{ClientHello, ClientItem, Decoded, Name, Request, RequestDecoder};
+use ferry_proto::{Capabilities, ClientHello, ClientItem, DecodeError, Decoded, Digest, Name, Request, RequestDecoder};
 
 /// How often a connection's thread looks at the stop flag while it waits for bytes.
 const POLL: Duration = Duration::from_millis(20);
@@ -261,7 +261,16 @@ impl Conn<'_> {
                 }
                 Ok(Decoded::Item { item, consumed }) => (item, consumed),
                 Err(e) => {
-                    let requirement = if self.log.hello.is_none() && !self.log.legacy { "HELLO-1" } else { "EXT-2" };
+                    // The values only TRAILER defines (§ 6.5), sent to a server that did not
+                    // announce it: `[TRL-1]`.
+                    let untrailed = matches!(e, DecodeError::BadMode(0x80 | 0x81) | DecodeError::UnknownOpcode(0x0B));
+                    let requirement = if self.log.hello.is_none() && !self.log.legacy {
+                        "HELLO-1"
+                    } else if untrailed {
+                        "TRL-1"
+                    } else {
+                        "EXT-2"
+                    };
                     self.violation(requirement, format!("the client sent bytes no server may accept: {e}"));
                     return false;
                 }
@@ -304,8 +313,19 @@ impl Conn<'_> {
                     }
                     true
                 }
-                // This server announces no TRAILER, so its decoder reads no trailer (§ 6.5).
-                ClientItem::Trailer(_) => true,
+                // Only where the hello announced TRAILER (§ 6.5): the digest of the data sent.
+                ClientItem::Trailer(md5) => {
+                    if let Some((Request::Put(head), data)) = &self.put {
+                        if data.len() as u64 == head.size && md5 != Digest::of(data) {
+                            let data = Digest::of(data);
+                            self.violation(
+                                "TRL-2",
+                                format!("the trailer of the PUT is {md5}, the data sent has digest {data}"),
+                            );
+                        }
+                    }
+                    true
+                }
                 ClientItem::DataEnd => match self.put.take() {
                     Some((r, data)) => {
                         self.log.requests.push(r.clone());
@@ -347,9 +367,15 @@ impl Conn<'_> {
 
     /// Asks the script and does what it says; false when the connection is over.
     fn act(&mut self, event: Event<'_>) -> bool {
+        let hello = matches!(event, Event::Hello(_));
         match (self.script)(self.index, event) {
             Act::Nothing => true,
-            Act::Send(b) => self.send(&b),
+            Act::Send(b) => {
+                if hello {
+                    self.announced(&b);
+                }
+                self.send(&b)
+            }
             Act::Close(b) => {
                 self.send(&b);
                 let _ = self.stream.shutdown(Shutdown::Both);
@@ -372,6 +398,16 @@ impl Conn<'_> {
                 true
             }
         }
+    }
+
+    /// The server hello the script sent: with `TRAILER` announced, the decoder reads the
+    /// requests only it defines (§ 6.5).
+    fn announced(&mut self, hello: &[u8]) {
+        if hello.first() != Some(&ferry_proto::tag::HELLO) || hello.len() < 8 {
+            return;
+        }
+        let caps = Capabilities(u32::from_be_bytes([hello[4], hello[5], hello[6], hello[7]]));
+        self.decoder = self.decoder.clone().with_trailer(caps.contains(Capabilities::TRAILER));
     }
 
     /// Whether the client's first message has yet to arrive.

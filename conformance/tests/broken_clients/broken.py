@@ -128,10 +128,20 @@ def short_upload():
     pyferry.RETRIES = 0
 
 
+def fetch_unannounced():
+    """Downloads with FETCH whatever the server announced."""
+    pyferry.offers_trailer = lambda caps: True
+
+
+def trust_trailer():
+    """Never compares the data of a trailing reply with its trailer."""
+    pyferry.verify_trailer = lambda path, md5: True
+
+
 FAULTS = {f.__name__.replace("_", "-"): f for f in [
     skip_md5, follow_names, no_timeout, splice_on_resume, keep_bad_files, ignore_tags, any_version,
     strict_capabilities, read_long_messages, strict_utf8, unknown_codes_recoverable, retry_on_message,
-    raw_names, talk_after_bye, uppercase_digest, short_upload,
+    raw_names, talk_after_bye, uppercase_digest, short_upload, fetch_unannounced, trust_trailer,
 ]}
 
 if __name__ == "__main__":

@@ -171,6 +171,26 @@ faults! {
     TempNotReserved ["STORE-7"];
     /// The temporary file of an upload cut off by a disconnect is left in the root.
     TempLeftAfterCut ["STORE-2"];
+    /// A PUT in the trailing form whose trailer does not match is answered CHECKSUM_MISMATCH but
+    /// published anyway.
+    TrailerMismatchPublished ["TRL-5", "PUT-3"];
+    /// A PUT in the trailing form is answered (and published) as soon as its data has arrived,
+    /// before its trailer; the trailer is then read and ignored.
+    ReplyBeforeTrailer ["TRL-5"];
+    /// A PUT in the trailing form whose connection ends after its data, before the whole trailer,
+    /// is published.
+    PublishBeforeTrailer ["TRL-3", "STORE-2"];
+    /// After a trailing PUT refused early with EXISTS, its data and trailer are discarded without
+    /// a look at the trailer's digits: a byte that is no hexadecimal digit passes.
+    RefusalTrailerUnchecked ["TRL-4"];
+    /// A FETCH from an offset above 0 is answered with tag 0x8B and the whole file.
+    TrailingFetchResumed ["TRL-6"];
+    /// A FETCH answered with tag 0x8B ends with the digest of other bytes than those sent.
+    WrongTrailer ["TRL-2"];
+    /// A plain GET from offset 0 is answered with tag 0x8B, the trailing form only FETCH may get.
+    TrailingGet ["TRL-8"];
+    /// The hello does not announce TRAILER, yet PUT mode 0x80 and FETCH are served.
+    TrailerUnannounced ["PUT-7", "REQ-2"];
     /// STAT replies announce sizes modulo 2^32 (a file of 4 GiB and 4099 bytes has 4099).
     StatSizeTruncated32 ["STAT-1"];
     /// GET offsets are taken modulo 2^32: a GET from above 4 GiB sends bytes from near the start
@@ -193,6 +213,20 @@ pub struct Setup {
     pub disk: bool,
     /// Serve a file of 4 GiB and more that no one uploaded (the suite's large content).
     pub big_file: bool,
+    /// Whether the server announces `TRAILER`, and how it answers a FETCH from 0 (§ 7.10).
+    pub trailer: Trailer,
+}
+
+/// The server's `TRAILER` capability (PROTOCOL.md § 6.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trailer {
+    /// Not announced: PUT modes 0x80 and 0x81 and FETCH are malformed.
+    Off,
+    /// Announced; a FETCH is answered as GET (0x83), as a server that knows every digest should.
+    Leading,
+    /// Announced; a FETCH from 0 is answered in the trailing form (0x8B), as a server that hashes
+    /// while it sends may (`[TRL-7]` is a SHOULD).
+    Trailing,
 }
 
 impl Default for Setup {
@@ -206,6 +240,7 @@ impl Default for Setup {
             read_only: false,
             disk: false,
             big_file: false,
+            trailer: Trailer::Leading,
         }
     }
 }
@@ -224,6 +259,8 @@ impl Fault {
             Self::ForbiddenIgnored => Setup { anonymous: Role::Read, ..Setup::default() },
             Self::ReadOnlyLeaks => Setup { read_only: true, ..Setup::default() },
             Self::StatSizeTruncated32 | Self::OffsetWrapped32 => Setup { big_file: true, ..Setup::default() },
+            Self::WrongTrailer => Setup { trailer: Trailer::Trailing, ..Setup::default() },
+            Self::TrailerUnannounced => Setup { trailer: Trailer::Off, ..Setup::default() },
             Self::SymlinksFollowed
             | Self::MtimeWholeSeconds
             | Self::StaleDigestAfterEdit

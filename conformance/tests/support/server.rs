@@ -28,11 +28,11 @@ use ferry_conformance::cases::large;
 use ferry_proto::limits::ReadLimits;
 use ferry_proto::server::{Command, Event, ServerConfig, ServerConnection};
 use ferry_proto::{
-    Capabilities, ConnRecord, Digest, Entry, ErrorCode, ErrorReply, FrameHead, Name, NameError, PutHead, PutMode,
-    RequestKind, Role,
+    Capabilities, ClientItem, ConnRecord, Decoded, Digest, Entry, ErrorCode, ErrorReply, FrameHead, Name, NameError,
+    PutHead, PutMode, Request, RequestDecoder, RequestKind, Role,
 };
 
-use super::{Fault, Setup};
+use super::{Fault, Setup, Trailer};
 
 /// How long a closing connection reads and drops input before closing (`[ERR-9]`).
 const LINGER: Duration = Duration::from_millis(500);
@@ -76,6 +76,10 @@ impl Server {
             // Fault: the connection machine grants write; the hello will announce `setup.anonymous`.
             anonymous = Role::Write;
         }
+        let mut capabilities = Capabilities::ALL_V1;
+        if setup.trailer == Trailer::Off && fault != Some(Fault::TrailerUnannounced) {
+            capabilities = Capabilities(capabilities.0 & !Capabilities::TRAILER.0);
+        }
         let config = ServerConfig {
             limits: ReadLimits { max_name_len: 255, max_file_size: 1 << 30 },
             max_clients: setup.max_clients,
@@ -83,7 +87,8 @@ impl Server {
             idle_timeout: Some(setup.idle_timeout),
             head_timeout: setup.request_timeout,
             progress_timeout: setup.request_timeout,
-            capabilities: Capabilities::ALL_V1,
+            // Fault: TrailerUnannounced serves TRAILER's requests; the hello says it does not.
+            capabilities,
             anonymous: Some(anonymous),
             // Fault: ReadOnlyLeaks refuses writes in the host, and only some of them.
             read_only: setup.read_only && fault != Some(Fault::ReadOnlyLeaks),
@@ -449,6 +454,16 @@ struct Session<'a> {
     big_pending: Option<(u64, u64)>,
     /// The PUT being read is above the announced limit (`TooLargeReadsData`).
     too_large_after_data: bool,
+    /// The trailing PUT being read was answered before its trailer (`ReplyBeforeTrailer`).
+    answered_early: bool,
+    /// The requests as the machine reads them, decoded again to tell a FETCH from a GET, which
+    /// the machine's command does not for offsets above 0 (`TrailingFetchResumed`).
+    shadow: Option<(RequestDecoder, Vec<u8>)>,
+    /// The last request the shadow decoder read was a FETCH.
+    fetching: bool,
+    /// A refused trailing PUT's data bytes, then trailer bytes, still to come
+    /// (`RefusalTrailerUnchecked`).
+    scrub: Option<(u64, u64)>,
 }
 
 impl<'a> Session<'a> {
@@ -471,6 +486,13 @@ impl<'a> Session<'a> {
             temp: None,
             big_pending: None,
             too_large_after_data: false,
+            answered_early: false,
+            shadow: shared.is(Fault::TrailingFetchResumed).then(|| {
+                let trailer = shared.config.capabilities.contains(Capabilities::TRAILER);
+                (RequestDecoder::new(shared.config.limits).with_trailer(trailer), Vec::new())
+            }),
+            fetching: false,
+            scrub: None,
         }
     }
 
@@ -615,11 +637,14 @@ impl<'a> Session<'a> {
         if self.waits_for_legacy_name() {
             return Vec::new();
         }
-        let input = std::mem::take(&mut self.input);
+        let mut input = std::mem::take(&mut self.input);
         let mut used = 0;
         let mut chunks = Vec::new();
         loop {
+            self.scrub_trailer(&mut input[used..]);
             let (n, event) = self.conn.handle_input(&input[used..], now);
+            self.shadow_read(&input[used..used + n]);
+            self.scrubbed(n);
             used += n;
             let mut chunk = self.take_output();
             let more = event.is_some();
@@ -642,6 +667,56 @@ impl<'a> Session<'a> {
         }
         self.input = input[used..].to_vec();
         chunks
+    }
+
+    /// `RefusalTrailerUnchecked`: the trailer of a refused trailing PUT, as far as it has arrived
+    /// in `input` (which starts where the machine reads next), has every byte that is not a
+    /// hexadecimal digit replaced by `0` before the machine sees it.
+    fn scrub_trailer(&self, input: &mut [u8]) {
+        let Some((data, trailer)) = self.scrub else { return };
+        let from = usize::try_from(data).unwrap_or(usize::MAX).min(input.len());
+        let to = from.saturating_add(trailer as usize).min(input.len());
+        for b in &mut input[from..to] {
+            if !b.is_ascii_hexdigit() {
+                // Fault: the digit is never checked.
+                *b = b'0';
+            }
+        }
+    }
+
+    /// The machine used `n` bytes: they count against what [`Self::scrub_trailer`] waits for.
+    fn scrubbed(&mut self, n: usize) {
+        let Some((data, trailer)) = &mut self.scrub else { return };
+        let n = n as u64;
+        let from_data = n.min(*data);
+        *data -= from_data;
+        *trailer = trailer.saturating_sub(n - from_data);
+        if *data == 0 && *trailer == 0 {
+            self.scrub = None;
+        }
+    }
+
+    /// Decodes again the bytes the machine has just used (`TrailingFetchResumed` only).
+    fn shadow_read(&mut self, used: &[u8]) {
+        let Some((decoder, pending)) = &mut self.shadow else { return };
+        pending.extend_from_slice(used);
+        loop {
+            match decoder.decode(pending) {
+                Ok(Decoded::Item { item, consumed }) => {
+                    match item {
+                        ClientItem::Request(r) => self.fetching = matches!(r, Request::Fetch { .. }),
+                        ClientItem::Rejected { kind, .. } => self.fetching = kind == RequestKind::Fetch,
+                        _ => {}
+                    }
+                    pending.drain(..consumed);
+                }
+                Ok(Decoded::NeedMore) => return,
+                Err(_) => {
+                    self.shadow = None;
+                    return;
+                }
+            }
+        }
     }
 
     /// `LegacyWaitsForName`: a legacy request whose name length is above the limit is kept from
@@ -757,9 +832,21 @@ impl<'a> Session<'a> {
                 if let Some((_, file)) = &mut self.temp {
                     let _ = file.write_all(d);
                 }
+                self.reply_before_trailer(chunk);
             }
             Event::PutComplete { verified, .. } => {
                 self.end_temp();
+                if std::mem::take(&mut self.answered_early) {
+                    // Fault: ReplyBeforeTrailer answered already; the machine's reply is dropped.
+                    self.upload = None;
+                    if verified {
+                        self.conn.respond_put(false, now);
+                        let _ = self.take_output();
+                    } else if let Some(at) = tail_error(chunk) {
+                        chunk.truncate(at);
+                    }
+                    return;
+                }
                 if std::mem::take(&mut self.too_large_after_data) {
                     // Fault: TooLargeReadsData answers only now (unless the machine already
                     // answered CHECKSUM_MISMATCH).
@@ -771,10 +858,13 @@ impl<'a> Session<'a> {
                 }
                 let Some((head, data)) = self.upload.take() else { return };
                 let provisional = self.provisional.take();
+                let trailing = head.is_trailing();
                 let name = self.key(head.name);
                 if !verified {
                     // The machine has answered CHECKSUM_MISMATCH.
-                    if self.is(Fault::PublishOnMismatch) {
+                    // Fault: TrailerMismatchPublished does not look at a trailer.
+                    let unchecked = trailing && self.is(Fault::TrailerMismatchPublished);
+                    if self.is(Fault::PublishOnMismatch) || unchecked {
                         // Fault: the file is stored anyway.
                         self.shared.files().insert(name, Stored { data, mtime_ms: now_ms() });
                     } else if let Some((name, old)) = provisional {
@@ -896,10 +986,10 @@ impl<'a> Session<'a> {
                 self.conn.respond_status(records, now);
                 chunk.extend(self.take_output());
             }
-            Command::Get { name, offset, .. } => {
+            Command::Get { name, offset, trailing } => {
                 let found = self.shared.files().get(&self.key(name.clone())).cloned();
                 match found {
-                    Some(f) => self.get(name, offset, &f, chunk, now),
+                    Some(f) => self.get(name, offset, trailing, &f, chunk, now),
                     None if self.big_entry_for(&name).is_some() => self.get_big(name, offset, chunk, now),
                     None if self.is(Fault::WrongCodeNotFound) => {
                         // Fault: INTERNAL for a missing file.
@@ -926,6 +1016,10 @@ impl<'a> Session<'a> {
                 } else if head.mode == PutMode::CreateOnly && exists && !self.is(Fault::CreateOnlyOverwrites) {
                     // Fault: CreateOnlyOverwrites skips this check.
                     self.conn.respond_error(ErrorCode::EXISTS, "the file exists", now);
+                    if head.is_trailing() && self.is(Fault::RefusalTrailerUnchecked) {
+                        // Fault: the trailer after the discarded data is not checked.
+                        self.scrub = Some((head.size, 32));
+                    }
                 } else {
                     self.conn.accept_put();
                     if self.is(Fault::VisibleDuringUpload) {
@@ -990,9 +1084,29 @@ impl<'a> Session<'a> {
         self.force_close |= self.is(Fault::DropAfterRecoverable);
     }
 
-    fn get(&mut self, name: Name, offset: u64, f: &Stored, chunk: &mut Vec<u8>, now: Instant) {
+    fn get(&mut self, name: Name, offset: u64, trailing: bool, f: &Stored, chunk: &mut Vec<u8>, now: Instant) {
         let data = f.data.as_slice();
         let size = data.len() as u64;
+        if trailing && self.trails() {
+            // A FETCH from 0 (`[TRL-6]`), answered in the trailing form (§ 7.10).
+            let Some(n) = self.conn.respond_get_trailing(name, size, now) else { return };
+            chunk.extend(self.take_output());
+            chunk.extend_from_slice(data);
+            self.conn.body_sent(n, now);
+            let mut md5 = Digest::of(data);
+            if self.is(Fault::WrongTrailer) {
+                // Fault: the digest of the file and one more byte.
+                md5 = Digest::of(&[data, b"!"].concat());
+            }
+            self.conn.send_trailer(md5, now);
+            chunk.extend(self.take_output());
+            self.data_in_step = true;
+            return;
+        }
+        // Fault: TrailingGet answers a GET from 0, TrailingFetchResumed a FETCH from above 0, with
+        // tag 0x8B.
+        let forced = (self.is(Fault::TrailingGet) && !trailing && offset == 0 && !self.fetching)
+            || (self.is(Fault::TrailingFetchResumed) && self.fetching && offset > 0 && offset <= size);
         let md5 = self.shared.digest(&name, f);
         let mut frame = FrameHead { name, size, md5 };
         if self.is(Fault::WrongDigest) {
@@ -1015,6 +1129,17 @@ impl<'a> Session<'a> {
         }
         let Some((_, remaining)) = self.conn.respond_get(frame.clone(), now) else { return };
         let mut head = self.take_output();
+        if forced {
+            // The machine sends the leading form; its head is replaced, and the whole file sent.
+            head.clear();
+            ferry_proto::ServerItem::FetchTrailing { name: frame.name.clone(), size }.encode(&mut head);
+            chunk.extend(head);
+            chunk.extend_from_slice(data);
+            chunk.extend_from_slice(&Digest::of(data).to_hex());
+            self.data_in_step = true;
+            self.conn.body_sent(remaining, now);
+            return;
+        }
         let name_len = frame.name.as_str().len();
         if past_end && self.is(Fault::BadOffsetNotRefused) {
             let at = 1 + 8 + 4 + name_len;
@@ -1034,6 +1159,29 @@ impl<'a> Session<'a> {
         chunk.extend_from_slice(&data[from..]);
         self.data_in_step = from < data.len();
         self.conn.body_sent(remaining, now);
+    }
+
+    /// Whether a FETCH from 0 gets the trailing form.
+    fn trails(&self) -> bool {
+        self.shared.setup.trailer == Trailer::Trailing
+    }
+
+    /// `ReplyBeforeTrailer`: once a trailing upload's data is all there, it is published and
+    /// answered, its trailer not yet read.
+    fn reply_before_trailer(&mut self, chunk: &mut Vec<u8>) {
+        if !self.is(Fault::ReplyBeforeTrailer) || self.answered_early {
+            return;
+        }
+        let Some((head, data)) = &self.upload else { return };
+        if !head.is_trailing() || data.len() as u64 != head.size {
+            return;
+        }
+        // Fault: answered (and published) now.
+        let name = self.key(head.name.clone());
+        let stored = Stored { data: data.clone(), mtime_ms: now_ms() };
+        let replaced = self.shared.files().insert(name, stored).is_some();
+        chunk.extend_from_slice(&[ferry_proto::tag::PUT, u8::from(replaced)]);
+        self.answered_early = true;
     }
 
     /// Faults on the server hello, the whole of `chunk` (the handshake's step makes nothing else).
@@ -1057,6 +1205,10 @@ impl<'a> Session<'a> {
         if self.is(Fault::ExtraCapabilityBits) {
             // Fault: bit 8, which version 1 does not define.
             chunk[6] |= 0x01;
+        }
+        if self.is(Fault::TrailerUnannounced) {
+            // Fault: TRAILER (bit 4) is not announced, though the machine serves it.
+            chunk[7] &= !(Capabilities::TRAILER.0 as u8);
         }
     }
 
@@ -1178,7 +1330,8 @@ impl<'a> Session<'a> {
         }
         self.end_temp();
         if let Some((head, data)) = self.upload.take() {
-            if self.is(Fault::PublishPartial) {
+            let all_data = head.is_trailing() && data.len() as u64 == head.size;
+            if self.is(Fault::PublishPartial) || (all_data && self.is(Fault::PublishBeforeTrailer)) {
                 // Fault: the bytes of a cut-off upload are published.
                 let name = self.key(head.name);
                 self.shared.files().insert(name, Stored { data, mtime_ms: now_ms() });
