@@ -890,7 +890,10 @@ fn download_once(
     // The whole file's size, and its digest if it came first.
     let (size, leading) = match &reply {
         FetchReply::Leading(r) => (r.frame.size, Some(r.frame.md5)),
-        FetchReply::Trailing { size, .. } => (*size, None),
+        FetchReply::Trailing { size, .. } => {
+            tracing::debug!(%name, size, "download: the digest follows the data");
+            (*size, None)
+        }
     };
     if let FetchReply::Leading(GetReply { frame, .. }) = &reply {
         if offset > 0 && !part.matches(frame) {

@@ -288,6 +288,7 @@ pub fn ferry_cmd_timeout(cwd: &Path, server: &str, home: &Path, timeout: &str) -
         .env_remove("FERRY_TOKEN")
         .env_remove("FERRY_HISTORY")
         .env_remove("FERRY_NO_DIGEST_CACHE")
+        .env_remove("FERRY_DIGEST_FIRST")
         .env_remove("FERRY_LOG")
         // The digest cache goes under HOME, in the test's directory.
         .env_remove("XDG_CACHE_HOME")
