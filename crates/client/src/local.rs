@@ -417,6 +417,29 @@ mod tests {
     }
 
     #[test]
+    fn a_trailing_download_s_sidecar_holds_the_size_until_a_digest_is_learnt() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let whole = b"hello world";
+        {
+            let mut part = Part::open(&dest, false).unwrap();
+            part.begin(&frame(whole).name, Identity { size: 11, md5: None }).unwrap();
+            part.append(&whole[..5]).unwrap();
+        }
+        let meta = std::fs::read_to_string(with_suffix(&dest, ".part.meta")).unwrap();
+        assert!(!meta.contains("md5"), "{meta}");
+        let mut part = Part::open(&dest, false).unwrap();
+        assert_eq!(part.resume_offset(), 5, "kept for a resume");
+        assert!(part.matches(&frame(whole)) && part.matches(&frame(b"hello there")), "any file of that size");
+        assert!(!part.matches(&frame(b"hello")), "but not another size");
+        part.learn(&frame(whole)).unwrap();
+        drop(part);
+        let part = Part::open(&dest, false).unwrap();
+        assert_eq!(part.identity(), Some(Identity::of(&frame(whole))));
+        assert!(!part.matches(&frame(b"hello there")), "[GET-7] once the digest is known");
+    }
+
+    #[test]
     fn more_bytes_than_the_file_has_start_again() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");
