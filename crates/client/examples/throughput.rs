@@ -48,7 +48,12 @@ fn main() {
     let up = Name::parse("up").unwrap();
 
     let download = |mode: HashMode| -> Duration {
-        let mut client = Client::new(Config { server: server.addr.to_string(), hash_mode: mode, ..Config::default() });
+        let mut client = Client::new(Config {
+            server: server.addr.to_string(),
+            hash_mode: mode,
+            upload_hash_mode: Some(mode),
+            ..Config::default()
+        });
         let started = Instant::now();
         if put {
             let done = client.upload(&source, &up, PutMode::Overwrite, &mut NoProgress).expect("the upload");

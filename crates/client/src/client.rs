@@ -39,6 +39,12 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// Where a download's MD5 is computed.
     pub hash_mode: HashMode,
+    /// Where an upload in the trailing form computes its MD5 as it sends. `None` (the default):
+    /// inline for a server on this machine, whose own hashing of the data wants the other core
+    /// (1 GiB to an in-process server on 2 cores: 382 MiB/s inline, 357 MiB/s on a thread,
+    /// measured with the `throughput` example's `put`), and on a thread for any other, where
+    /// the client's cores are its own.
+    pub upload_hash_mode: Option<HashMode>,
     /// Transfers go no faster than this many bytes a second.
     pub rate_limit: Option<u64>,
     /// The file of the digest cache ([`crate::digest_cache`]): uploads and downloads record the
@@ -98,6 +104,7 @@ impl Default for Config {
             timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             hash_mode: HashMode::default(),
+            upload_hash_mode: None,
             rate_limit: None,
             digest_cache: None,
             wait_for_server: false,
@@ -583,7 +590,7 @@ impl Client {
         let policy = self.config.retry.clone();
         let mut budget = Budget::new(&policy);
         let rate = self.config.rate_limit;
-        let hash_mode = self.config.hash_mode;
+        let upload_hash_mode = self.config.upload_hash_mode;
         let allow_trailer = self.config.trailer;
         loop {
             let mut all_sent = false;
@@ -629,6 +636,10 @@ impl Client {
                         PutHead::trailing(mode, name.clone(), size)
                     }
                 };
+                let hash_mode = upload_hash_mode.unwrap_or(match conn.peer().ip().to_canonical().is_loopback() {
+                    true => HashMode::Inline,
+                    false => HashMode::Thread,
+                });
                 let sink = match trailing {
                     true => Some(HashSink::new(hash_mode, None, &mut |_, _| true).map_err(|e| local("hash", e))?),
                     false => None,
