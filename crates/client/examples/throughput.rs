@@ -1,8 +1,8 @@
-//! Download throughput with the MD5 computed inline versus on a second thread, over loopback,
-//! measured in one invocation so that the ratio compares like with like.
+//! Download (or upload) throughput with the MD5 computed inline versus on a second thread, over
+//! loopback, measured in one invocation so that the ratio compares like with like.
 //!
 //! ```text
-//! TMPDIR=/dev/shm cargo run --release -p ferry-client --example throughput -- [SIZE_MIB] [ROUNDS]
+//! TMPDIR=/dev/shm cargo run --release -p ferry-client --example throughput -- [SIZE_MIB] [ROUNDS] [get|put]
 //! ```
 //!
 //! It serves one file of SIZE_MIB (default 1024) from the reference server (ferry-blocking, in
@@ -10,18 +10,27 @@
 //! downloads it ROUNDS times (default 3) in each mode, alternating, and prints the median rate of
 //! each and their ratio. The whole download is timed, fsync and rename included: put TMPDIR on a
 //! tmpfs (/dev/shm) so that the disk does not dominate.
+//!
+//! With `put`, it uploads a local file of that size instead, in the trailing form (the server
+//! announces `TRAILER`, and the client has no digest cache): the MD5 is computed as the data is
+//! sent, inline or on a second thread.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use ferry_client::{Client, Config, HashMode, NoProgress};
 use ferry_core::Settings;
-use ferry_proto::Name;
+use ferry_proto::{Name, PutMode};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let mib: u64 = args.next().map_or(1024, |a| a.parse().expect("SIZE_MIB is a number"));
     let rounds: usize = args.next().map_or(3, |a| a.parse().expect("ROUNDS is a number"));
+    let put = match args.next().as_deref() {
+        None | Some("get") => false,
+        Some("put") => true,
+        Some(other) => panic!("get or put, not {other}"),
+    };
     let size = mib << 20;
 
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -32,19 +41,37 @@ fn main() {
         .expect("starting the server");
     let name = Name::parse("big").unwrap();
     let dest = dir.path().join("big.out");
+    let source = dir.path().join("big.in");
+    if put {
+        write_file(&source, size);
+    }
+    let up = Name::parse("up").unwrap();
 
     let download = |mode: HashMode| -> Duration {
-        let mut client = Client::new(Config { server: server.addr.to_string(), hash_mode: mode, ..Config::default() });
+        let mut client = Client::new(Config {
+            server: server.addr.to_string(),
+            hash_mode: mode,
+            upload_hash_mode: Some(mode),
+            ..Config::default()
+        });
         let started = Instant::now();
-        client.download(&name, &dest, true, &mut NoProgress).expect("the download");
+        if put {
+            let done = client.upload(&source, &up, PutMode::Overwrite, &mut NoProgress).expect("the upload");
+            assert!(done.trailing, "the server announces TRAILER");
+        } else {
+            client.download(&name, &dest, true, &mut NoProgress).expect("the download");
+        }
         let took = started.elapsed();
         client.close();
-        std::fs::remove_file(&dest).expect("removing the download");
+        if !put {
+            std::fs::remove_file(&dest).expect("removing the download");
+        }
         took
     };
 
     println!(
-        "{mib} MiB over loopback, {rounds} rounds per mode, {} CPUs",
+        "{} of {mib} MiB over loopback, {rounds} rounds per mode, {} CPUs",
+        if put { "uploads" } else { "downloads" },
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     download(HashMode::Thread); // warms the server's digest cache and the page cache

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use ferry_proto::client::{ClientConfig, ClientConnection};
 use ferry_proto::codec::ServerItem;
-use ferry_proto::{ConnRecord, Entry, ErrorReply, FrameHead, Name, PutHead, Request, RequestKind, ServerHello};
+use ferry_proto::ServerHello;
+use ferry_proto::{
+    Capabilities, ConnRecord, Digest, Entry, ErrorReply, FrameHead, Name, PutHead, Request, RequestKind,
+};
 
 use crate::error::Error;
 use crate::progress::Progress;
@@ -57,6 +60,11 @@ enum Item {
         offset: u64,
         frame: FrameHead,
     },
+    /// The head of a FETCH reply in the trailing form (§ 7.10): data, then [`Item::Trailer`].
+    FetchTrailing {
+        name: Name,
+        size: u64,
+    },
     PutOk {
         replaced: bool,
     },
@@ -67,6 +75,8 @@ enum Item {
     ByeOk,
     ShutdownOk,
     Data(Range<usize>),
+    /// The digest after a trailing reply's data (§ 6.5).
+    Trailer(Digest),
     DataEnd,
     /// Legacy replies never come on a version 1 connection; the machine would have refused them.
     Other(&'static str),
@@ -95,9 +105,9 @@ impl Item {
                 Self::Data(start..start + d.len())
             }
             ServerItem::DataEnd => Self::DataEnd,
+            ServerItem::FetchTrailing { name, size } => Self::FetchTrailing { name, size },
+            ServerItem::Trailer(md5) => Self::Trailer(md5),
             ServerItem::LegacyOk(_) | ServerItem::LegacyErrorStart => Self::Other("a legacy reply"),
-            // This client sends no FETCH yet, and its machine refuses a 0x8B to anything else.
-            ServerItem::FetchTrailing { .. } | ServerItem::Trailer(_) => Self::Other("a trailing-digest reply"),
         }
     }
 }
@@ -109,6 +119,27 @@ pub struct GetReply {
     pub offset: u64,
     /// The whole file's name, size and digest (`[GET-2]`).
     pub frame: FrameHead,
+}
+
+/// The head of a FETCH reply (§ 7.10): the GET reply's, or the trailing form's, whose digest
+/// comes after the data ([`Connection::recv_data`] returns it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchReply {
+    /// Tag `0x83`: exactly what a GET would have received, digest first.
+    Leading(GetReply),
+    /// Tag `0x8B`: `size` bytes of the whole file follow, then their digest (`[TRL-10]`: the
+    /// file is not received until that digest has arrived and matches).
+    Trailing { name: Name, size: u64 },
+}
+
+impl FetchReply {
+    /// The whole file's size.
+    pub fn size(&self) -> u64 {
+        match self {
+            Self::Leading(r) => r.frame.size,
+            Self::Trailing { size, .. } => *size,
+        }
+    }
 }
 
 /// An open, greeted connection.
@@ -236,6 +267,11 @@ impl Connection {
     /// The server's hello: its role for us, capabilities and limits.
     pub fn hello(&self) -> &ServerHello {
         &self.hello
+    }
+
+    /// Whether the server announced every bit of `capability` in its hello.
+    pub fn offers(&self, capability: Capabilities) -> bool {
+        self.proto.offers(capability)
     }
 
     /// The address as given.
@@ -391,9 +427,38 @@ impl Connection {
     /// The server refused (`NOT_FOUND`, `BAD_OFFSET`…), did not finish computing a digest it
     /// lacked in the time allowed ([`Error::DigestTimeout`]), or the connection failed.
     pub fn get(&mut self, name: &Name, offset: u64, progress: &mut dyn Progress) -> Result<GetReply, Error> {
+        match self.start_download(Request::Get { name: name.clone(), offset }, name, progress)? {
+            FetchReply::Leading(reply) => Ok(reply),
+            // The machine lets a trailing head answer only a FETCH (`[TRL-8]`).
+            FetchReply::Trailing { .. } => Err(self.unexpected("starting a download", &Item::Other("FETCH"))),
+        }
+    }
+
+    /// Sends a FETCH (§ 7.10; only to a server that announced `TRAILER`, `[TRL-1]`) and reads
+    /// the head of its reply, in either form; the data follows through [`Self::recv_data`].
+    ///
+    /// As for [`Self::get`], a STAT goes first and the head is allowed [`digest_allowance`] if
+    /// the server has no digest for the file: a server should then answer in the trailing form,
+    /// whose head is not delayed (`[TRL-7]`), but it may still hash first and answer `0x83`,
+    /// and which it chose is known only once the head has come.
+    ///
+    /// # Errors
+    /// As for [`Self::get`].
+    pub fn fetch(&mut self, name: &Name, offset: u64, progress: &mut dyn Progress) -> Result<FetchReply, Error> {
+        self.start_download(Request::Fetch { name: name.clone(), offset }, name, progress)
+    }
+
+    /// Sends `request` (a GET or a FETCH of `name`) behind a STAT and reads the reply's head.
+    fn start_download(
+        &mut self,
+        request: Request,
+        name: &Name,
+        progress: &mut dyn Progress,
+    ) -> Result<FetchReply, Error> {
         const DURING: &str = "starting a download";
+        let kind = request.kind();
         self.queue(&Request::Stat(name.clone()), DURING)?;
-        self.request(&Request::Get { name: name.clone(), offset }, DURING)?;
+        self.request(&request, DURING)?;
         let unhashed = match self.next(DURING)? {
             Item::Stat(entry) => entry.md5.is_none().then_some(entry.size),
             // The connection goes on after a recoverable refusal, and the GET is answered.
@@ -414,46 +479,58 @@ impl Connection {
             _ => self.next(DURING)?,
         };
         match head {
-            Item::GetHead { offset, frame } => Ok(GetReply { offset, frame }),
-            other => Err(self.refused_or_unexpected(RequestKind::Get, Some(name), DURING, other)),
+            Item::GetHead { offset, frame } => Ok(FetchReply::Leading(GetReply { offset, frame })),
+            Item::FetchTrailing { name, size } => Ok(FetchReply::Trailing { name, size }),
+            other => Err(self.refused_or_unexpected(kind, Some(name), DURING, other)),
         }
     }
 
-    /// Reads the data of the GET reply whose head [`Self::get`] returned, handing each chunk to
-    /// `chunk` as it arrives, until the last byte.
+    /// Reads the data of the reply whose head [`Self::get`] or [`Self::fetch`] returned, handing
+    /// each chunk to `chunk` as it arrives, until the last byte; then, for a reply in the
+    /// trailing form, its trailer, which is returned (`None` for the leading form).
     ///
     /// # Errors
-    /// The connection failed, or `chunk` did (its error is returned as is).
-    pub fn recv_data(&mut self, mut chunk: impl FnMut(&[u8]) -> Result<(), Error>) -> Result<(), Error> {
+    /// The connection failed, before the last data byte or before the whole trailer (`[TRL-3]`:
+    /// the data is then unverified), or `chunk` did (its error is returned as is).
+    pub fn recv_data(&mut self, mut chunk: impl FnMut(&[u8]) -> Result<(), Error>) -> Result<Option<Digest>, Error> {
         const DURING: &str = "downloading";
+        let mut trailer = None;
         loop {
             match self.next(DURING)? {
                 Item::Data(range) => chunk(&self.buf[range])?,
-                Item::DataEnd => return Ok(()),
+                Item::Trailer(md5) => trailer = Some(md5),
+                Item::DataEnd => return Ok(trailer),
                 other => return Err(self.unexpected(DURING, &other)),
             }
         }
     }
 
-    /// Sends a PUT: the head, then `head.frame.size` bytes read from `data`, then reads the
-    /// reply. `sent` is told of each chunk written. If the server refuses early (`EXISTS`,
-    /// `FORBIDDEN`, § 7.4 `[PUT-5]`), sending stops and the connection is closed.
+    /// Sends a PUT: the head, then `head.size` bytes read from `data`, then, if the head is in
+    /// the trailing form (§ 6.5), the digest `trailer` gives once all the data is out; then reads
+    /// the reply. `sent` is told of each chunk as it is written: it is the caller's to hash for
+    /// the trailer (`[TRL-2]`: the digest of exactly the bytes sent). If the server refuses early
+    /// (`EXISTS`, `FORBIDDEN`, § 7.4 `[PUT-5]`), sending stops and the connection is closed.
+    ///
+    /// `trailer` may refuse (the file changed while it was read, say): the connection is then
+    /// closed without the trailer, so the server stores nothing (`[TRL-3]`, `[TRL-5]`).
     ///
     /// Returns whether the upload replaced a file.
     ///
     /// # Errors
-    /// The server refused, the connection failed, or `data` could not be read (its error,
-    /// as made by `read_err`) or ended early.
+    /// The server refused, the connection failed, `data` could not be read (its error, as made
+    /// by `read_err`) or ended early, or `sent` or `trailer` failed (their errors as they are).
     pub fn put(
         &mut self,
         head: PutHead,
         data: &mut dyn Read,
         read_err: &dyn Fn(io::Error) -> Error,
-        sent: &mut dyn FnMut(u64) -> Result<(), Error>,
+        sent: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
+        trailer: &mut dyn FnMut() -> Result<Digest, Error>,
     ) -> Result<bool, Error> {
         const DURING: &str = "uploading";
         let name = head.name.clone();
         let mut owed = head.size;
+        let trailing = head.is_trailing();
         self.request(&Request::Put(head), DURING)?;
         let mut chunk = vec![0u8; READ_BUF];
         while owed > 0 {
@@ -467,7 +544,7 @@ impl Connection {
             self.proto.send_data(&chunk[..n]).map_err(|e| Error::protocol(&self.addr, DURING, e))?;
             self.flush(DURING)?;
             owed -= n as u64;
-            sent(n as u64)?;
+            sent(&chunk[..n])?;
             // `[PUT-5]`: an early refusal need not wait for all the data.
             if owed > 0 {
                 if let Some(item) = self.peek_nonblocking()? {
@@ -475,6 +552,17 @@ impl Connection {
                     return Err(self.refused_or_unexpected(RequestKind::Put, Some(&name), DURING, item));
                 }
             }
+        }
+        if trailing {
+            let md5 = match trailer() {
+                Ok(md5) => md5,
+                Err(e) => {
+                    self.proto_close();
+                    return Err(e);
+                }
+            };
+            self.proto.send_trailer(&md5).map_err(|e| Error::protocol(&self.addr, DURING, e))?;
+            self.flush(DURING)?;
         }
         match self.next(DURING)? {
             Item::PutOk { replaced } => Ok(replaced),
@@ -677,13 +765,14 @@ fn item_name(item: &Item) -> &'static str {
         Item::ListStart(_) | Item::Entry(_) => "LIST",
         Item::Stat(_) => "STAT",
         Item::GetHead { .. } => "GET",
+        Item::FetchTrailing { .. } => "FETCH",
         Item::PutOk { .. } => "PUT",
         Item::DeleteOk => "DELETE",
         Item::StatusStart(_) | Item::Record(_) => "STATUS",
         Item::Help(_) => "HELP",
         Item::ByeOk => "BYE",
         Item::ShutdownOk => "SHUTDOWN",
-        Item::Data(_) | Item::DataEnd => "data",
+        Item::Data(_) | Item::Trailer(_) | Item::DataEnd => "data",
         Item::Other(what) => what,
     }
 }

@@ -164,10 +164,10 @@ fn hash_reader(
 ///
 /// # Errors
 /// The file cannot be read, or changed size while being read; `Interrupted` if stopped.
-pub fn hash_file(file: &mut File, progress: &mut dyn FnMut(u64, u64) -> bool) -> io::Result<(Digest, u64)> {
+pub fn hash_file(mut file: &File, progress: &mut dyn FnMut(u64, u64) -> bool) -> io::Result<(Digest, u64)> {
     let len = file.metadata()?.len();
     let mut hasher = Hasher::new();
-    hash_reader(&mut *file, len, &mut hasher, progress)?;
+    hash_reader(file, len, &mut hasher, progress)?;
     // Anything past `len` means the file grew while we read it.
     let mut probe = [0u8; 1];
     if file.read(&mut probe)? != 0 {
@@ -221,7 +221,7 @@ mod tests {
         f.write_all(&vec![1u8; 600_000]).unwrap();
         f.rewind().unwrap();
         let mut last = (0, 0);
-        let (d, len) = hash_file(&mut f, &mut |done, total| {
+        let (d, len) = hash_file(&f, &mut |done, total| {
             last = (done, total);
             true
         })

@@ -8,12 +8,18 @@
 //! file whose whole MD5 matched is renamed to `DEST`, after an fsync, never over an existing file
 //! unless asked; the directory is fsynced after the rename. While a download runs, `DEST.part` is
 //! locked (`flock`), so two processes never write the same `.part`.
+//!
+//! A download in the trailing form (PROTOCOL.md § 7.10) learns the MD5 only after the data, so
+//! its sidecar records the size alone. Bytes kept under such a sidecar (a connection lost before
+//! the trailer) are resumed against any file of that size; the leading digest of the resumed
+//! reply is then recorded, and the MD5 of the whole, checked before the rename as always, tells
+//! whether the bytes kept belonged to it (if not, the download starts again from 0).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use ferry_proto::{Digest, FrameHead};
+use ferry_proto::{Digest, FrameHead, Name};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -28,19 +34,46 @@ pub struct PartMeta {
     pub name: String,
     /// The whole file's size.
     pub size: u64,
-    /// The whole file's MD5, in hex.
-    pub md5: String,
+    /// The whole file's MD5, in hex; absent while a download in the trailing form (§ 7.10) has
+    /// not received it yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
 }
 
 impl PartMeta {
-    fn of(frame: &FrameHead) -> Self {
-        Self { ferry_part: 1, name: frame.name.as_str().to_owned(), size: frame.size, md5: frame.md5.to_string() }
+    fn of(name: &Name, identity: Identity) -> Self {
+        Self {
+            ferry_part: 1,
+            name: name.as_str().to_owned(),
+            size: identity.size,
+            md5: identity.md5.map(|d| d.to_string()),
+        }
     }
 
     /// The size and digest, if the sidecar is well-formed.
-    fn identity(&self) -> Option<(u64, Digest)> {
+    fn identity(&self) -> Option<Identity> {
         (self.ferry_part == 1).then_some(())?;
-        Some((self.size, Digest::from_hex(self.md5.as_bytes())?))
+        let md5 = match &self.md5 {
+            Some(hex) => Some(Digest::from_hex(hex.as_bytes())?),
+            None => None,
+        };
+        Some(Identity { size: self.size, md5 })
+    }
+}
+
+/// Which file the bytes of a `.part` file belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// The whole file's size.
+    pub size: u64,
+    /// The whole file's MD5; `None` until a download in the trailing form has received it.
+    pub md5: Option<Digest>,
+}
+
+impl Identity {
+    /// The identity a leading frame announces.
+    pub fn of(frame: &FrameHead) -> Self {
+        Self { size: frame.size, md5: Some(frame.md5) }
     }
 }
 
@@ -63,7 +96,7 @@ pub struct Part {
     len: u64,
     /// The size and digest of the file the bytes belong to, if known (from the sidecar or the
     /// server). `None`: the bytes, if any, cannot be trusted and the download starts from 0.
-    identity: Option<(u64, Digest)>,
+    identity: Option<Identity>,
 }
 
 impl Part {
@@ -119,7 +152,7 @@ impl Part {
         let mut part = Self { dest: dest.to_owned(), path, meta_path, file, len, identity };
         match part.identity {
             // Bytes past the announced end cannot be part of that file.
-            Some((size, _)) if part.len > size => part.reset()?,
+            Some(Identity { size, .. }) if part.len > size => part.reset()?,
             // Bytes of an unknown file, which we may overwrite: start again.
             None if part.len > 0 => part.reset()?,
             _ => {}
@@ -143,7 +176,7 @@ impl Part {
     }
 
     /// The size and MD5 of the file the bytes held belong to, if known.
-    pub fn identity(&self) -> Option<(u64, Digest)> {
+    pub fn identity(&self) -> Option<Identity> {
         self.identity
     }
 
@@ -156,9 +189,23 @@ impl Part {
         }
     }
 
-    /// Whether the server's frame is the file these bytes belong to (`[GET-7]`).
+    /// Whether the server's frame is the file these bytes belong to (`[GET-7]`), as far as
+    /// the sidecar can tell: bytes of a trailing download whose MD5 never came match any file of
+    /// their size (the whole file's MD5 decides in the end).
     pub fn matches(&self, frame: &FrameHead) -> bool {
-        self.identity == Some((frame.size, frame.md5))
+        self.identity.is_some_and(|i| i.size == frame.size && i.md5.is_none_or(|md5| md5 == frame.md5))
+    }
+
+    /// Records the MD5 a resumed reply announced for bytes whose sidecar had none, so that a
+    /// later resume checks it (`[GET-7]`).
+    ///
+    /// # Errors
+    /// The sidecar cannot be written.
+    pub fn learn(&mut self, frame: &FrameHead) -> Result<(), Error> {
+        if self.identity.is_some_and(|i| i.md5.is_none()) {
+            self.write_sidecar(&frame.name, Identity::of(frame))?;
+        }
+        Ok(())
     }
 
     /// Forgets the bytes held: empties the file and removes the sidecar.
@@ -178,19 +225,24 @@ impl Part {
         Ok(())
     }
 
-    /// Starts over for the file `frame` describes: empties the file and writes the sidecar
-    /// (atomically, through a temporary file) before any data is written.
+    /// Starts over for the file `name` of that identity (its MD5 unknown, for a reply in the
+    /// trailing form): empties the file and writes the sidecar (atomically, through a temporary
+    /// file) before any data is written.
     ///
     /// # Errors
     /// The files cannot be written.
-    pub fn begin(&mut self, frame: &FrameHead) -> Result<(), Error> {
+    pub fn begin(&mut self, name: &Name, identity: Identity) -> Result<(), Error> {
         self.reset()?;
-        let json = serde_json::to_vec_pretty(&PartMeta::of(frame)).map_err(io::Error::other);
+        self.write_sidecar(name, identity)
+    }
+
+    fn write_sidecar(&mut self, name: &Name, identity: Identity) -> Result<(), Error> {
+        let json = serde_json::to_vec_pretty(&PartMeta::of(name, identity)).map_err(io::Error::other);
         let tmp = with_suffix(&self.meta_path, ".tmp");
         json.and_then(|json| std::fs::write(&tmp, json))
             .and_then(|()| std::fs::rename(&tmp, &self.meta_path))
             .map_err(|e| Error::Local { what: "write", path: self.meta_path.clone(), source: e })?;
-        self.identity = Some((frame.size, frame.md5));
+        self.identity = Some(identity);
         Ok(())
     }
 
@@ -301,7 +353,6 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_proto::Name;
 
     fn frame(data: &[u8]) -> FrameHead {
         FrameHead { name: Name::parse("f").unwrap(), size: data.len() as u64, md5: Digest::of(data) }
@@ -356,7 +407,7 @@ mod tests {
         let whole = b"hello world";
         {
             let mut part = Part::open(&dest, false).unwrap();
-            part.begin(&frame(whole)).unwrap();
+            part.begin(&frame(whole).name, Identity::of(&frame(whole))).unwrap();
             part.append(&whole[..5]).unwrap();
         }
         let part = Part::open(&dest, false).unwrap();
@@ -366,12 +417,35 @@ mod tests {
     }
 
     #[test]
+    fn a_trailing_download_s_sidecar_holds_the_size_until_a_digest_is_learnt() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let whole = b"hello world";
+        {
+            let mut part = Part::open(&dest, false).unwrap();
+            part.begin(&frame(whole).name, Identity { size: 11, md5: None }).unwrap();
+            part.append(&whole[..5]).unwrap();
+        }
+        let meta = std::fs::read_to_string(with_suffix(&dest, ".part.meta")).unwrap();
+        assert!(!meta.contains("md5"), "{meta}");
+        let mut part = Part::open(&dest, false).unwrap();
+        assert_eq!(part.resume_offset(), 5, "kept for a resume");
+        assert!(part.matches(&frame(whole)) && part.matches(&frame(b"hello there")), "any file of that size");
+        assert!(!part.matches(&frame(b"hello")), "but not another size");
+        part.learn(&frame(whole)).unwrap();
+        drop(part);
+        let part = Part::open(&dest, false).unwrap();
+        assert_eq!(part.identity(), Some(Identity::of(&frame(whole))));
+        assert!(!part.matches(&frame(b"hello there")), "[GET-7] once the digest is known");
+    }
+
+    #[test]
     fn more_bytes_than_the_file_has_start_again() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");
         {
             let mut part = Part::open(&dest, false).unwrap();
-            part.begin(&frame(b"ab")).unwrap();
+            part.begin(&frame(b"ab").name, Identity::of(&frame(b"ab"))).unwrap();
             part.append(b"abc").unwrap();
         }
         assert_eq!(Part::open(&dest, false).unwrap().resume_offset(), 0);
@@ -391,7 +465,7 @@ mod tests {
         let dest = dir.path().join("f");
         std::fs::write(&dest, b"precious").unwrap();
         let mut part = Part::open(&dest, false).unwrap();
-        part.begin(&frame(b"new")).unwrap();
+        part.begin(&frame(b"new").name, Identity::of(&frame(b"new"))).unwrap();
         part.append(b"new").unwrap();
         assert!(matches!(part.publish(false), Err(Error::LocalExists { .. })));
         assert_eq!(std::fs::read(&dest).unwrap(), b"precious");

@@ -25,6 +25,8 @@ pub struct Seen {
     pub request: Request,
     /// A PUT's data.
     pub data: Vec<u8>,
+    /// A PUT's trailer, in the trailing form (PROTOCOL.md § 6.5).
+    pub trailer: Option<Digest>,
 }
 
 /// What to do after a request.
@@ -99,12 +101,13 @@ impl Drop for FakeServer {
     }
 }
 
-/// A hello granting `role`, with every version 1 capability.
+/// A hello granting `role`, with every version 1 capability but `TRAILER`: a server from before
+/// the trailing form, whose every frame has its digest first. [`trailer_hello`] adds it.
 pub fn hello(role: Role) -> ServerHello {
     ServerHello {
         version: 1,
         role,
-        capabilities: Capabilities::ALL_V1,
+        capabilities: Capabilities(Capabilities::ALL_V1.0 & !Capabilities::TRAILER.0),
         max_name_len: 255,
         max_file_size: 1 << 40,
         max_clients: 8,
@@ -114,9 +117,17 @@ pub fn hello(role: Role) -> ServerHello {
     }
 }
 
+/// A hello granting `role`, with every version 1 capability, `TRAILER` included: PUT modes
+/// 0x80 and 0x81 and FETCH are then decoded, a PUT's trailer is in [`Seen::trailer`], and the
+/// script answers a FETCH (with [`raw::get`] for the leading form or [`raw::fetch_trailing`]).
+pub fn trailer_hello(role: Role) -> ServerHello {
+    ServerHello { capabilities: Capabilities::ALL_V1, ..hello(role) }
+}
+
 fn serve(conn: usize, mut stream: TcpStream, hello: ServerHello, script: &Script, seen: &Mutex<Vec<Seen>>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut decoder = RequestDecoder::new(ReadLimits::default());
+    let mut decoder =
+        RequestDecoder::new(ReadLimits::default()).with_trailer(hello.capabilities.contains(Capabilities::TRAILER));
     let mut inbuf = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut current: Option<Seen> = None;
@@ -140,10 +151,10 @@ fn serve(conn: usize, mut stream: TcpStream, hello: ServerHello, script: &Script
                             actions.push(Action::ReplyAndClose(vec![ferry_proto::tag::BYE]));
                         }
                         ClientItem::Request(request @ Request::Put(_)) => {
-                            current = Some(Seen { conn, request, data: Vec::new() });
+                            current = Some(Seen { conn, request, data: Vec::new(), trailer: None });
                         }
                         ClientItem::Request(request) => {
-                            let s = Seen { conn, request, data: Vec::new() };
+                            let s = Seen { conn, request, data: Vec::new(), trailer: None };
                             seen.lock().expect("not poisoned").push(s.clone());
                             actions.push(script(&s));
                         }
@@ -152,14 +163,18 @@ fn serve(conn: usize, mut stream: TcpStream, hello: ServerHello, script: &Script
                                 c.data.extend_from_slice(d);
                             }
                         }
+                        ClientItem::Trailer(md5) => {
+                            if let Some(c) = &mut current {
+                                c.trailer = Some(md5);
+                            }
+                        }
                         ClientItem::DataEnd => {
                             if let Some(s) = current.take() {
                                 seen.lock().expect("not poisoned").push(s.clone());
                                 actions.push(script(&s));
                             }
                         }
-                        // The scripted servers announce no TRAILER: a trailer never comes.
-                        ClientItem::LegacyGet(_) | ClientItem::Rejected { .. } | ClientItem::Trailer(_) => return,
+                        ClientItem::LegacyGet(_) | ClientItem::Rejected { .. } => return,
                     }
                 }
             }
@@ -213,6 +228,17 @@ pub mod raw {
         out.extend_from_slice(&size.to_be_bytes());
         out.extend_from_slice(&md5.to_hex());
         out.extend_from_slice(data);
+        out
+    }
+
+    /// A FETCH reply in the trailing form (PROTOCOL.md § 7.10): head, `data` (which should be
+    /// `size` bytes), then `md5` as the trailer.
+    pub fn fetch_trailing(name_bytes: &[u8], size: u64, data: &[u8], md5: Digest) -> Vec<u8> {
+        let mut out = vec![ferry_proto::tag::FETCH_TRAILING];
+        name(&mut out, name_bytes);
+        out.extend_from_slice(&size.to_be_bytes());
+        out.extend_from_slice(data);
+        out.extend_from_slice(&md5.to_hex());
         out
     }
 

@@ -35,8 +35,9 @@ Exit status:
 
 Digest cache: ferry records the MD5 of each file it uploads or downloads in
 $XDG_CACHE_HOME/ferry/digests.redb (else ~/.cache/ferry/digests.redb), with the file's device,
-inode, size, mtime and ctime, so that uploading the file again unchanged sends at once instead of
-reading it whole first. Delete that file to clear the cache.
+inode, size, mtime and ctime, so that uploading the file again unchanged sends its MD5 first
+without computing it (with a server that offers no TRAILER, a file not in the cache is read whole
+before it is sent). Delete that file to clear the cache.
 
 FERRY_LOG=debug (or another tracing filter) logs what the client does on stderr.
 
@@ -100,11 +101,17 @@ pub struct Global {
     #[arg(long, global = true, value_name = "RATE", value_parser = parse_rate)]
     pub limit_rate: Option<u64>,
 
-    /// Neither use nor fill the digest cache (ferry --help says more): every upload reads its file
-    /// first.
+    /// Neither use nor fill the digest cache (ferry --help says more): every upload hashes its
+    /// file, as it sends it or, to a server without TRAILER, before.
     // FERRY_NO_DIGEST_CACHE counts as set unless it is empty, 0, false, no, n, f or off.
     #[arg(long, global = true, env = "FERRY_NO_DIGEST_CACHE", hide_env_values = true, value_parser = clap::builder::FalseyValueParser::new())]
     pub no_digest_cache: bool,
+
+    /// Put each file's MD5 before its data, even with a server that offers it after (TRAILER): an
+    /// upload then reads its file twice, and a download the server has not hashed waits for it.
+    /// For comparisons; the default is faster, and as well verified.
+    #[arg(long, global = true, env = "FERRY_DIGEST_FIRST", hide_env_values = true, value_parser = clap::builder::FalseyValueParser::new())]
+    pub digest_first: bool,
 
     /// No progress bars and no notes; errors only.
     #[arg(short, long, global = true)]
@@ -193,8 +200,8 @@ pub enum Command {
     #[command(visible_alias = "upload")]
     Put {
         /// Local files to upload. `-` reads standard input (with --as NAME): the frame carries
-        /// the MD5 before the data, so the input is first copied to a temporary file, hashed,
-        /// then sent, and the temporary file removed.
+        /// the size before the data, so the input is first copied to a temporary file, then
+        /// sent, and the temporary file removed.
         #[arg(required = true, value_name = "PATH|-")]
         paths: Vec<PathBuf>,
         /// Name on the server (one file only; default: the file's own name).
@@ -336,6 +343,10 @@ pub struct ShellOptions {
 
     /// Set when ferry starts.
     #[arg(long, global = true, hide = true)]
+    pub digest_first: bool,
+
+    /// Set when ferry starts.
+    #[arg(long, global = true, hide = true)]
     pub tls: bool,
 
     /// Set when ferry starts.
@@ -363,6 +374,7 @@ impl ShellOptions {
             (self.token.is_some(), "--token"),
             (self.timeout.is_some(), "--timeout"),
             (self.no_digest_cache, "--no-digest-cache"),
+            (self.digest_first, "--digest-first"),
             (self.tls, "--tls"),
             (self.ca.is_some(), "--ca"),
             (self.sni.is_some(), "--sni"),

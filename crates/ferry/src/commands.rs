@@ -412,7 +412,8 @@ fn name_for(bars: &Bars, path: &Path, as_name: Option<&str>) -> Result<Name, u8>
     })
 }
 
-/// Standard input, copied to a temporary file so that its MD5 is known before it is sent.
+/// Standard input, copied to a temporary file so that its size (and, for a server without the
+/// trailing form, its MD5) is known before it is sent.
 fn spool_stdin(bars: &Bars) -> Result<tempfile::NamedTempFile, u8> {
     let local = |e: std::io::Error| {
         bars.error(&format!("ferry: cannot copy standard input to a temporary file: {e}"));
@@ -439,7 +440,7 @@ fn put(client: &mut Client, bars: &mut Bars, paths: &[PathBuf], as_name: Option<
         }
     }
     let mode = if overwrite { PutMode::Overwrite } else { PutMode::CreateOnly };
-    // Standard input is read whole first: the frame needs its MD5 before the data.
+    // Standard input is read whole first: the frame needs its size before the data.
     let spool = if paths.iter().any(|p| p.as_os_str() == "-") {
         match spool_stdin(bars) {
             Ok(s) => Some(s),

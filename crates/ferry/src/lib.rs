@@ -47,6 +47,7 @@ pub fn main() -> ExitCode {
         retry: RetryPolicy { retries: g.retries, ..RetryPolicy::default() },
         rate_limit: g.limit_rate,
         digest_cache: if g.no_digest_cache { None } else { ferry_client::digest_cache::default_path() },
+        trailer: !g.digest_first,
         tls: g.tls_config(),
         allow_cleartext_token: g.allow_cleartext_token,
         ..Config::default()

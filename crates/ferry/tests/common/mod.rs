@@ -187,13 +187,16 @@ impl Ferryd {
         strip_ansi(&read_lossy(&self.log_path(n)))
     }
 
-    /// The offsets of the GETs logged by start number `n`.
+    /// The offsets of the GETs logged by start number `n`; a FETCH answered in the trailing form,
+    /// which is always from offset 0 (`[TRL-6]`), counts as a GET from 0.
     pub fn get_offsets(&self, n: usize) -> Vec<u64> {
         self.log(n)
             .lines()
             .filter(|l| l.contains(" GET ") || l.ends_with(" GET"))
-            .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("offset=")))
-            .filter_map(|o| o.parse().ok())
+            .filter_map(|l| match l.contains(" GET (FETCH") {
+                true => Some(0),
+                false => l.split_whitespace().find_map(|w| w.strip_prefix("offset=")).and_then(|o| o.parse().ok()),
+            })
             .collect()
     }
 }
@@ -288,6 +291,7 @@ pub fn ferry_cmd_timeout(cwd: &Path, server: &str, home: &Path, timeout: &str) -
         .env_remove("FERRY_TOKEN")
         .env_remove("FERRY_HISTORY")
         .env_remove("FERRY_NO_DIGEST_CACHE")
+        .env_remove("FERRY_DIGEST_FIRST")
         .env_remove("FERRY_LOG")
         // The digest cache goes under HOME, in the test's directory.
         .env_remove("XDG_CACHE_HOME")
