@@ -167,6 +167,7 @@ fn inapplicable(connections: &[Vec<Rendered>], ctx: &Ctx) -> Result<Option<Strin
     let Some(hello) = ctx.server else { return Ok(None) };
     let limits = ReadLimits { max_name_len: hello.max_name_len, max_file_size: hello.max_file_size };
     let assumed = ReadLimits::default();
+    let trailer = hello.capabilities.contains(ferry_proto::Capabilities::TRAILER);
     let mut writes = false;
     let mut legacy_download = false;
     for steps in connections {
@@ -177,8 +178,12 @@ fn inapplicable(connections: &[Vec<Rendered>], ctx: &Ctx) -> Result<Option<Strin
                 _ => Vec::new(),
             })
             .collect();
-        let (want, want_end) = vector::decode(Direction::ClientToServer, Start::Handshake, assumed, &bytes, &[]);
-        let (got, got_end) = vector::decode(Direction::ClientToServer, Start::Handshake, limits, &bytes, &[]);
+        // Read as this server reads it: with TRAILER, trailing uploads are requests too (§ 6.5).
+        let decode = |limits| {
+            vector::decode_with_trailer(Direction::ClientToServer, Start::Handshake, limits, trailer, &bytes, &[])
+        };
+        let (want, want_end) = decode(assumed);
+        let (got, got_end) = decode(limits);
         if want != got || want_end != got_end {
             let k = want.iter().zip(&got).take_while(|(a, b)| a == b).count();
             let show = |items: &[serde_json::Value], end: &End| {
